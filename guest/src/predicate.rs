@@ -1,0 +1,177 @@
+//! The guard predicate of the seed (`deploy_status_guard.decide()`, steps 2 to 6), in
+//! plain Rust with no bindings, so that it is tested natively and reused as the
+//! host's native reference.
+//!
+//! Steps 1 (the kill-switch) and 7 (any failure degrades to ALLOW) belong to the host:
+//! a policy never sees a disabled guard and cannot fail safe on its own behalf.
+//!
+//! The seed's details that matter, and are kept here on purpose:
+//! - the stage and the repo are trimmed as Python's `str.strip()` trims (see
+//!   [`py_strip`]); the stage is then compared case-sensitively, so `DONE` is not
+//!   terminal;
+//! - with an empty scope the guard applies to the self-hosting repositories only;
+//! - the post-deploy window matters only for target `monitoring` of a `done` task.
+//!   The seed reads the window there and nowhere else; a read that fails raises, and
+//!   its exception path answers ALLOW: here that is the rule `window-unknown`.
+
+/// The deploy-phase status a setter is about to stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Awaiting Deploy.
+    Awaiting,
+    /// Deploying.
+    Deploying,
+    /// Monitoring after Deploy.
+    Monitoring,
+}
+
+impl Target {
+    /// Every target, in the order of the pipeline.
+    pub const ALL: [Target; 3] = [Target::Awaiting, Target::Deploying, Target::Monitoring];
+}
+
+/// What the setter does with its stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Stamp the requested status.
+    Allow,
+    /// Stamp Done instead.
+    ConvergeDone,
+    /// Stamp nothing.
+    Suppress,
+}
+
+/// The rule that decided; its text is what the decision carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// No task row for the work item: a foreign or unknown issue (seed step 2).
+    TaskNotFound,
+    /// The task's repo is outside the guard's scope (seed step 3).
+    OutOfScope,
+    /// The task is still in a live deploy cycle (seed step 4).
+    NonTerminal,
+    /// The task was cancelled: never stamp over it (seed step 5).
+    Cancelled,
+    /// Done, target monitoring, window active: the legitimate post-deploy status (step 6).
+    MonitoringWindowActive,
+    /// Done, target monitoring, the window could not be read: the seed's exception path.
+    WindowUnknown,
+    /// Done and no legitimate deploy-phase status left: converge to Done (step 6).
+    ConvergeDone,
+}
+
+impl Rule {
+    /// The rule's name as decisions carry it (CONTRACT.md).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Rule::TaskNotFound => "task-not-found",
+            Rule::OutOfScope => "out-of-scope",
+            Rule::NonTerminal => "non-terminal",
+            Rule::Cancelled => "cancelled",
+            Rule::MonitoringWindowActive => "monitoring-window-active",
+            Rule::WindowUnknown => "window-unknown",
+            Rule::ConvergeDone => "converge-done",
+        }
+    }
+}
+
+/// A task as stored: repo and stage untrimmed, a NULL given as the empty string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Task<'a> {
+    /// The task's repository.
+    pub repo: &'a str,
+    /// The task's stage.
+    pub stage: &'a str,
+}
+
+/// The facts of one stamp, borrowed from whoever holds them (the bindings' owned
+/// strings in the component, the host's reads natively).
+#[derive(Clone, Copy, Debug)]
+pub struct Facts<'a, S: AsRef<str>> {
+    /// The status about to be stamped.
+    pub target: Target,
+    /// The newest task row of the work item, if any.
+    pub task: Option<Task<'a>>,
+    /// Post-deploy window active (ARMED and not DONE); none if unreadable.
+    pub window_active: Option<bool>,
+    /// The sanitised scope; empty means self-hosting repos only.
+    pub scope_repos: &'a [S],
+    /// The self-hosting repos.
+    pub self_hosting_repos: &'a [S],
+}
+
+/// The predicate's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ruling {
+    /// What the setter does.
+    pub verdict: Verdict,
+    /// Why.
+    pub rule: Rule,
+}
+
+const fn ruling(verdict: Verdict, rule: Rule) -> Ruling {
+    Ruling { verdict, rule }
+}
+
+/// The terminal stages of the orchestrator (harmonised with its serial gate).
+pub const DONE: &str = "done";
+/// See [`DONE`].
+pub const CANCELLED: &str = "cancelled";
+
+/// The seed's `decide()`, steps 2 to 6.
+pub fn decide<S: AsRef<str>>(facts: &Facts<'_, S>) -> Ruling {
+    // Step 2: no task row -> foreign or unknown work item.
+    let Some(task) = facts.task else {
+        return ruling(Verdict::Allow, Rule::TaskNotFound);
+    };
+    // Step 3: the guard applies to this repo only if it is in scope.
+    if !applies(task.repo, facts.scope_repos, facts.self_hosting_repos) {
+        return ruling(Verdict::Allow, Rule::OutOfScope);
+    }
+    // Step 4: non-terminal -> a live deploy cycle. Case-sensitive, after strip().
+    let stage = py_strip(task.stage);
+    if stage != DONE && stage != CANCELLED {
+        return ruling(Verdict::Allow, Rule::NonTerminal);
+    }
+    // Step 5: never stamp over a cancelled task.
+    if stage == CANCELLED {
+        return ruling(Verdict::Suppress, Rule::Cancelled);
+    }
+    // Step 6: done. Only Monitoring inside the post-deploy window is legitimate.
+    if facts.target == Target::Monitoring {
+        match facts.window_active {
+            Some(true) => return ruling(Verdict::Allow, Rule::MonitoringWindowActive),
+            None => return ruling(Verdict::Allow, Rule::WindowUnknown),
+            Some(false) => {}
+        }
+    }
+    ruling(Verdict::ConvergeDone, Rule::ConvergeDone)
+}
+
+/// The seed's `applies(repo)`: with a non-empty scope, membership of the trimmed repo
+/// in the scope; with an empty scope, membership in the self-hosting repos.
+pub fn applies<S: AsRef<str>>(repo: &str, scope_repos: &[S], self_hosting_repos: &[S]) -> bool {
+    let repo = py_strip(repo);
+    let within = |list: &[S]| list.iter().any(|r| r.as_ref() == repo);
+    if scope_repos.is_empty() {
+        within(self_hosting_repos)
+    } else {
+        within(scope_repos)
+    }
+}
+
+/// Python's `str.strip()` with no argument: removes the characters for which
+/// `str.isspace()` holds from both ends. That set is Unicode `White_Space` (what
+/// [`char::is_whitespace`] tests) plus the information separators U+001C to U+001F,
+/// which Python counts as whitespace and Unicode does not.
+pub fn py_strip(text: &str) -> &str {
+    text.trim_matches(is_py_space)
+}
+
+/// Whether Python's `str.isspace()` holds for `c`.
+pub fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+#[cfg(test)]
+mod tests;

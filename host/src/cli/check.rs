@@ -1,0 +1,39 @@
+//! `deploy-guard check POLICY.wasm`: the gate as a command.
+
+use deploy_guard::engine::Sandbox;
+use deploy_guard::gate::admit_file;
+use deploy_guard::grid::GRID_CASES;
+use deploy_guard::{Config, Overrides};
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&Overrides::default());
+    super::init_logging(config.log, "warn");
+    let sandbox = Sandbox::new()?;
+    match admit_file(&sandbox, path, config.limits) {
+        Ok(admitted) => {
+            let policy = &admitted.policy;
+            println!("ok: {} is {} ({})", path.display(), policy.identity(), policy.digest);
+            println!("  a component of orchestrator:deploy-guard/guard-policy@1.0.0 that imports nothing");
+            println!("  info answers name {:?}, version {:?}", policy.name, policy.version);
+            println!("  fact grid: {} of {GRID_CASES} cases decided within the limits", admitted.grid.len());
+            match admitted.vectors_passed {
+                Some(n) => println!(
+                    "  vectors: {n} of {n} passed ({})",
+                    deploy_guard::vectors::vectors_path(path).display()
+                ),
+                None => println!(
+                    "  vectors: none shipped ({} does not exist)",
+                    deploy_guard::vectors::vectors_path(path).display()
+                ),
+            }
+            println!("  fingerprint: {}", admitted.fingerprint());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("refused: {}: {e}", path.display());
+            Ok(ExitCode::from(1))
+        }
+    }
+}

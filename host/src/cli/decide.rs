@@ -1,0 +1,26 @@
+//! `deploy-guard decide`: one decision as one JSON object; exit 0 whatever failed.
+
+use deploy_guard::{Config, Decision, Guard, Overrides, Request, Target};
+use std::process::ExitCode;
+
+pub fn run(work_item: &str, target: Target, caller: Option<&str>, overrides: Overrides) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&overrides);
+    super::init_logging(config.log, "info");
+    let decision = match Guard::with_overrides(config, overrides) {
+        Ok(guard) => guard.decide(work_item, target, caller),
+        Err(e) => {
+            let decision = Decision::fail_safe(
+                Request {
+                    work_item,
+                    target,
+                    caller,
+                },
+                e,
+            );
+            decision.log();
+            decision
+        }
+    };
+    println!("{}", decision.to_json());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,66 @@
+//! `deploy-guard diff OLD.wasm NEW.wasm`: what a new policy changes over the fact grid.
+
+use deploy_guard::engine::Sandbox;
+use deploy_guard::gate::{Admitted, admit_file};
+use deploy_guard::{Config, Overrides};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(old: &Path, new: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&Overrides::default());
+    super::init_logging(config.log, "warn");
+    let sandbox = Sandbox::new()?;
+    let load = |path: &Path| {
+        admit_file(&sandbox, path, config.limits).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let (old_admitted, new_admitted) = match (load(old), load(new)) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(e), _) | (_, Err(e)) => {
+            println!("trouble: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let differences = grid_differences(&old_admitted, &new_admitted);
+    println!(
+        "{} ({}) -> {} ({})",
+        old_admitted.policy.identity(),
+        old_admitted.policy.digest,
+        new_admitted.policy.identity(),
+        new_admitted.policy.digest
+    );
+    let mut by_transition: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (label, before, after) in &differences {
+        by_transition
+            .entry(format!("{} -> {}", before.verdict, after.verdict))
+            .or_default()
+            .push(format!("  {label}: {} ({}) -> {} ({})", before.verdict, before.rule, after.verdict, after.rule));
+    }
+    for (transition, cases) in &by_transition {
+        println!("{transition}: {} case{}", cases.len(), if cases.len() == 1 { "" } else { "s" });
+        for case in cases {
+            println!("{case}");
+        }
+    }
+    println!(
+        "summary: {} of {} cases differ (fingerprints {} -> {})",
+        differences.len(),
+        old_admitted.grid.len(),
+        old_admitted.fingerprint(),
+        new_admitted.fingerprint()
+    );
+    Ok(if differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The grid cases whose verdict or rule differs: (label, old, new).
+pub fn grid_differences<'a>(
+    old: &'a Admitted,
+    new: &'a Admitted,
+) -> Vec<(&'a str, &'a deploy_guard::policy::Ruling, &'a deploy_guard::policy::Ruling)> {
+    old.grid
+        .iter()
+        .zip(&new.grid)
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((case, a), (_, b))| (case.label.as_str(), a, b))
+        .collect()
+}

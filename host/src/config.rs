@@ -1,0 +1,424 @@
+//! Configuration: the environment, then the `DEPLOY_GUARD_CONFIG` TOML file, then the
+//! command-line flags, each overriding the one before (CONTRACT.md).
+//!
+//! Loading never fails: what cannot be read is reported and replaced by the safe
+//! choice. An unreadable boolean disables the guard (the seed's `getattr(settings,
+//! "deploy_status_guard_enabled", False)`: verdict ALLOW); an unusable limit keeps its
+//! default; a config file that cannot be read or parsed makes every decision a
+//! fail-safe ALLOW naming it (a half-applied configuration could decide with a scope
+//! the operator did not mean). Each problem is a warning, reported once per load.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default database file.
+pub const DEFAULT_DB: &str = "orchestrator.db";
+/// Default active policy.
+pub const DEFAULT_POLICY: &str = "policies/deploy-status-guard.wasm";
+/// Default self-hosting repositories.
+pub const DEFAULT_SELF_HOSTING: &str = "orchestrator";
+
+/// The seed's `_REPO_TOKEN`: what a scope token must look like.
+pub fn is_repo_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The format of the decision lines on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What one decision may spend inside the sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock deadline of one decision (instantiation and call), enforced with
+    /// epoch interruption. `DEPLOY_GUARD_TIMEOUT_MS`, default 100.
+    pub timeout: Duration,
+    /// WebAssembly fuel (about one unit per instruction) for one decision.
+    /// `DEPLOY_GUARD_FUEL`, default 10,000,000.
+    pub fuel: u64,
+    /// Linear memory of one instance, in bytes. `DEPLOY_GUARD_MEMORY_MIB`, default 16.
+    pub memory_bytes: usize,
+    /// Table elements of one instance. Fixed: 10,000.
+    pub table_elements: usize,
+}
+
+impl Limits {
+    /// Defaults that the reference policy never comes near: it decides in a few
+    /// thousand instructions, in 3 pages (192 KiB) of memory, in microseconds.
+    pub const DEFAULT: Limits = Limits {
+        timeout: Duration::from_millis(100),
+        fuel: 10_000_000,
+        memory_bytes: 16 << 20,
+        table_elements: 10_000,
+    };
+    /// Bounds beyond which a configured limit is refused as absurd.
+    const TIMEOUT_MS: (u64, u64) = (1, 60_000);
+    const FUEL: (u64, u64) = (10_000, 10_000_000_000);
+    const MEMORY_MIB: (u64, u64) = (1, 1024);
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The orchestrator's SQLite database (opened read-only).
+    pub db: PathBuf,
+    /// The active policy component.
+    pub policy: PathBuf,
+    /// The kill-switch: false makes every verdict ALLOW without running the policy.
+    pub enabled: bool,
+    /// The sanitised scope; empty means self-hosting repos only.
+    pub scope_repos: Vec<String>,
+    /// The self-hosting repos.
+    pub self_hosting_repos: Vec<String>,
+    /// Decision line format.
+    pub log: LogFormat,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// How long a read waits for a writer's lock before it fails (then: fail-safe).
+    /// `DEPLOY_GUARD_BUSY_TIMEOUT_MS`, default 250.
+    pub busy_timeout: Duration,
+    /// The config file this was loaded from, if any (`serve` watches it).
+    pub file: Option<PathBuf>,
+    /// Set when the configuration could not be read: every decision fails safe with it.
+    pub problem: Option<String>,
+    /// What was wrong but had a safe fallback; logged once per load.
+    pub warnings: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            db: DEFAULT_DB.into(),
+            policy: DEFAULT_POLICY.into(),
+            enabled: true,
+            scope_repos: Vec::new(),
+            self_hosting_repos: vec![DEFAULT_SELF_HOSTING.to_owned()],
+            log: LogFormat::Text,
+            limits: Limits::DEFAULT,
+            busy_timeout: Duration::from_millis(250),
+            file: None,
+            problem: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Values given on the command line; they override everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--db`.
+    pub db: Option<PathBuf>,
+    /// `--policy`.
+    pub policy: Option<PathBuf>,
+}
+
+/// The keys of the `DEPLOY_GUARD_CONFIG` file. Values are strings or their natural
+/// TOML type; both are accepted, like the environment's strings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    db: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    enabled: Option<toml::Value>,
+    repos: Option<toml::Value>,
+    self_hosting_repos: Option<toml::Value>,
+    log: Option<String>,
+    timeout_ms: Option<toml::Value>,
+    fuel: Option<toml::Value>,
+    memory_mib: Option<toml::Value>,
+    busy_timeout_ms: Option<toml::Value>,
+}
+
+/// A raw setting: its source (for messages) and its text.
+type Raw = Option<(String, String)>;
+
+impl Config {
+    /// Load from the process environment, the config file it names, and `overrides`.
+    pub fn load(overrides: &Overrides) -> Config {
+        Config::load_from(|name| std::env::var(name).ok(), overrides)
+    }
+
+    /// Load with `env` standing for the environment (tests, embedding).
+    pub fn load_from(env: impl Fn(&str) -> Option<String>, overrides: &Overrides) -> Config {
+        let from_env = |name: &str| env(name).map(|v| (name.to_owned(), v));
+        let file_path = env("DEPLOY_GUARD_CONFIG").filter(|p| !p.trim().is_empty()).map(PathBuf::from);
+        let mut problem = None;
+        let file = match &file_path {
+            None => FileConfig::default(),
+            Some(path) => match read_file_config(path) {
+                Ok(file) => file,
+                Err(e) => {
+                    problem = Some(e);
+                    FileConfig::default()
+                }
+            },
+        };
+        let from_file = |key: &str, value: &Option<toml::Value>| {
+            value.as_ref().map(|v| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                (format!("config file key `{key}`"), text)
+            })
+        };
+        let pick = |file: Raw, env: Raw| file.or(env);
+
+        let mut config = Config {
+            file: file_path.clone(),
+            problem,
+            ..Config::default()
+        };
+        let warnings = &mut config.warnings;
+
+        if let Some(db) = overrides.db.clone().or(file.db).or_else(|| env("DEPLOY_GUARD_DB").map(PathBuf::from)) {
+            config.db = db;
+        }
+        if let Some(policy) = overrides
+            .policy
+            .clone()
+            .or(file.policy)
+            .or_else(|| env("DEPLOY_GUARD_POLICY").map(PathBuf::from))
+        {
+            config.policy = policy;
+        }
+        if let Some((source, text)) = pick(
+            from_file("enabled", &file.enabled),
+            from_env("DEPLOY_STATUS_GUARD_ENABLED"),
+        ) {
+            config.enabled = match parse_bool(&text) {
+                Some(b) => b,
+                None => {
+                    warnings.push(format!(
+                        "{source}: {text:?} is not a boolean (true/false/1/0/yes/no/on/off): \
+                         the guard is disabled, every verdict is ALLOW"
+                    ));
+                    false
+                }
+            };
+        }
+        if let Some((source, text)) = pick(from_file("repos", &file.repos), from_env("DEPLOY_STATUS_GUARD_REPOS")) {
+            config.scope_repos = sanitise_scope(&text, &source, warnings);
+        }
+        if let Some((_, text)) = pick(
+            from_file("self_hosting_repos", &file.self_hosting_repos),
+            from_env("DEPLOY_GUARD_SELF_HOSTING_REPOS"),
+        ) {
+            config.self_hosting_repos = split_csv(&text);
+        }
+        if let Some(log) = file.log.or_else(|| env("DEPLOY_GUARD_LOG")) {
+            match log.trim().to_ascii_lowercase().as_str() {
+                "text" => config.log = LogFormat::Text,
+                "json" => config.log = LogFormat::Json,
+                other => warnings.push(format!("log format {other:?} is neither text nor json: using text")),
+            }
+        }
+        let mut limit = |file_key: &str, file_value: &Option<toml::Value>, env_name: &str, bounds: (u64, u64)| {
+            let (source, text) = pick(from_file(file_key, file_value), from_env(env_name))?;
+            match text.trim().replace('_', "").parse::<u64>() {
+                Ok(n) if (bounds.0..=bounds.1).contains(&n) => Some(n),
+                _ => {
+                    warnings.push(format!(
+                        "{source}: {text:?} is not a whole number from {} to {}: keeping the default",
+                        bounds.0, bounds.1
+                    ));
+                    None
+                }
+            }
+        };
+        if let Some(ms) = limit("timeout_ms", &file.timeout_ms, "DEPLOY_GUARD_TIMEOUT_MS", Limits::TIMEOUT_MS) {
+            config.limits.timeout = Duration::from_millis(ms);
+        }
+        if let Some(fuel) = limit("fuel", &file.fuel, "DEPLOY_GUARD_FUEL", Limits::FUEL) {
+            config.limits.fuel = fuel;
+        }
+        if let Some(mib) = limit("memory_mib", &file.memory_mib, "DEPLOY_GUARD_MEMORY_MIB", Limits::MEMORY_MIB) {
+            config.limits.memory_bytes = usize::try_from(mib << 20).unwrap_or(usize::MAX);
+        }
+        if let Some(ms) = limit(
+            "busy_timeout_ms",
+            &file.busy_timeout_ms,
+            "DEPLOY_GUARD_BUSY_TIMEOUT_MS",
+            (0, 60_000),
+        ) {
+            config.busy_timeout = Duration::from_millis(ms);
+        }
+        config
+    }
+
+    /// Emit the load's warnings (and its problem) as log lines.
+    pub fn report(&self) {
+        for warning in &self.warnings {
+            tracing::warn!(target: "deploy_guard::config", "{warning}");
+        }
+        if let Some(problem) = &self.problem {
+            tracing::error!(target: "deploy_guard::config", "{problem}: every decision fails safe (ALLOW)");
+        }
+    }
+}
+
+fn read_file_config(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config: cannot read the config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let message = e.to_string();
+        format!(
+            "config: cannot parse the config file {}: {}",
+            path.display(),
+            message.lines().collect::<Vec<_>>().join(" ")
+        )
+    })
+}
+
+/// true/false/1/0/yes/no/on/off, in any case, surrounding whitespace ignored.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// The seed's `_scope_repos()`: split on commas, trim, keep the tokens matching
+/// `^[A-Za-z0-9._-]+$`, warn once for each dropped one.
+pub fn sanitise_scope(csv: &str, source: &str, warnings: &mut Vec<String>) -> Vec<String> {
+    let mut scope: Vec<String> = Vec::new();
+    for token in csv.split(',') {
+        let token = token.trim();
+        if token.is_empty() {
+            continue;
+        }
+        if is_repo_token(token) {
+            if !scope.iter().any(|t| t == token) {
+                scope.push(token.to_owned());
+            }
+        } else {
+            warnings.push(format!("{source}: dropping invalid repo token {token:?}"));
+        }
+    }
+    scope
+}
+
+fn split_csv(csv: &str) -> Vec<String> {
+    csv.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Config {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        Config::load_from(|name| vars.get(name).cloned(), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = load(&[]);
+        assert_eq!(c.db, PathBuf::from("orchestrator.db"));
+        assert_eq!(c.policy, PathBuf::from("policies/deploy-status-guard.wasm"));
+        assert!(c.enabled);
+        assert!(c.scope_repos.is_empty());
+        assert_eq!(c.self_hosting_repos, ["orchestrator"]);
+        assert_eq!(c.limits, Limits::DEFAULT);
+        assert!(c.warnings.is_empty() && c.problem.is_none());
+    }
+
+    #[test]
+    fn booleans_take_every_spelling_and_anything_else_disables() {
+        for (text, expected) in [("TRUE", true), (" yes ", true), ("On", true), ("1", true), ("off", false), ("No", false), ("0", false)] {
+            assert_eq!(load(&[("DEPLOY_STATUS_GUARD_ENABLED", text)]).enabled, expected, "{text}");
+        }
+        let c = load(&[("DEPLOY_STATUS_GUARD_ENABLED", "maybe")]);
+        assert!(!c.enabled);
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("\"maybe\" is not a boolean"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn the_scope_is_sanitised_with_one_warning_per_dropped_token() {
+        let c = load(&[("DEPLOY_STATUS_GUARD_REPOS", " svc-a , bad repo,ok.repo_1,,svc/x, svc-a")]);
+        assert_eq!(c.scope_repos, ["svc-a", "ok.repo_1"]);
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("\"bad repo\""));
+        assert!(c.warnings[1].contains("\"svc/x\""));
+    }
+
+    #[test]
+    fn a_scope_that_sanitises_to_nothing_means_self_hosting_only() {
+        let c = load(&[("DEPLOY_STATUS_GUARD_REPOS", "a b, c/d")]);
+        assert!(c.scope_repos.is_empty());
+        assert_eq!(c.warnings.len(), 2);
+    }
+
+    #[test]
+    fn unusable_limits_keep_their_defaults_with_a_warning() {
+        for bad in ["0", "abc", "-5", "99999999999999999999", ""] {
+            let c = load(&[("DEPLOY_GUARD_TIMEOUT_MS", bad), ("DEPLOY_GUARD_MEMORY_MIB", bad), ("DEPLOY_GUARD_FUEL", bad)]);
+            assert_eq!(c.limits, Limits::DEFAULT, "{bad}");
+            assert_eq!(c.warnings.len(), 3, "{bad}: {:?}", c.warnings);
+        }
+        let c = load(&[("DEPLOY_GUARD_TIMEOUT_MS", "250"), ("DEPLOY_GUARD_MEMORY_MIB", "32"), ("DEPLOY_GUARD_FUEL", "1_000_000")]);
+        assert_eq!(c.limits.timeout, Duration::from_millis(250));
+        assert_eq!(c.limits.memory_bytes, 32 << 20);
+        assert_eq!(c.limits.fuel, 1_000_000);
+    }
+
+    #[test]
+    fn the_file_overrides_the_environment_and_flags_override_both() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("guard.toml");
+        std::fs::write(&file, "db = \"from-file.db\"\nenabled = false\nrepos = [\"svc-a\", \"bad token\"]\ntimeout_ms = 300\n")
+            .expect("write");
+        let vars: HashMap<String, String> = [
+            ("DEPLOY_GUARD_CONFIG", file.to_str().expect("utf-8")),
+            ("DEPLOY_GUARD_DB", "from-env.db"),
+            ("DEPLOY_GUARD_POLICY", "from-env.wasm"),
+            ("DEPLOY_STATUS_GUARD_ENABLED", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+        let c = Config::load_from(|n| vars.get(n).cloned(), &Overrides::default());
+        assert_eq!(c.db, PathBuf::from("from-file.db"));
+        assert_eq!(c.policy, PathBuf::from("from-env.wasm"));
+        assert!(!c.enabled);
+        assert_eq!(c.scope_repos, ["svc-a"]);
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.limits.timeout, Duration::from_millis(300));
+        let flags = Overrides { db: Some("flag.db".into()), policy: Some("flag.wasm".into()) };
+        let c = Config::load_from(|n| vars.get(n).cloned(), &flags);
+        assert_eq!((c.db, c.policy), (PathBuf::from("flag.db"), PathBuf::from("flag.wasm")));
+    }
+
+    #[test]
+    fn a_config_file_that_does_not_parse_is_a_problem_not_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("guard.toml");
+        std::fs::write(&file, "enabled = = true").expect("write");
+        let path = file.to_str().expect("utf-8").to_owned();
+        let c = Config::load_from(|n| (n == "DEPLOY_GUARD_CONFIG").then(|| path.clone()), &Overrides::default());
+        assert!(c.problem.as_deref().is_some_and(|p| p.starts_with("config: cannot parse")), "{:?}", c.problem);
+        let c = Config::load_from(|n| (n == "DEPLOY_GUARD_CONFIG").then(|| "/nonexistent/x.toml".into()), &Overrides::default());
+        assert!(c.problem.as_deref().is_some_and(|p| p.starts_with("config: cannot read")), "{:?}", c.problem);
+    }
+}

@@ -1,0 +1,195 @@
+//! The decision object of CONTRACT.md, its fail-safe constructor, and the decision
+//! line: exactly one tracing event per decision, INFO for ALLOW, WARN otherwise.
+//!
+//! Every path through [`crate::Guard::decide`] ends in one [`Decision`] built here,
+//! so "never raise" and "one line per decision" are properties of this shape.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The deploy-phase status a setter is about to stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Awaiting Deploy.
+    Awaiting,
+    /// Deploying.
+    Deploying,
+    /// Monitoring after Deploy.
+    Monitoring,
+}
+
+impl Target {
+    /// Every target, in pipeline order.
+    pub const ALL: [Target; 3] = [Target::Awaiting, Target::Deploying, Target::Monitoring];
+
+    /// The token the seed and the JSON use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Target::Awaiting => "awaiting",
+            Target::Deploying => "deploying",
+            Target::Monitoring => "monitoring",
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Target::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown target {s:?}: expected awaiting, deploying or monitoring"))
+    }
+}
+
+/// What the setter does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    /// Stamp the requested status.
+    Allow,
+    /// Stamp Done instead.
+    ConvergeDone,
+    /// Stamp nothing.
+    Suppress,
+}
+
+impl Verdict {
+    /// The verdict as the seed names it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "ALLOW",
+            Verdict::ConvergeDone => "CONVERGE_DONE",
+            Verdict::Suppress => "SUPPRESS",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Rule of a decision made with the guard disabled (the policy did not run).
+pub const RULE_KILL_SWITCH: &str = "kill-switch";
+/// Rule of a decision where something failed: the verdict is ALLOW.
+pub const RULE_FAIL_SAFE: &str = "fail-safe";
+/// The longest rule a policy may return, in bytes (CONTRACT.md).
+pub const MAX_RULE_BYTES: usize = 256;
+
+/// One decision, as printed by `decide` and `serve` and logged by the decision line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The work item the status goes on.
+    pub work_item: String,
+    /// The setter's reason, if it gave one.
+    pub caller: Option<String>,
+    /// The status that was about to be stamped.
+    pub target: Target,
+    /// The trimmed stage of the task, when a task was found.
+    pub db_stage: Option<String>,
+    /// Whether the post-deploy window is active; null when not read or unreadable.
+    pub window_active: Option<bool>,
+    /// What the setter does.
+    pub verdict: Verdict,
+    /// The rule that decided.
+    pub rule: String,
+    /// `name@version` of the policy that ran, null when none ran.
+    pub policy: Option<String>,
+    /// `sha256:<hex>` of the policy module's bytes, null when none ran.
+    pub policy_digest: Option<String>,
+    /// The cause of a fail-safe, or of a fact that could not be read.
+    pub error: Option<String>,
+}
+
+/// The request half of a decision: who asks to stamp what.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The work item.
+    pub work_item: &'a str,
+    /// The status about to be stamped.
+    pub target: Target,
+    /// The setter's reason.
+    pub caller: Option<&'a str>,
+}
+
+impl Decision {
+    /// A decision with the request's fields and nothing else known yet.
+    pub(crate) fn blank(request: Request<'_>, verdict: Verdict, rule: &str) -> Decision {
+        Decision {
+            work_item: request.work_item.to_owned(),
+            caller: request.caller.map(str::to_owned),
+            target: request.target,
+            db_stage: None,
+            window_active: None,
+            verdict,
+            rule: rule.to_owned(),
+            policy: None,
+            policy_digest: None,
+            error: None,
+        }
+    }
+
+    /// The guard is disabled: ALLOW, the policy is not run (seed step 1).
+    pub fn kill_switch(request: Request<'_>) -> Decision {
+        Decision::blank(request, Verdict::Allow, RULE_KILL_SWITCH)
+    }
+
+    /// Something failed: ALLOW with the cause (seed step 7, NFR-1).
+    pub fn fail_safe(request: Request<'_>, cause: impl fmt::Display) -> Decision {
+        let mut decision = Decision::blank(request, Verdict::Allow, RULE_FAIL_SAFE);
+        decision.error = Some(cause.to_string());
+        decision
+    }
+
+    /// Turn this decision into a fail-safe, keeping the facts and identity it has.
+    pub(crate) fn into_fail_safe(mut self, cause: impl fmt::Display) -> Decision {
+        self.verdict = Verdict::Allow;
+        self.rule = RULE_FAIL_SAFE.to_owned();
+        self.error = Some(match self.error.take() {
+            Some(earlier) => format!("{cause}; {earlier}"),
+            None => cause.to_string(),
+        });
+        self
+    }
+
+    /// Emit the decision line: one tracing event with every field of the decision.
+    pub fn log(&self) {
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "deploy_guard::decision",
+                    work_item = %self.work_item,
+                    caller = self.caller.as_deref(),
+                    "target" = self.target.as_str(),
+                    db_stage = self.db_stage.as_deref(),
+                    window_active = self.window_active,
+                    verdict = self.verdict.as_str(),
+                    rule = %self.rule,
+                    policy = self.policy.as_deref(),
+                    policy_digest = self.policy_digest.as_deref(),
+                    error = self.error.as_deref(),
+                    "deploy_status_guard decision"
+                )
+            };
+        }
+        match self.verdict {
+            Verdict::Allow => line!(info),
+            Verdict::ConvergeDone | Verdict::Suppress => line!(warn),
+        }
+    }
+
+    /// The decision as one line of JSON (no newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise decision: {e}\"}}"))
+    }
+}

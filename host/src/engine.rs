@@ -1,0 +1,174 @@
+//! The one wasmtime [`Engine`] of the process, its configuration, and the sandbox a
+//! decision runs in: a fresh [`Store`] with fuel, an epoch deadline and memory limits.
+//!
+//! Why both fuel and a deadline: fuel bounds the work of a policy deterministically,
+//! whatever the machine's load; the epoch deadline bounds wall-clock time, whatever
+//! the policy does. Every Store starts with zero of both (wasmtime's default traps at
+//! once), so [`Sandbox::store`] sets both, every time.
+//!
+//! Instances come from the pooling allocator: a decision's instance reuses a slot
+//! whose memory was kept resident, which is what makes a fresh instance per decision
+//! cheap. The pool is sized for the policies this host runs (one memory, one table,
+//! a few core instances), not wasmtime's default of 1000 slots.
+
+use crate::config::Limits;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::component::Linker;
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
+
+/// How often the epoch advances; the deadline is a whole number of these.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// The largest memory any instance may have, whatever the configured limit.
+pub const MEMORY_CEILING: usize = 1 << 30;
+/// Concurrent instances (decisions in flight plus gate runs). A decision that finds
+/// the pool exhausted fails safe. Each slot reserves (not commits) 4 GiB of address
+/// space, so that bounds checks on 32-bit memories are elided.
+pub const POOL_SLOTS: u32 = 64;
+
+/// Errors building the engine.
+#[derive(Debug, thiserror::Error)]
+#[error("engine: {0}")]
+pub struct EngineError(String);
+
+/// The state of one decision's Store: its limits and what they stopped.
+#[derive(Debug)]
+pub struct SandboxState {
+    limits: Limits,
+    /// Set when the policy asked for more memory (or table) than allowed.
+    pub denied: Option<String>,
+}
+
+impl ResourceLimiter for SandboxState {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes {
+            let why = format!(
+                "memory: the policy asked for {desired} bytes of linear memory (had {current}), the limit is {}",
+                self.limits.memory_bytes
+            );
+            self.denied = Some(why.clone());
+            return Err(wasmtime::format_err!("{why}"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limits.table_elements {
+            let why = format!(
+                "memory: the policy asked for a table of {desired} elements (had {current}), the limit is {}",
+                self.limits.table_elements
+            );
+            self.denied = Some(why.clone());
+            return Err(wasmtime::format_err!("{why}"));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+    fn tables(&self) -> usize {
+        4
+    }
+    fn memories(&self) -> usize {
+        2
+    }
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The engine, the empty linker, and the epoch ticker. Share it: one per process.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<SandboxState>,
+    _ticker: Ticker,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Build the engine. Fails only if the pooling allocator cannot reserve its slots.
+    pub fn new() -> Result<Arc<Sandbox>, EngineError> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_SLOTS)
+            .total_core_instances(POOL_SLOTS * 2)
+            .total_memories(POOL_SLOTS)
+            .total_tables(POOL_SLOTS)
+            .max_memories_per_component(2)
+            .max_tables_per_component(4)
+            .max_core_instances_per_component(8)
+            .max_memory_size(MEMORY_CEILING)
+            // Keep what a policy touches mapped between instances: resetting it is a
+            // memset instead of an munmap and page faults.
+            .linear_memory_keep_resident(128 << 10)
+            .table_keep_resident(64 << 10);
+        let mut config = wasmtime::Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .max_wasm_stack(256 << 10)
+            .consume_fuel(true)
+            .epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| EngineError(format!("{e:#}")))?;
+        let linker = Linker::new(&engine);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticking = engine.clone();
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("deploy-guard-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| EngineError(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Arc::new(Sandbox {
+            engine,
+            linker,
+            _ticker: Ticker {
+                stop,
+                thread: Some(thread),
+            },
+        }))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The linker: it defines nothing, so a component that imports anything fails.
+    pub fn linker(&self) -> &Linker<SandboxState> {
+        &self.linker
+    }
+
+    /// A fresh Store for one decision, with its fuel, deadline and memory limits set.
+    pub fn store(&self, limits: Limits) -> Store<SandboxState> {
+        let mut store = Store::new(&self.engine, SandboxState { limits, denied: None });
+        store.limiter(|state| state);
+        // consume_fuel is on for this engine, so set_fuel cannot fail.
+        let _ = store.set_fuel(limits.fuel);
+        let ticks = limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        store
+    }
+}

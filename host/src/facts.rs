@@ -1,0 +1,201 @@
+//! The orchestrator's database: the task of a work item and its post-deploy window,
+//! read-only, with statements prepared once per connection.
+//!
+//! The database belongs to the orchestrator. deploy-guard opens it with
+//! `SQLITE_OPEN_READ_ONLY` (never CREATE: a missing file is an error and no file
+//! appears), waits at most the configured busy timeout for a writer, and never holds a
+//! transaction open across decisions: each read is one statement in autocommit, which
+//! is one consistent snapshot. WAL is the recommended journal mode for the
+//! orchestrator (readers never wait for its writer then); that choice is the
+//! orchestrator's, a read-only connection cannot make it.
+//!
+//! Connections are pooled (a `Connection` is not `Sync`); a connection that saw an
+//! error is dropped, and one whose file was replaced (another inode at the path) is
+//! reopened, since an open connection never notices a rename over its file.
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What a read of the orchestrator's database can fail with. Any of these makes the
+/// decision a fail-safe ALLOW.
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    /// The file is missing or not a regular file.
+    #[error("database: cannot open {path}: {reason}")]
+    Missing {
+        /// The configured path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// SQLite refused to open or read the file (locked, corrupt, not a database,
+    /// tables or columns missing).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A column holds a value the seed could not have used as text.
+    #[error("database: tasks.{column} of the work item is {found}, not text")]
+    WrongType {
+        /// The column.
+        column: &'static str,
+        /// What it holds.
+        found: &'static str,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T, E = FactsError> = std::result::Result<T, E>;
+
+/// The facts read for one work item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskFacts {
+    /// `tasks.repo` as stored, NULL as empty.
+    pub repo: String,
+    /// `tasks.stage` as stored, NULL as empty.
+    pub stage: String,
+    /// The post-deploy window: ARMED and not DONE. None when it could not be read.
+    pub window_active: Option<bool>,
+    /// Why the window could not be read.
+    pub window_error: Option<String>,
+}
+
+/// The newest task row of the work item with its window, in one statement.
+const TASK_AND_WINDOW: &str = "\
+SELECT t.repo, t.stage,
+       EXISTS (SELECT 1 FROM post_deploy_sentinels s
+               WHERE s.repo IS t.repo AND s.work_item_id = ?1 AND s.sentinel = 'ARMED')
+       AND NOT EXISTS (SELECT 1 FROM post_deploy_sentinels s
+               WHERE s.repo IS t.repo AND s.work_item_id = ?1 AND s.sentinel = 'DONE')
+FROM tasks t WHERE t.work_item_id = ?1 ORDER BY t.rowid DESC LIMIT 1";
+
+/// The task alone: used when the sentinels cannot be read, so that a broken sentinels
+/// table changes no verdict the seed would give (it reads them only when needed).
+const TASK_ONLY: &str = "\
+SELECT t.repo, t.stage, NULL FROM tasks t WHERE t.work_item_id = ?1 ORDER BY t.rowid DESC LIMIT 1";
+
+/// The window alone, to name why the sentinels cannot be read.
+const WINDOW_ONLY: &str = "SELECT sentinel FROM post_deploy_sentinels WHERE repo IS ?1 AND work_item_id = ?2 LIMIT 1";
+
+struct PooledConnection {
+    connection: Connection,
+    /// (device, inode) of the file when it was opened.
+    identity: (u64, u64),
+}
+
+/// A read-only source of facts over one database file, safe to share between threads.
+pub struct FactsSource {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<PooledConnection>>,
+}
+
+impl std::fmt::Debug for FactsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FactsSource").field("path", &self.path).field("busy_timeout", &self.busy_timeout).finish()
+    }
+}
+
+impl FactsSource {
+    /// A source over `path`. Opens nothing yet: the first read does.
+    pub fn new(path: impl Into<PathBuf>, busy_timeout: Duration) -> FactsSource {
+        FactsSource {
+            path: path.into(),
+            busy_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The task of `work_item` and its window; `None` when no task row has it.
+    pub fn read(&self, work_item: &str) -> Result<Option<TaskFacts>> {
+        let identity = file_identity(&self.path)?;
+        let pooled = self.checkout(identity)?;
+        let result = read_task(&pooled.connection, work_item);
+        if result.is_ok() {
+            // A connection that failed is not trusted again: the next read reopens.
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.push(pooled);
+            }
+        }
+        result
+    }
+
+    fn checkout(&self, identity: (u64, u64)) -> Result<PooledConnection> {
+        if let Ok(mut idle) = self.idle.lock() {
+            // Connections to a replaced file are dropped here.
+            idle.retain(|c| c.identity == identity);
+            if let Some(pooled) = idle.pop() {
+                return Ok(pooled);
+            }
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(&self.path, flags)?;
+        connection.busy_timeout(self.busy_timeout)?;
+        Ok(PooledConnection { connection, identity })
+    }
+}
+
+fn file_identity(path: &Path) -> Result<(u64, u64)> {
+    let missing = |reason: String| FactsError::Missing {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| missing(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(missing("not a regular file".to_owned()));
+    }
+    Ok((meta.dev(), meta.ino()))
+}
+
+fn read_task(connection: &Connection, work_item: &str) -> Result<Option<TaskFacts>> {
+    let (mut statement, window_error) = match connection.prepare_cached(TASK_AND_WINDOW) {
+        Ok(statement) => (statement, None),
+        Err(combined) => {
+            // Either the tasks or the sentinels cannot be read. The task alone decides.
+            let statement = connection.prepare_cached(TASK_ONLY)?;
+            let why = connection.prepare(WINDOW_ONLY).err().unwrap_or(combined);
+            (statement, Some(format!("database: post-deploy window unreadable: {why}")))
+        }
+    };
+    let row = statement
+        .query_row([work_item], |row| {
+            Ok((
+                text(row.get_ref(0)?, "repo"),
+                text(row.get_ref(1)?, "stage"),
+                match row.get_ref(2)? {
+                    ValueRef::Integer(n) => Some(n != 0),
+                    _ => None,
+                },
+            ))
+        })
+        .optional()?;
+    let Some((repo, stage, window_active)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(TaskFacts {
+        repo: repo?,
+        stage: stage?,
+        window_active: if window_error.is_some() { None } else { window_active },
+        window_error,
+    }))
+}
+
+/// A column as the seed would have used it: text, NULL as empty; anything else (an
+/// integer, a blob, text that is not UTF-8) is an error, as `.strip()` on it raised.
+fn text(value: ValueRef<'_>, column: &'static str) -> Result<String> {
+    let wrong = |found| FactsError::WrongType { column, found };
+    match value {
+        ValueRef::Null => Ok(String::new()),
+        ValueRef::Text(bytes) => String::from_utf8(bytes.to_vec()).map_err(|_| wrong("text that is not UTF-8")),
+        ValueRef::Integer(_) => Err(wrong("an integer")),
+        ValueRef::Real(_) => Err(wrong("a real")),
+        ValueRef::Blob(_) => Err(wrong("a blob")),
+    }
+}

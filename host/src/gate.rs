@@ -1,0 +1,143 @@
+//! The gate every policy passes before it decides anything: at start-up, in `decide`,
+//! in `serve`, on a hot swap, and in `check` (CONTRACT.md, "Loading a policy").
+//!
+//! In order, stopping at the first failure: a component of the `guard-policy` world
+//! that imports nothing; `info` answers a name and a version; every case of the fact
+//! grid is decided inside the limits; the policy's vectors pass, if it ships them.
+//! The gate judges safety, not taste: any name and version may replace any other.
+
+use crate::config::Limits;
+use crate::engine::Sandbox;
+use crate::grid::{GridCase, fact_grid};
+use crate::policy::{LoadError, LoadedPolicy, Ruling, RunError};
+use crate::vectors::{Vectors, read_vectors};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why a candidate was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// It could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// It is not a loadable policy.
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    /// It failed on a case of the fact grid.
+    #[error("fact grid: {case}: {error}")]
+    Grid {
+        /// The case.
+        case: String,
+        /// What happened.
+        error: RunError,
+    },
+    /// Its vectors file is unusable.
+    #[error("{0}")]
+    VectorsFile(String),
+    /// It failed a vector.
+    #[error("vectors: {case}: expected {expected}, got {got}")]
+    Vector {
+        /// Which vector.
+        case: String,
+        /// What was expected.
+        expected: String,
+        /// What the policy answered.
+        got: String,
+    },
+}
+
+/// A policy that passed the gate, with what the gate saw.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The policy, ready to go live.
+    pub policy: LoadedPolicy,
+    /// Its answers over the fact grid, in grid order.
+    pub grid: Vec<(GridCase, Ruling)>,
+    /// Number of vectors passed (none when it ships no vectors file).
+    pub vectors_passed: Option<usize>,
+}
+
+impl Admitted {
+    /// A hash of the policy's verdicts and rules over the grid: two policies with the
+    /// same fingerprint decide alike on every case of it.
+    pub fn fingerprint(&self) -> String {
+        let mut hash = Sha256::new();
+        for (_, ruling) in &self.grid {
+            hash.update(ruling.verdict.as_str());
+            hash.update([0]);
+            hash.update(&ruling.rule);
+            hash.update([0]);
+        }
+        let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        format!("grid:{}", &hex[..16])
+    }
+}
+
+/// Read and admit the policy file at `path`, with the vectors that ship beside it.
+pub fn admit_file(sandbox: &Arc<Sandbox>, path: &Path, limits: Limits) -> Result<Admitted, GateError> {
+    let bytes = std::fs::read(path).map_err(|e| GateError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    admit(sandbox, &bytes, limits, Some(&crate::vectors::vectors_path(path)))
+}
+
+/// Admit `bytes`, with the vectors at `vectors` if that file exists.
+pub fn admit(
+    sandbox: &Arc<Sandbox>,
+    bytes: &[u8],
+    limits: Limits,
+    vectors: Option<&Path>,
+) -> Result<Admitted, GateError> {
+    let policy = LoadedPolicy::load(sandbox, bytes, limits)?;
+    let vectors = match vectors {
+        Some(path) => read_vectors(path).map_err(GateError::VectorsFile)?,
+        None => None,
+    };
+    admit_loaded(policy, vectors.as_ref())
+}
+
+/// The rest of the gate for a policy already loaded (compiled or from the cache).
+pub fn admit_loaded(policy: LoadedPolicy, vectors: Option<&Vectors>) -> Result<Admitted, GateError> {
+    let mut grid = Vec::new();
+    for case in fact_grid() {
+        match policy.decide(&case.facts) {
+            Ok(ruling) => grid.push((case, ruling)),
+            Err(error) => return Err(GateError::Grid { case: case.label, error }),
+        }
+    }
+    let vectors_passed = match vectors {
+        None => None,
+        Some(vectors) => {
+            for (index, case) in vectors.cases.iter().enumerate() {
+                let got = policy.decide(&case.facts()).map_err(|error| GateError::Grid {
+                    case: case.describe(index),
+                    error,
+                })?;
+                let rule_ok = case.expect.rule.as_ref().is_none_or(|rule| *rule == got.rule);
+                if got.verdict != case.expect.verdict || !rule_ok {
+                    return Err(GateError::Vector {
+                        case: case.describe(index),
+                        expected: match &case.expect.rule {
+                            Some(rule) => format!("{} ({rule})", case.expect.verdict),
+                            None => case.expect.verdict.to_string(),
+                        },
+                        got: format!("{} ({})", got.verdict, got.rule),
+                    });
+                }
+            }
+            Some(vectors.cases.len())
+        }
+    };
+    Ok(Admitted {
+        policy,
+        grid,
+        vectors_passed,
+    })
+}

@@ -1,0 +1,113 @@
+//! `deploy-guard`: the command line of CONTRACT.md. Stdout carries answers only; every
+//! log line goes to stderr. The library speaks typed errors; this edge speaks anyhow.
+
+#![allow(clippy::print_stdout)]
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A sandboxed WebAssembly host for the orchestrator's deploy-status guard.
+///
+/// Configuration comes from the environment (DEPLOY_GUARD_DB, DEPLOY_GUARD_POLICY,
+/// DEPLOY_STATUS_GUARD_ENABLED, DEPLOY_STATUS_GUARD_REPOS,
+/// DEPLOY_GUARD_SELF_HOSTING_REPOS, DEPLOY_GUARD_LOG, DEPLOY_GUARD_TIMEOUT_MS,
+/// DEPLOY_GUARD_FUEL, DEPLOY_GUARD_MEMORY_MIB, DEPLOY_GUARD_BUSY_TIMEOUT_MS), then the
+/// TOML file named by DEPLOY_GUARD_CONFIG, then the flags.
+#[derive(Debug, Parser)]
+#[command(name = "deploy-guard", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// `--db` and `--policy`.
+#[derive(Debug, clap::Args)]
+pub struct Paths {
+    /// The orchestrator's SQLite database (opened read-only) [env: DEPLOY_GUARD_DB]
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// The policy component [env: DEPLOY_GUARD_POLICY]
+    #[arg(long, value_name = "PATH")]
+    policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decide one stamp: prints one JSON decision and exits 0, whatever failed inside.
+    Decide {
+        /// The work item the status goes on (may be empty).
+        #[arg(long, value_name = "ID", allow_hyphen_values = true)]
+        work_item: String,
+        /// The deploy-phase status about to be stamped.
+        #[arg(long, value_enum)]
+        target: deploy_guard::Target,
+        /// The setter's reason.
+        #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+        caller: Option<String>,
+        #[command(flatten)]
+        paths: Paths,
+    },
+    /// Answer JSON requests, one per line on stdin, one decision per line on stdout,
+    /// hot-swapping the policy when its file changes; exits 0 at EOF.
+    Serve {
+        #[command(flatten)]
+        paths: Paths,
+    },
+    /// Run a candidate policy through the gate: exit 0 with a summary, 1 with the reason.
+    Check {
+        /// The candidate component.
+        policy: PathBuf,
+    },
+    /// Compare two policies over the fact grid: exit 0 if they agree, 1 if not, 2 on trouble.
+    Diff {
+        /// The running policy.
+        old: PathBuf,
+        /// The candidate.
+        new: PathBuf,
+    },
+    /// The main job on an embedded example: a fresh database with the seed's story, the
+    /// decision table, then a hot swap to the next policy and what it changed.
+    Demo,
+    /// Write the embedded policies as deployable files (`<dir>/<name>.wasm`).
+    ExportPolicies {
+        /// Where to write them.
+        #[arg(long, default_value = "policies")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Decide {
+            work_item,
+            target,
+            caller,
+            paths,
+        } => cli::decide::run(&work_item, target, caller.as_deref(), paths.into()),
+        Command::Serve { paths } => cli::serve::run(paths.into()),
+        Command::Check { policy } => cli::check::run(&policy),
+        Command::Diff { old, new } => cli::diff::run(&old, &new),
+        Command::Demo => cli::demo::run(),
+        Command::ExportPolicies { out } => cli::export::run(&out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("deploy-guard: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+impl From<Paths> for deploy_guard::Overrides {
+    fn from(paths: Paths) -> Self {
+        deploy_guard::Overrides {
+            db: paths.db,
+            policy: paths.policy,
+        }
+    }
+}

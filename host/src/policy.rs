@@ -1,0 +1,283 @@
+//! A loaded policy: its bytes' digest, its compiled component, its `InstancePre`, its
+//! identity; and one decision run in a fresh sandbox, with everything the guest
+//! returns checked before it is believed.
+//!
+//! `bindgen!` runs here and nowhere else: the boundary types are the generated ones.
+
+use crate::config::Limits;
+use crate::decision::MAX_RULE_BYTES;
+use crate::engine::{Sandbox, SandboxState};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use wasmtime::Trap;
+use wasmtime::component::{Component, types::ComponentItem};
+
+mod wit {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "guard-policy",
+    });
+}
+
+pub use wit::exports::orchestrator::deploy_guard::types::{
+    Decision as WitDecision, Facts, PolicyInfo, TargetStatus, Task, Verdict as WitVerdict,
+};
+use wit::{GuardPolicy, GuardPolicyPre};
+
+/// The longest name or version a policy may report, in bytes.
+pub const MAX_IDENTITY_BYTES: usize = 128;
+
+/// Why a policy could not be loaded. The message names the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not a component at all.
+    #[error("not a component: {0}")]
+    NotAComponent(String),
+    /// A component that imports something (the names are listed).
+    #[error("the component imports {0}; a policy must import nothing")]
+    Imports(String),
+    /// A component of another world: an export missing or of another type.
+    #[error("not a component of the guard-policy world: {0}")]
+    WrongWorld(String),
+    /// `info` failed or answered something unusable.
+    #[error("info: {0}")]
+    Info(String),
+}
+
+/// Why one decision could not be made. The class comes first in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The epoch deadline passed.
+    #[error("deadline: the policy ran past its {0} ms deadline")]
+    Deadline(u128),
+    /// The fuel ran out.
+    #[error("fuel: the policy used up its {0} units of fuel")]
+    Fuel(u64),
+    /// The policy wanted more memory or table than allowed.
+    #[error("{0}")]
+    Memory(String),
+    /// Any other trap.
+    #[error("trap: {0}")]
+    Trap(String),
+    /// The instance could not be created.
+    #[error("instantiate: {0}")]
+    Instantiate(String),
+    /// The guest returned something the host does not accept.
+    #[error("invalid-result: {0}")]
+    InvalidResult(String),
+}
+
+/// The decision of a policy, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ruling {
+    /// The verdict.
+    pub verdict: crate::Verdict,
+    /// The rule (at most [`MAX_RULE_BYTES`] bytes).
+    pub rule: String,
+}
+
+/// A policy that passed loading: compiled, import-free, of the right world, with an
+/// identity. Decisions instantiate it afresh each time.
+pub struct LoadedPolicy {
+    sandbox: Arc<Sandbox>,
+    pre: GuardPolicyPre<SandboxState>,
+    limits: Limits,
+    /// `sha256:<hex>` of the module bytes.
+    pub digest: String,
+    /// What `info` answered.
+    pub name: String,
+    /// What `info` answered.
+    pub version: String,
+}
+
+impl std::fmt::Debug for LoadedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPolicy")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `sha256:` and the lowercase hex digest of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut text = String::with_capacity(7 + 64);
+    text.push_str("sha256:");
+    for byte in hash {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+/// The first bytes of a component (magic, then version 0x0d and layer 1).
+const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+/// The first bytes of a core module (magic, version 1, layer 0).
+const MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+
+impl LoadedPolicy {
+    /// Compile `bytes` and check the shape: a component, importing nothing, exporting
+    /// the `guard-policy` world, whose `info` answers within the limits.
+    pub fn load(sandbox: &Arc<Sandbox>, bytes: &[u8], limits: Limits) -> Result<LoadedPolicy, LoadError> {
+        if bytes.is_empty() {
+            return Err(LoadError::NotAComponent("the file is empty".into()));
+        }
+        if bytes.starts_with(&MODULE_HEADER) {
+            return Err(LoadError::NotAComponent(
+                "this is a core WebAssembly module; encode it as a component (wasm-tools component new)".into(),
+            ));
+        }
+        if !bytes.starts_with(&COMPONENT_HEADER) {
+            return Err(LoadError::NotAComponent(format!(
+                "the file does not start with the component header 00 61 73 6d 0d 00 01 00 ({} bytes)",
+                bytes.len()
+            )));
+        }
+        let component = Component::new(sandbox.engine(), bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        Self::from_component(sandbox, &component, digest(bytes), limits)
+    }
+
+    /// Check an already compiled component (the precompiled cache gives these).
+    pub fn from_component(
+        sandbox: &Arc<Sandbox>,
+        component: &Component,
+        digest: String,
+        limits: Limits,
+    ) -> Result<LoadedPolicy, LoadError> {
+        let engine = sandbox.engine();
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(engine)
+            .map(|(name, item)| format!("`{name}` ({})", item_kind(&item.ty)))
+            .collect();
+        if !imports.is_empty() {
+            return Err(LoadError::Imports(imports.join(", ")));
+        }
+        let instance_pre = sandbox
+            .linker()
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = GuardPolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let mut policy = LoadedPolicy {
+            sandbox: Arc::clone(sandbox),
+            pre,
+            limits,
+            digest,
+            name: String::new(),
+            version: String::new(),
+        };
+        let info = policy.info().map_err(|e| LoadError::Info(e.to_string()))?;
+        for (what, value) in [("name", &info.name), ("version", &info.version)] {
+            if value.trim().is_empty() || value.len() > MAX_IDENTITY_BYTES || value.chars().any(char::is_control) {
+                return Err(LoadError::Info(format!(
+                    "the {what} must be 1 to {MAX_IDENTITY_BYTES} bytes of printable text ({} bytes given)",
+                    value.len()
+                )));
+            }
+        }
+        policy.name = info.name;
+        policy.version = info.version;
+        Ok(policy)
+    }
+
+    /// `name@version`.
+    pub fn identity(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// The limits decisions of this policy run under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// A copy of this policy that runs under other limits (a configuration reload).
+    pub fn with_limits(&self, limits: Limits) -> LoadedPolicy {
+        LoadedPolicy {
+            sandbox: Arc::clone(&self.sandbox),
+            pre: self.pre.clone(),
+            limits,
+            digest: self.digest.clone(),
+            name: self.name.clone(),
+            version: self.version.clone(),
+        }
+    }
+
+    fn instantiate(&self) -> Result<(wasmtime::Store<SandboxState>, GuardPolicy), RunError> {
+        let mut store = self.sandbox.store(self.limits);
+        match self.pre.instantiate(&mut store) {
+            Ok(instance) => Ok((store, instance)),
+            Err(e) => Err(classify(&store, e, self.limits, RunError::Instantiate)),
+        }
+    }
+
+    /// Ask `info` in a fresh instance.
+    pub fn info(&self) -> Result<PolicyInfo, RunError> {
+        let (mut store, instance) = self.instantiate()?;
+        instance
+            .orchestrator_deploy_guard_policy()
+            .call_info(&mut store)
+            .map_err(|e| classify(&store, e, self.limits, RunError::InvalidResult))
+    }
+
+    /// One decision in a fresh instance; the Store is dropped afterwards, trap or not.
+    pub fn decide(&self, facts: &Facts) -> Result<Ruling, RunError> {
+        let (mut store, instance) = self.instantiate()?;
+        let answer = instance
+            .orchestrator_deploy_guard_policy()
+            .call_decide(&mut store, facts)
+            .map_err(|e| classify(&store, e, self.limits, RunError::InvalidResult))?;
+        check(answer)
+    }
+}
+
+/// The guest's answer, believed only once checked.
+fn check(answer: WitDecision) -> Result<Ruling, RunError> {
+    if answer.rule.len() > MAX_RULE_BYTES {
+        // The rule itself never reaches a log line: only its size.
+        return Err(RunError::InvalidResult(format!(
+            "the rule is {} bytes long, more than {MAX_RULE_BYTES}",
+            answer.rule.len()
+        )));
+    }
+    let verdict = match answer.verdict {
+        WitVerdict::Allow => crate::Verdict::Allow,
+        WitVerdict::ConvergeDone => crate::Verdict::ConvergeDone,
+        WitVerdict::Suppress => crate::Verdict::Suppress,
+    };
+    Ok(Ruling {
+        verdict,
+        rule: answer.rule,
+    })
+}
+
+/// Turn wasmtime's error into the class of what happened. Errors that are not traps
+/// come from lifting or lowering values at the boundary: `otherwise` names them.
+fn classify(
+    store: &wasmtime::Store<SandboxState>,
+    error: wasmtime::Error,
+    limits: Limits,
+    otherwise: fn(String) -> RunError,
+) -> RunError {
+    if let Some(denied) = &store.data().denied {
+        return RunError::Memory(denied.clone());
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => RunError::Deadline(limits.timeout.as_millis()),
+        Some(Trap::OutOfFuel) => RunError::Fuel(limits.fuel),
+        Some(trap) => RunError::Trap(trap.to_string()),
+        None => otherwise(format!("{error:#}")),
+    }
+}
+
+fn item_kind(item: &ComponentItem) -> &'static str {
+    match item {
+        ComponentItem::ComponentFunc(_) => "a function",
+        ComponentItem::CoreFunc(_) => "a core function",
+        ComponentItem::Module(_) => "a module",
+        ComponentItem::Component(_) => "a component",
+        ComponentItem::ComponentInstance(_) => "an instance",
+        ComponentItem::Type(_) => "a type",
+        ComponentItem::Resource(_) => "a resource",
+    }
+}
