@@ -20,10 +20,21 @@ const POLICIES: [(&str, &str); 2] = [
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("host/ lives in the workspace root").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ lives in the workspace root")
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in ["wit", "guest", "policies/deploy-status-guard-next", "Cargo.toml", "Cargo.lock", ".cargo"] {
+    for watched in [
+        "wit",
+        "guest",
+        "policies/deploy-status-guard-next",
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let guest_target_dir = guest_target_dir(&out_dir);
@@ -32,7 +43,8 @@ fn main() {
         let core = build_core_module(&root, &guest_target_dir, package);
         let component = encode_component(&core, package);
         let path = out_dir.join(format!("{stem}.wasm"));
-        std::fs::write(&path, component).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        std::fs::write(&path, component)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         let constant = stem.to_uppercase().replace('-', "_");
         consts.push_str(&format!(
             "/// The `{stem}` component (built from `{package}`).\npub const {constant}: &[u8] = include_bytes!({path:?});\n"
@@ -58,11 +70,21 @@ fn build_core_module(root: &Path, target_dir: &Path, package: &str) -> Vec<u8> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--release", "--target", "wasm32-unknown-unknown", "-p", package])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            package,
+        ])
         .arg("--target-dir")
         .arg(target_dir)
         // Warnings in a guest fail the build, as they do in the host (CI's clippy).
-        .args(["--config", "target.wasm32-unknown-unknown.rustflags=[\"-Dwarnings\"]"]);
+        .args([
+            "--config",
+            "target.wasm32-unknown-unknown.rustflags=[\"-Dwarnings\"]",
+        ]);
     // What the outer build sets for itself must not leak into the guest build.
     for leaked in [
         "CARGO_TARGET_DIR",
@@ -78,7 +100,9 @@ fn build_core_module(root: &Path, target_dir: &Path, package: &str) -> Vec<u8> {
     ] {
         cmd.env_remove(leaked);
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("running cargo for {package}: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo for {package}: {e}"));
     assert!(
         status.success(),
         "building the policy `{package}` for wasm32-unknown-unknown failed ({status}); \

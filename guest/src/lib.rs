@@ -81,7 +81,9 @@ pub mod component {
 #[cfg(all(target_arch = "wasm32", feature = "export"))]
 mod reference {
     use crate::component::exports::orchestrator::deploy_guard::policy::Guest;
-    use crate::component::exports::orchestrator::deploy_guard::types::{Decision, Facts, PolicyInfo};
+    use crate::component::exports::orchestrator::deploy_guard::types::{
+        Decision, Facts, PolicyInfo,
+    };
     use crate::{component, predicate};
 
     struct ReferencePolicy;

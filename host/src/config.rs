@@ -21,7 +21,10 @@ pub const DEFAULT_SELF_HOSTING: &str = "orchestrator";
 
 /// The seed's `_REPO_TOKEN`: what a scope token must look like.
 pub fn is_repo_token(token: &str) -> bool {
-    !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The format of the decision lines on stderr.
@@ -154,7 +157,9 @@ impl Config {
     /// Load with `env` standing for the environment (tests, embedding).
     pub fn load_from(env: impl Fn(&str) -> Option<String>, overrides: &Overrides) -> Config {
         let from_env = |name: &str| env(name).map(|v| (name.to_owned(), v));
-        let file_path = env("DEPLOY_GUARD_CONFIG").filter(|p| !p.trim().is_empty()).map(PathBuf::from);
+        let file_path = env("DEPLOY_GUARD_CONFIG")
+            .filter(|p| !p.trim().is_empty())
+            .map(PathBuf::from);
         let mut problem = None;
         let file = match &file_path {
             None => FileConfig::default(),
@@ -189,7 +194,12 @@ impl Config {
         };
         let warnings = &mut config.warnings;
 
-        if let Some(db) = overrides.db.clone().or(file.db).or_else(|| env("DEPLOY_GUARD_DB").map(PathBuf::from)) {
+        if let Some(db) = overrides
+            .db
+            .clone()
+            .or(file.db)
+            .or_else(|| env("DEPLOY_GUARD_DB").map(PathBuf::from))
+        {
             config.db = db;
         }
         if let Some(policy) = overrides
@@ -215,7 +225,10 @@ impl Config {
                 }
             };
         }
-        if let Some((source, text)) = pick(from_file("repos", &file.repos), from_env("DEPLOY_STATUS_GUARD_REPOS")) {
+        if let Some((source, text)) = pick(
+            from_file("repos", &file.repos),
+            from_env("DEPLOY_STATUS_GUARD_REPOS"),
+        ) {
             config.scope_repos = sanitise_scope(&text, &source, warnings);
         }
         if let Some((_, text)) = pick(
@@ -228,10 +241,15 @@ impl Config {
             match log.trim().to_ascii_lowercase().as_str() {
                 "text" => config.log = LogFormat::Text,
                 "json" => config.log = LogFormat::Json,
-                other => warnings.push(format!("log format {other:?} is neither text nor json: using text")),
+                other => warnings.push(format!(
+                    "log format {other:?} is neither text nor json: using text"
+                )),
             }
         }
-        let mut limit = |file_key: &str, file_value: &Option<toml::Value>, env_name: &str, bounds: (u64, u64)| {
+        let mut limit = |file_key: &str,
+                         file_value: &Option<toml::Value>,
+                         env_name: &str,
+                         bounds: (u64, u64)| {
             let (source, text) = pick(from_file(file_key, file_value), from_env(env_name))?;
             match text.trim().replace('_', "").parse::<u64>() {
                 Ok(n) if (bounds.0..=bounds.1).contains(&n) => Some(n),
@@ -244,13 +262,23 @@ impl Config {
                 }
             }
         };
-        if let Some(ms) = limit("timeout_ms", &file.timeout_ms, "DEPLOY_GUARD_TIMEOUT_MS", Limits::TIMEOUT_MS) {
+        if let Some(ms) = limit(
+            "timeout_ms",
+            &file.timeout_ms,
+            "DEPLOY_GUARD_TIMEOUT_MS",
+            Limits::TIMEOUT_MS,
+        ) {
             config.limits.timeout = Duration::from_millis(ms);
         }
         if let Some(fuel) = limit("fuel", &file.fuel, "DEPLOY_GUARD_FUEL", Limits::FUEL) {
             config.limits.fuel = fuel;
         }
-        if let Some(mib) = limit("memory_mib", &file.memory_mib, "DEPLOY_GUARD_MEMORY_MIB", Limits::MEMORY_MIB) {
+        if let Some(mib) = limit(
+            "memory_mib",
+            &file.memory_mib,
+            "DEPLOY_GUARD_MEMORY_MIB",
+            Limits::MEMORY_MIB,
+        ) {
             config.limits.memory_bytes = usize::try_from(mib << 20).unwrap_or(usize::MAX);
         }
         if let Some(ms) = limit(
@@ -276,8 +304,12 @@ impl Config {
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("config: cannot read the config file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "config: cannot read the config file {}: {e}",
+            path.display()
+        )
+    })?;
     toml::from_str(&text).map_err(|e| {
         let message = e.to_string();
         format!(
@@ -318,7 +350,11 @@ pub fn sanitise_scope(csv: &str, source: &str, warnings: &mut Vec<String>) -> Ve
 }
 
 fn split_csv(csv: &str) -> Vec<String> {
-    csv.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+    csv.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -327,7 +363,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Config {
-        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         Config::load_from(|name| vars.get(name).cloned(), &Overrides::default())
     }
 
@@ -345,18 +384,37 @@ mod tests {
 
     #[test]
     fn booleans_take_every_spelling_and_anything_else_disables() {
-        for (text, expected) in [("TRUE", true), (" yes ", true), ("On", true), ("1", true), ("off", false), ("No", false), ("0", false)] {
-            assert_eq!(load(&[("DEPLOY_STATUS_GUARD_ENABLED", text)]).enabled, expected, "{text}");
+        for (text, expected) in [
+            ("TRUE", true),
+            (" yes ", true),
+            ("On", true),
+            ("1", true),
+            ("off", false),
+            ("No", false),
+            ("0", false),
+        ] {
+            assert_eq!(
+                load(&[("DEPLOY_STATUS_GUARD_ENABLED", text)]).enabled,
+                expected,
+                "{text}"
+            );
         }
         let c = load(&[("DEPLOY_STATUS_GUARD_ENABLED", "maybe")]);
         assert!(!c.enabled);
         assert_eq!(c.warnings.len(), 1);
-        assert!(c.warnings[0].contains("\"maybe\" is not a boolean"), "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].contains("\"maybe\" is not a boolean"),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]
     fn the_scope_is_sanitised_with_one_warning_per_dropped_token() {
-        let c = load(&[("DEPLOY_STATUS_GUARD_REPOS", " svc-a , bad repo,ok.repo_1,,svc/x, svc-a")]);
+        let c = load(&[(
+            "DEPLOY_STATUS_GUARD_REPOS",
+            " svc-a , bad repo,ok.repo_1,,svc/x, svc-a",
+        )]);
         assert_eq!(c.scope_repos, ["svc-a", "ok.repo_1"]);
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("\"bad repo\""));
@@ -373,11 +431,19 @@ mod tests {
     #[test]
     fn unusable_limits_keep_their_defaults_with_a_warning() {
         for bad in ["0", "abc", "-5", "99999999999999999999", ""] {
-            let c = load(&[("DEPLOY_GUARD_TIMEOUT_MS", bad), ("DEPLOY_GUARD_MEMORY_MIB", bad), ("DEPLOY_GUARD_FUEL", bad)]);
+            let c = load(&[
+                ("DEPLOY_GUARD_TIMEOUT_MS", bad),
+                ("DEPLOY_GUARD_MEMORY_MIB", bad),
+                ("DEPLOY_GUARD_FUEL", bad),
+            ]);
             assert_eq!(c.limits, Limits::DEFAULT, "{bad}");
             assert_eq!(c.warnings.len(), 3, "{bad}: {:?}", c.warnings);
         }
-        let c = load(&[("DEPLOY_GUARD_TIMEOUT_MS", "250"), ("DEPLOY_GUARD_MEMORY_MIB", "32"), ("DEPLOY_GUARD_FUEL", "1_000_000")]);
+        let c = load(&[
+            ("DEPLOY_GUARD_TIMEOUT_MS", "250"),
+            ("DEPLOY_GUARD_MEMORY_MIB", "32"),
+            ("DEPLOY_GUARD_FUEL", "1_000_000"),
+        ]);
         assert_eq!(c.limits.timeout, Duration::from_millis(250));
         assert_eq!(c.limits.memory_bytes, 32 << 20);
         assert_eq!(c.limits.fuel, 1_000_000);
@@ -405,9 +471,15 @@ mod tests {
         assert_eq!(c.scope_repos, ["svc-a"]);
         assert_eq!(c.warnings.len(), 1);
         assert_eq!(c.limits.timeout, Duration::from_millis(300));
-        let flags = Overrides { db: Some("flag.db".into()), policy: Some("flag.wasm".into()) };
+        let flags = Overrides {
+            db: Some("flag.db".into()),
+            policy: Some("flag.wasm".into()),
+        };
         let c = Config::load_from(|n| vars.get(n).cloned(), &flags);
-        assert_eq!((c.db, c.policy), (PathBuf::from("flag.db"), PathBuf::from("flag.wasm")));
+        assert_eq!(
+            (c.db, c.policy),
+            (PathBuf::from("flag.db"), PathBuf::from("flag.wasm"))
+        );
     }
 
     #[test]
@@ -416,9 +488,27 @@ mod tests {
         let file = dir.path().join("guard.toml");
         std::fs::write(&file, "enabled = = true").expect("write");
         let path = file.to_str().expect("utf-8").to_owned();
-        let c = Config::load_from(|n| (n == "DEPLOY_GUARD_CONFIG").then(|| path.clone()), &Overrides::default());
-        assert!(c.problem.as_deref().is_some_and(|p| p.starts_with("config: cannot parse")), "{:?}", c.problem);
-        let c = Config::load_from(|n| (n == "DEPLOY_GUARD_CONFIG").then(|| "/nonexistent/x.toml".into()), &Overrides::default());
-        assert!(c.problem.as_deref().is_some_and(|p| p.starts_with("config: cannot read")), "{:?}", c.problem);
+        let c = Config::load_from(
+            |n| (n == "DEPLOY_GUARD_CONFIG").then(|| path.clone()),
+            &Overrides::default(),
+        );
+        assert!(
+            c.problem
+                .as_deref()
+                .is_some_and(|p| p.starts_with("config: cannot parse")),
+            "{:?}",
+            c.problem
+        );
+        let c = Config::load_from(
+            |n| (n == "DEPLOY_GUARD_CONFIG").then(|| "/nonexistent/x.toml".into()),
+            &Overrides::default(),
+        );
+        assert!(
+            c.problem
+                .as_deref()
+                .is_some_and(|p| p.starts_with("config: cannot read")),
+            "{:?}",
+            c.problem
+        );
     }
 }

@@ -46,7 +46,9 @@ impl FromStr for Target {
         Target::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("unknown target {s:?}: expected awaiting, deploying or monitoring"))
+            .ok_or_else(|| {
+                format!("unknown target {s:?}: expected awaiting, deploying or monitoring")
+            })
     }
 }
 
@@ -76,6 +78,19 @@ impl Verdict {
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())
+    }
+}
+
+/// Displays a value, or `null` when there is none, so that every field of the
+/// decision object appears in the decision line (tracing has no null of its own).
+struct OrNull<'a, T>(&'a Option<T>);
+
+impl<T: fmt::Display> fmt::Display for OrNull<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("null"),
+        }
     }
 }
 
@@ -169,15 +184,15 @@ impl Decision {
                 tracing::$level!(
                     target: "deploy_guard::decision",
                     work_item = %self.work_item,
-                    caller = self.caller.as_deref(),
+                    caller = %OrNull(&self.caller),
                     "target" = self.target.as_str(),
-                    db_stage = self.db_stage.as_deref(),
-                    window_active = self.window_active,
+                    db_stage = %OrNull(&self.db_stage),
+                    window_active = %OrNull(&self.window_active),
                     verdict = self.verdict.as_str(),
                     rule = %self.rule,
-                    policy = self.policy.as_deref(),
-                    policy_digest = self.policy_digest.as_deref(),
-                    error = self.error.as_deref(),
+                    policy = %OrNull(&self.policy),
+                    policy_digest = %OrNull(&self.policy_digest),
+                    error = %OrNull(&self.error),
                     "deploy_status_guard decision"
                 )
             };
@@ -190,6 +205,7 @@ impl Decision {
 
     /// The decision as one line of JSON (no newline).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise decision: {e}\"}}"))
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise decision: {e}\"}}"))
     }
 }

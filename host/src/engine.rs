@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::Linker;
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+};
 
 /// How often the epoch advances; the deadline is a whole number of these.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -42,7 +44,12 @@ pub struct SandboxState {
 }
 
 impl ResourceLimiter for SandboxState {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limits.memory_bytes {
             let why = format!(
                 "memory: the policy asked for {desired} bytes of linear memory (had {current}), the limit is {}",
@@ -54,7 +61,12 @@ impl ResourceLimiter for SandboxState {
         Ok(true)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limits.table_elements {
             let why = format!(
                 "memory: the policy asked for a table of {desired} elements (had {current}), the limit is {}",
@@ -162,11 +174,21 @@ impl Sandbox {
 
     /// A fresh Store for one decision, with its fuel, deadline and memory limits set.
     pub fn store(&self, limits: Limits) -> Store<SandboxState> {
-        let mut store = Store::new(&self.engine, SandboxState { limits, denied: None });
+        let mut store = Store::new(
+            &self.engine,
+            SandboxState {
+                limits,
+                denied: None,
+            },
+        );
         store.limiter(|state| state);
         // consume_fuel is on for this engine, so set_fuel cannot fail.
         let _ = store.set_fuel(limits.fuel);
-        let ticks = limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+        let ticks = limits
+            .timeout
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos())
+            .max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
         store

@@ -77,7 +77,8 @@ const TASK_ONLY: &str = "\
 SELECT t.repo, t.stage, NULL FROM tasks t WHERE t.work_item_id = ?1 ORDER BY t.rowid DESC LIMIT 1";
 
 /// The window alone, to name why the sentinels cannot be read.
-const WINDOW_ONLY: &str = "SELECT sentinel FROM post_deploy_sentinels WHERE repo IS ?1 AND work_item_id = ?2 LIMIT 1";
+const WINDOW_ONLY: &str =
+    "SELECT sentinel FROM post_deploy_sentinels WHERE repo IS ?1 AND work_item_id = ?2 LIMIT 1";
 
 struct PooledConnection {
     connection: Connection,
@@ -94,7 +95,10 @@ pub struct FactsSource {
 
 impl std::fmt::Debug for FactsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FactsSource").field("path", &self.path).field("busy_timeout", &self.busy_timeout).finish()
+        f.debug_struct("FactsSource")
+            .field("path", &self.path)
+            .field("busy_timeout", &self.busy_timeout)
+            .finish()
     }
 }
 
@@ -138,7 +142,10 @@ impl FactsSource {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(&self.path, flags)?;
         connection.busy_timeout(self.busy_timeout)?;
-        Ok(PooledConnection { connection, identity })
+        Ok(PooledConnection {
+            connection,
+            identity,
+        })
     }
 }
 
@@ -161,7 +168,10 @@ fn read_task(connection: &Connection, work_item: &str) -> Result<Option<TaskFact
             // Either the tasks or the sentinels cannot be read. The task alone decides.
             let statement = connection.prepare_cached(TASK_ONLY)?;
             let why = connection.prepare(WINDOW_ONLY).err().unwrap_or(combined);
-            (statement, Some(format!("database: post-deploy window unreadable: {why}")))
+            (
+                statement,
+                Some(format!("database: post-deploy window unreadable: {why}")),
+            )
         }
     };
     let row = statement
@@ -182,7 +192,11 @@ fn read_task(connection: &Connection, work_item: &str) -> Result<Option<TaskFact
     Ok(Some(TaskFacts {
         repo: repo?,
         stage: stage?,
-        window_active: if window_error.is_some() { None } else { window_active },
+        window_active: if window_error.is_some() {
+            None
+        } else {
+            window_active
+        },
         window_error,
     }))
 }
@@ -193,7 +207,9 @@ fn text(value: ValueRef<'_>, column: &'static str) -> Result<String> {
     let wrong = |found| FactsError::WrongType { column, found };
     match value {
         ValueRef::Null => Ok(String::new()),
-        ValueRef::Text(bytes) => String::from_utf8(bytes.to_vec()).map_err(|_| wrong("text that is not UTF-8")),
+        ValueRef::Text(bytes) => {
+            String::from_utf8(bytes.to_vec()).map_err(|_| wrong("text that is not UTF-8"))
+        }
         ValueRef::Integer(_) => Err(wrong("an integer")),
         ValueRef::Real(_) => Err(wrong("a real")),
         ValueRef::Blob(_) => Err(wrong("a blob")),

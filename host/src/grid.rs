@@ -36,7 +36,11 @@ pub const GRID_CASES: usize = 3 * (1 + 6 * 3) * 2 * 3;
 /// The stages: the two terminal ones, two non-terminal ones (`deploy`, and `failed`,
 /// which a next version of the policy may hold terminal), empty, and padded.
 pub fn fact_grid() -> Vec<GridCase> {
-    let targets = [TargetStatus::Awaiting, TargetStatus::Deploying, TargetStatus::Monitoring];
+    let targets = [
+        TargetStatus::Awaiting,
+        TargetStatus::Deploying,
+        TargetStatus::Monitoring,
+    ];
     let stages = ["done", "cancelled", "deploy", "failed", "", "  done \t"];
     let repos = [SELF_HOSTING_REPO, SCOPED_REPO, OUTSIDE_REPO];
     let scopes: [&[&str]; 2] = [&[], &[SCOPED_REPO]];
@@ -58,7 +62,10 @@ pub fn fact_grid() -> Vec<GridCase> {
                     let label = format!(
                         "target={} task={} scope=[{}] window={}",
                         target_name(target),
-                        task.as_ref().map_or_else(|| "none".to_owned(), |t| format!("{}/{:?}", t.repo, t.stage)),
+                        task.as_ref().map_or_else(
+                            || "none".to_owned(),
+                            |t| format!("{}/{:?}", t.repo, t.stage)
+                        ),
                         scope.join(","),
                         match window {
                             Some(true) => "on",

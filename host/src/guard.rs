@@ -67,7 +67,11 @@ impl Guard {
     }
 
     /// As [`Guard::with_overrides`], on a sandbox shared with other guards.
-    pub fn with_sandbox(sandbox: Arc<Sandbox>, config: Config, overrides: Overrides) -> Result<Guard, GuardError> {
+    pub fn with_sandbox(
+        sandbox: Arc<Sandbox>,
+        config: Config,
+        overrides: Overrides,
+    ) -> Result<Guard, GuardError> {
         config.report();
         let facts = FactsSource::new(config.db.clone(), config.busy_timeout);
         let guard = Guard {
@@ -87,7 +91,10 @@ impl Guard {
                 watch.config.settle(file);
             }
         }
-        guard.shared.slot.load_from(&guard.shared.sandbox, &config.policy, config.limits);
+        guard
+            .shared
+            .slot
+            .load_from(&guard.shared.sandbox, &config.policy, config.limits);
         Ok(guard)
     }
 
@@ -113,11 +120,10 @@ impl Guard {
             return Decision::kill_switch(request);
         }
         let Some(policy) = self.shared.slot.current() else {
-            let cause = self
-                .shared
-                .slot
-                .problem()
-                .map_or_else(|| "policy-unavailable: no policy is loaded".to_owned(), |p| p.to_string());
+            let cause = self.shared.slot.problem().map_or_else(
+                || "policy-unavailable: no policy is loaded".to_owned(),
+                |p| p.to_string(),
+            );
             return Decision::fail_safe(request, cause);
         };
         let task = match self.shared.facts.load().read(request.work_item) {
@@ -170,10 +176,10 @@ impl Guard {
             return None;
         };
         let config = self.shared.config.load_full();
-        if let Some(file) = &config.file {
-            if watch.config.poll(file) {
-                self.reload_config(&config);
-            }
+        if let Some(file) = &config.file
+            && watch.config.poll(file)
+        {
+            self.reload_config(&config);
         }
         let config = self.shared.config.load_full();
         let path_changed = watch.policy_path != config.policy;
@@ -182,7 +188,11 @@ impl Guard {
             watch.policy.settle(&config.policy);
         }
         if path_changed || watch.policy.poll(&config.policy) {
-            return Some(self.shared.slot.load_from(&self.shared.sandbox, &config.policy, config.limits));
+            return Some(self.shared.slot.load_from(
+                &self.shared.sandbox,
+                &config.policy,
+                config.limits,
+            ));
         }
         None
     }
@@ -200,7 +210,10 @@ impl Guard {
             tracing::warn!(target: "deploy_guard::config", "{warning}");
         }
         if fresh.db != running.db || fresh.busy_timeout != running.busy_timeout {
-            self.shared.facts.store(Arc::new(FactsSource::new(fresh.db.clone(), fresh.busy_timeout)));
+            self.shared.facts.store(Arc::new(FactsSource::new(
+                fresh.db.clone(),
+                fresh.busy_timeout,
+            )));
         }
         self.shared.slot.relimit(fresh.limits);
         tracing::warn!(

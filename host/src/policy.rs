@@ -119,7 +119,11 @@ const MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 impl LoadedPolicy {
     /// Compile `bytes` and check the shape: a component, importing nothing, exporting
     /// the `guard-policy` world, whose `info` answers within the limits.
-    pub fn load(sandbox: &Arc<Sandbox>, bytes: &[u8], limits: Limits) -> Result<LoadedPolicy, LoadError> {
+    pub fn load(
+        sandbox: &Arc<Sandbox>,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<LoadedPolicy, LoadError> {
         if bytes.is_empty() {
             return Err(LoadError::NotAComponent("the file is empty".into()));
         }
@@ -134,7 +138,8 @@ impl LoadedPolicy {
                 bytes.len()
             )));
         }
-        let component = Component::new(sandbox.engine(), bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        let component = Component::new(sandbox.engine(), bytes)
+            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
         Self::from_component(sandbox, &component, digest(bytes), limits)
     }
 
@@ -158,7 +163,8 @@ impl LoadedPolicy {
             .linker()
             .instantiate_pre(component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = GuardPolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = GuardPolicyPre::new(instance_pre)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let mut policy = LoadedPolicy {
             sandbox: Arc::clone(sandbox),
             pre,
@@ -169,7 +175,10 @@ impl LoadedPolicy {
         };
         let info = policy.info().map_err(|e| LoadError::Info(e.to_string()))?;
         for (what, value) in [("name", &info.name), ("version", &info.version)] {
-            if value.trim().is_empty() || value.len() > MAX_IDENTITY_BYTES || value.chars().any(char::is_control) {
+            if value.trim().is_empty()
+                || value.len() > MAX_IDENTITY_BYTES
+                || value.chars().any(char::is_control)
+            {
                 return Err(LoadError::Info(format!(
                     "the {what} must be 1 to {MAX_IDENTITY_BYTES} bytes of printable text ({} bytes given)",
                     value.len()

@@ -34,11 +34,13 @@ struct RawRequest {
 
 /// Parse one request line (without its newline).
 pub fn parse_request(line: &[u8]) -> Result<ServeRequest, String> {
-    let text = std::str::from_utf8(line).map_err(|e| format!("the request is not valid UTF-8: {e}"))?;
+    let text =
+        std::str::from_utf8(line).map_err(|e| format!("the request is not valid UTF-8: {e}"))?;
     if text.trim().is_empty() {
         return Err("empty request line".to_owned());
     }
-    let raw: RawRequest = serde_json::from_str(text).map_err(|e| format!("the request is not a valid JSON request: {e}"))?;
+    let raw: RawRequest = serde_json::from_str(text)
+        .map_err(|e| format!("the request is not a valid JSON request: {e}"))?;
     let work_item = raw.work_item.ok_or("missing field `work_item`")?;
     let target = raw.target.ok_or("missing field `target`")?;
     let target = target.parse::<Target>()?;
@@ -90,13 +92,21 @@ fn read_line(input: &mut impl BufRead) -> std::io::Result<Option<Line>> {
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            return Ok(Some(if skipped == 0 { Line::Complete(line) } else { Line::TooLong(skipped) }));
+            return Ok(Some(if skipped == 0 {
+                Line::Complete(line)
+            } else {
+                Line::TooLong(skipped)
+            }));
         }
     }
 }
 
 /// Serve until EOF on `input`. Only an I/O error on `output` ends it early.
-pub fn serve(guard: &Guard, input: &mut impl BufRead, output: &mut impl Write) -> std::io::Result<u64> {
+pub fn serve(
+    guard: &Guard,
+    input: &mut impl BufRead,
+    output: &mut impl Write,
+) -> std::io::Result<u64> {
     let mut answered = 0;
     loop {
         let line = match read_line(input) {
@@ -109,7 +119,9 @@ pub fn serve(guard: &Guard, input: &mut impl BufRead, output: &mut impl Write) -
             }
         };
         let answer = match line {
-            Line::TooLong(n) => error_line(&format!("the request line is {n} bytes long, more than {MAX_LINE_BYTES}")),
+            Line::TooLong(n) => error_line(&format!(
+                "the request line is {n} bytes long, more than {MAX_LINE_BYTES}"
+            )),
             Line::Complete(bytes) => match parse_request(&bytes) {
                 Ok(request) => answer(guard, &request).to_json(),
                 Err(message) => error_line(&message),
@@ -124,5 +136,9 @@ pub fn serve(guard: &Guard, input: &mut impl BufRead, output: &mut impl Write) -
 }
 
 fn answer(guard: &Guard, request: &ServeRequest) -> Decision {
-    guard.decide(&request.work_item, request.target, request.caller.as_deref())
+    guard.decide(
+        &request.work_item,
+        request.target,
+        request.caller.as_deref(),
+    )
 }

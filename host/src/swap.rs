@@ -142,17 +142,22 @@ impl PolicySlot {
 
     /// Keep the same policy under new limits (a configuration reload).
     pub fn relimit(&self, limits: crate::config::Limits) {
-        if let Some(live) = self.current() {
-            if live.limits() != limits {
-                self.live.store(Some(Arc::new(live.with_limits(limits))));
-            }
+        if let Some(live) = self.current()
+            && live.limits() != limits
+        {
+            self.live.store(Some(Arc::new(live.with_limits(limits))));
         }
     }
 
     /// Read the file at `path` and, if it holds a new candidate that passes the gate,
     /// make it live. A refused candidate leaves the live policy in place; each distinct
     /// refusal is logged once.
-    pub fn load_from(&self, sandbox: &Arc<crate::engine::Sandbox>, path: &Path, limits: crate::config::Limits) -> Outcome {
+    pub fn load_from(
+        &self,
+        sandbox: &Arc<crate::engine::Sandbox>,
+        path: &Path,
+        limits: crate::config::Limits,
+    ) -> Outcome {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -168,15 +173,18 @@ impl PolicySlot {
         if self.current().is_some_and(|live| live.digest == digest) {
             return Outcome::Unchanged;
         }
-        if let Ok(refused) = self.refused.lock() {
-            if refused.digests.contains(&digest) {
-                return Outcome::Refused(format!("{digest} was refused before"));
-            }
+        if let Ok(refused) = self.refused.lock()
+            && refused.digests.contains(&digest)
+        {
+            return Outcome::Refused(format!("{digest} was refused before"));
         }
         let vectors = crate::vectors::vectors_path(path);
         match gate::admit(sandbox, &bytes, limits, Some(&vectors)) {
             Ok(admitted) => self.activate(admitted.policy, path),
-            Err(e) => self.refuse(Some(digest), format!("policy refused: {}: {e}", path.display())),
+            Err(e) => self.refuse(
+                Some(digest),
+                format!("policy refused: {}: {e}", path.display()),
+            ),
         }
     }
 
@@ -200,11 +208,14 @@ impl PolicySlot {
                     keeping = %live.identity(), keeping_digest = %live.digest,
                     "{reason}; keeping {}", live.identity()
                 ),
-                None => tracing::error!(target: "deploy_guard::policy", "{reason}; no policy is live: every decision fails safe"),
+                None => {
+                    tracing::error!(target: "deploy_guard::policy", "{reason}; no policy is live: every decision fails safe")
+                }
             }
         }
         if live.is_none() {
-            self.problem.store(Some(Arc::new(format!("policy-unavailable: {reason}"))));
+            self.problem
+                .store(Some(Arc::new(format!("policy-unavailable: {reason}"))));
         }
         Outcome::Refused(reason)
     }
@@ -222,12 +233,14 @@ impl Watcher {
     pub fn spawn(mut refresh: impl FnMut() + Send + 'static) -> std::io::Result<Watcher> {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
-        let thread = std::thread::Builder::new().name("deploy-guard-watch".into()).spawn(move || {
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(POLL_INTERVAL);
-                refresh();
-            }
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("deploy-guard-watch".into())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(POLL_INTERVAL);
+                    refresh();
+                }
+            })?;
         Ok(Watcher {
             stop,
             thread: Some(thread),

@@ -115,7 +115,10 @@ impl VectorCase {
 
 /// Where the vectors of the policy at `policy_path` live: `<dir>/<stem>.vectors.json`.
 pub fn vectors_path(policy_path: &Path) -> PathBuf {
-    let stem = policy_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = policy_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     policy_path.with_file_name(format!("{stem}.vectors.json"))
 }
 

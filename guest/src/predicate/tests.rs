@@ -31,27 +31,39 @@ fn decide_with(
 #[test]
 fn no_task_row_allows_as_task_not_found() {
     for target in Target::ALL {
-        assert_eq!(decide_with(target, None, None, NO_SCOPE), (Verdict::Allow, "task-not-found"));
+        assert_eq!(
+            decide_with(target, None, None, NO_SCOPE),
+            (Verdict::Allow, "task-not-found")
+        );
     }
 }
 
 #[test]
 fn a_repo_out_of_scope_allows_as_out_of_scope() {
     let t = task("enduro-trails", "done");
-    assert_eq!(decide_with(Target::Awaiting, t, Some(false), NO_SCOPE), (Verdict::Allow, "out-of-scope"));
+    assert_eq!(
+        decide_with(Target::Awaiting, t, Some(false), NO_SCOPE),
+        (Verdict::Allow, "out-of-scope")
+    );
 }
 
 #[test]
 fn a_live_stage_allows_as_non_terminal() {
     let t = task("orchestrator", "deploy");
-    assert_eq!(decide_with(Target::Deploying, t, Some(false), NO_SCOPE), (Verdict::Allow, "non-terminal"));
+    assert_eq!(
+        decide_with(Target::Deploying, t, Some(false), NO_SCOPE),
+        (Verdict::Allow, "non-terminal")
+    );
 }
 
 #[test]
 fn a_cancelled_task_is_suppressed_for_every_target() {
     for target in Target::ALL {
         let t = task("orchestrator", "cancelled");
-        assert_eq!(decide_with(target, t, Some(true), NO_SCOPE), (Verdict::Suppress, "cancelled"));
+        assert_eq!(
+            decide_with(target, t, Some(true), NO_SCOPE),
+            (Verdict::Suppress, "cancelled")
+        );
     }
 }
 
@@ -67,13 +79,19 @@ fn monitoring_a_done_task_inside_its_window_is_allowed() {
 #[test]
 fn monitoring_a_done_task_with_an_unreadable_window_allows_as_window_unknown() {
     let t = task("orchestrator", "done");
-    assert_eq!(decide_with(Target::Monitoring, t, None, NO_SCOPE), (Verdict::Allow, "window-unknown"));
+    assert_eq!(
+        decide_with(Target::Monitoring, t, None, NO_SCOPE),
+        (Verdict::Allow, "window-unknown")
+    );
 }
 
 #[test]
 fn a_done_task_converges_to_done() {
     let t = task("orchestrator", "done");
-    assert_eq!(decide_with(Target::Monitoring, t, Some(false), NO_SCOPE), (Verdict::ConvergeDone, "converge-done"));
+    assert_eq!(
+        decide_with(Target::Monitoring, t, Some(false), NO_SCOPE),
+        (Verdict::ConvergeDone, "converge-done")
+    );
 }
 
 // The subtle cases of the seed.
@@ -82,8 +100,14 @@ fn a_done_task_converges_to_done() {
 fn the_orch_061_pendulum_holds_done() {
     // Done since days, no active window, a stale caller re-stamps Awaiting then Monitoring.
     let t = task("orchestrator", "done");
-    assert_eq!(decide_with(Target::Awaiting, t, Some(false), NO_SCOPE).0, Verdict::ConvergeDone);
-    assert_eq!(decide_with(Target::Monitoring, t, Some(false), NO_SCOPE).0, Verdict::ConvergeDone);
+    assert_eq!(
+        decide_with(Target::Awaiting, t, Some(false), NO_SCOPE).0,
+        Verdict::ConvergeDone
+    );
+    assert_eq!(
+        decide_with(Target::Monitoring, t, Some(false), NO_SCOPE).0,
+        Verdict::ConvergeDone
+    );
 }
 
 #[test]
@@ -91,7 +115,10 @@ fn awaiting_and_deploying_converge_even_inside_the_window() {
     // Phases A and B happen strictly before deploy -> done: always spurious for done.
     let t = task("orchestrator", "done");
     for target in [Target::Awaiting, Target::Deploying] {
-        assert_eq!(decide_with(target, t, Some(true), NO_SCOPE), (Verdict::ConvergeDone, "converge-done"));
+        assert_eq!(
+            decide_with(target, t, Some(true), NO_SCOPE),
+            (Verdict::ConvergeDone, "converge-done")
+        );
     }
 }
 
@@ -99,21 +126,38 @@ fn awaiting_and_deploying_converge_even_inside_the_window() {
 fn an_unknown_window_matters_only_for_monitoring() {
     let t = task("orchestrator", "done");
     for target in [Target::Awaiting, Target::Deploying] {
-        assert_eq!(decide_with(target, t, None, NO_SCOPE), (Verdict::ConvergeDone, "converge-done"));
+        assert_eq!(
+            decide_with(target, t, None, NO_SCOPE),
+            (Verdict::ConvergeDone, "converge-done")
+        );
     }
 }
 
 #[test]
 fn the_window_is_not_consulted_for_a_live_stage() {
     let t = task("orchestrator", "deploy");
-    assert_eq!(decide_with(Target::Monitoring, t, None, NO_SCOPE), (Verdict::Allow, "non-terminal"));
+    assert_eq!(
+        decide_with(Target::Monitoring, t, None, NO_SCOPE),
+        (Verdict::Allow, "non-terminal")
+    );
 }
 
 #[test]
 fn the_stage_is_trimmed_as_python_strips() {
-    for stage in [" done", "done\n", "\t done \r\n", "\u{1c}done\u{1f}", "\u{a0}done\u{3000}", "\u{85}done\u{2028}"] {
+    for stage in [
+        " done",
+        "done\n",
+        "\t done \r\n",
+        "\u{1c}done\u{1f}",
+        "\u{a0}done\u{3000}",
+        "\u{85}done\u{2028}",
+    ] {
         let t = task("orchestrator", stage);
-        assert_eq!(decide_with(Target::Awaiting, t, Some(false), NO_SCOPE).0, Verdict::ConvergeDone, "{stage:?}");
+        assert_eq!(
+            decide_with(Target::Awaiting, t, Some(false), NO_SCOPE).0,
+            Verdict::ConvergeDone,
+            "{stage:?}"
+        );
     }
 }
 
@@ -122,7 +166,11 @@ fn characters_python_does_not_strip_are_kept() {
     // U+200B (zero width space) and U+180E are not whitespace in Python 3.
     for stage in ["\u{200b}done", "done\u{180e}", "done\u{feff}"] {
         let t = task("orchestrator", stage);
-        assert_eq!(decide_with(Target::Awaiting, t, Some(false), NO_SCOPE), (Verdict::Allow, "non-terminal"), "{stage:?}");
+        assert_eq!(
+            decide_with(Target::Awaiting, t, Some(false), NO_SCOPE),
+            (Verdict::Allow, "non-terminal"),
+            "{stage:?}"
+        );
     }
 }
 
@@ -130,42 +178,67 @@ fn characters_python_does_not_strip_are_kept() {
 fn the_stage_is_compared_case_sensitively() {
     for stage in ["DONE", "Done", "CANCELLED", "Cancelled"] {
         let t = task("orchestrator", stage);
-        assert_eq!(decide_with(Target::Awaiting, t, Some(false), NO_SCOPE), (Verdict::Allow, "non-terminal"), "{stage}");
+        assert_eq!(
+            decide_with(Target::Awaiting, t, Some(false), NO_SCOPE),
+            (Verdict::Allow, "non-terminal"),
+            "{stage}"
+        );
     }
 }
 
 #[test]
 fn a_missing_stage_counts_as_empty_and_is_not_terminal() {
     let t = task("orchestrator", "");
-    assert_eq!(decide_with(Target::Monitoring, t, Some(false), NO_SCOPE), (Verdict::Allow, "non-terminal"));
+    assert_eq!(
+        decide_with(Target::Monitoring, t, Some(false), NO_SCOPE),
+        (Verdict::Allow, "non-terminal")
+    );
 }
 
 #[test]
 fn repo_membership_compares_the_trimmed_repo() {
     let t = task("  orchestrator\n", "done");
-    assert_eq!(decide_with(Target::Awaiting, t, Some(false), NO_SCOPE).0, Verdict::ConvergeDone);
+    assert_eq!(
+        decide_with(Target::Awaiting, t, Some(false), NO_SCOPE).0,
+        Verdict::ConvergeDone
+    );
     let t = task("\u{1d}svc-a ", "done");
-    assert_eq!(decide_with(Target::Awaiting, t, Some(false), &["svc-a"]).0, Verdict::ConvergeDone);
+    assert_eq!(
+        decide_with(Target::Awaiting, t, Some(false), &["svc-a"]).0,
+        Verdict::ConvergeDone
+    );
 }
 
 #[test]
 fn an_empty_scope_means_self_hosting_only() {
     let t = task("svc-a", "done");
-    assert_eq!(decide_with(Target::Awaiting, t, Some(false), NO_SCOPE), (Verdict::Allow, "out-of-scope"));
+    assert_eq!(
+        decide_with(Target::Awaiting, t, Some(false), NO_SCOPE),
+        (Verdict::Allow, "out-of-scope")
+    );
 }
 
 #[test]
 fn a_non_empty_scope_replaces_the_self_hosting_repos() {
     let t = task("orchestrator", "done");
-    assert_eq!(decide_with(Target::Awaiting, t, Some(false), &["svc-a"]), (Verdict::Allow, "out-of-scope"));
+    assert_eq!(
+        decide_with(Target::Awaiting, t, Some(false), &["svc-a"]),
+        (Verdict::Allow, "out-of-scope")
+    );
     let t = task("svc-a", "done");
-    assert_eq!(decide_with(Target::Awaiting, t, Some(false), &["svc-a"]), (Verdict::ConvergeDone, "converge-done"));
+    assert_eq!(
+        decide_with(Target::Awaiting, t, Some(false), &["svc-a"]),
+        (Verdict::ConvergeDone, "converge-done")
+    );
 }
 
 #[test]
 fn an_empty_repo_is_never_in_scope() {
     let t = task("", "done");
-    assert_eq!(decide_with(Target::Awaiting, t, Some(false), NO_SCOPE), (Verdict::Allow, "out-of-scope"));
+    assert_eq!(
+        decide_with(Target::Awaiting, t, Some(false), NO_SCOPE),
+        (Verdict::Allow, "out-of-scope")
+    );
 }
 
 #[test]
@@ -174,7 +247,10 @@ fn python_whitespace_is_unicode_white_space_plus_the_separators() {
         .chars()
         .collect();
     // The full list of `c for c in map(chr, range(0x110000)) if c.isspace()` in CPython 3.11.
-    let ours: Vec<char> = (0..=0x10ffff_u32).filter_map(char::from_u32).filter(|&c| is_py_space(c)).collect();
+    let ours: Vec<char> = (0..=0x10ffff_u32)
+        .filter_map(char::from_u32)
+        .filter(|&c| is_py_space(c))
+        .collect();
     assert_eq!(ours, python_isspace);
 }
 
@@ -229,7 +305,9 @@ fn exhaustive_grid_matches_the_seed_table() {
         (RepoIs::Outside, _) => false,
     };
     // The verdict for an applicable task: (stage, target is monitoring, window) -> expected.
-    let terminal_table = |stage: StageIs, monitoring: bool, window: Option<bool>| match (stage, monitoring, window) {
+    let terminal_table = |stage: StageIs, monitoring: bool, window: Option<bool>| match (
+        stage, monitoring, window,
+    ) {
         (StageIs::Live, _, _) => (Verdict::Allow, "non-terminal"),
         (StageIs::Cancelled, _, _) => (Verdict::Suppress, "cancelled"),
         (StageIs::Done, true, Some(true)) => (Verdict::Allow, "monitoring-window-active"),
@@ -242,7 +320,10 @@ fn exhaustive_grid_matches_the_seed_table() {
     for target in Target::ALL {
         for scope in scopes {
             for window in windows {
-                assert_eq!(decide_with(target, None, window, scope), (Verdict::Allow, "task-not-found"));
+                assert_eq!(
+                    decide_with(target, None, window, scope),
+                    (Verdict::Allow, "task-not-found")
+                );
                 cases += 1;
                 for (repo, repo_is) in repos {
                     for (stage, stage_is) in stages {
@@ -252,7 +333,10 @@ fn exhaustive_grid_matches_the_seed_table() {
                             (Verdict::Allow, "out-of-scope")
                         };
                         let got = decide_with(target, task(repo, stage), window, scope);
-                        assert_eq!(got, expected, "{target:?} repo={repo:?} stage={stage:?} scope={scope:?} window={window:?}");
+                        assert_eq!(
+                            got, expected,
+                            "{target:?} repo={repo:?} stage={stage:?} scope={scope:?} window={window:?}"
+                        );
                         seen.insert(got.1);
                         cases += 1;
                     }

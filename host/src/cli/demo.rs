@@ -14,12 +14,42 @@ const REFERENCE_VECTORS: &str = include_str!("../../../policies/deploy-status-gu
 
 /// (work item, repo, stage, sentinels, what it shows)
 const STORY: &[(&str, &str, &str, &[&str], &str)] = &[
-    ("ORCH-061", "orchestrator", "done", &["ARMED", "DONE"], "done, window over: must hold Done"),
-    ("ORCH-072", "orchestrator", "deploy", &["ARMED"], "mid-deploy"),
+    (
+        "ORCH-061",
+        "orchestrator",
+        "done",
+        &["ARMED", "DONE"],
+        "done, window over: must hold Done",
+    ),
+    (
+        "ORCH-072",
+        "orchestrator",
+        "deploy",
+        &["ARMED"],
+        "mid-deploy",
+    ),
     ("ORCH-055", "orchestrator", "cancelled", &[], "cancelled"),
-    ("ORCH-090", "orchestrator", "done", &["ARMED"], "done, inside its monitoring window"),
-    ("ORCH-081", "orchestrator", "failed", &[], "deployment given up"),
-    ("ENDURO-12", "enduro-trails", "done", &[], "a repo out of scope"),
+    (
+        "ORCH-090",
+        "orchestrator",
+        "done",
+        &["ARMED"],
+        "done, inside its monitoring window",
+    ),
+    (
+        "ORCH-081",
+        "orchestrator",
+        "failed",
+        &[],
+        "deployment given up",
+    ),
+    (
+        "ENDURO-12",
+        "enduro-trails",
+        "done",
+        &[],
+        "a repo out of scope",
+    ),
     ("ORCH-404", "", "", &[], "no task in the database"),
 ];
 
@@ -59,7 +89,7 @@ fn table(guard: &Guard) -> Vec<Decision> {
 }
 
 fn print_table(decisions: &[Decision]) {
-    println!("{:<10} {:<10} {:<11} {:<14} {:<25} {}", "work item", "stage", "target", "verdict", "rule", "window");
+    println!("work item  stage      target      verdict        rule                      window");
     for d in decisions {
         println!(
             "{:<10} {:<10} {:<11} {:<14} {:<25} {}",
@@ -68,7 +98,8 @@ fn print_table(decisions: &[Decision]) {
             d.target,
             d.verdict,
             d.rule,
-            d.window_active.map_or("-", |w| if w { "active" } else { "closed" }),
+            d.window_active
+                .map_or("-", |w| if w { "active" } else { "closed" }),
         );
     }
 }
@@ -76,17 +107,26 @@ fn print_table(decisions: &[Decision]) {
 pub fn run() -> anyhow::Result<ExitCode> {
     let config = Config::load(&deploy_guard::Overrides::default());
     // The table is the demo's output; decision lines would drown it. RUST_LOG shows them.
-    super::init_logging(LogFormat::Text, "deploy_guard::policy=info,deploy_guard::decision=off,warn");
+    super::init_logging(
+        LogFormat::Text,
+        "deploy_guard::policy=info,deploy_guard::decision=off,warn",
+    );
     let dir = tempfile::tempdir().context("creating a directory for the demo")?;
     let db = dir.path().join("orchestrator.db");
     create_database(&db)?;
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies)?;
     let active = policies.join("deploy-status-guard.wasm");
-    std::fs::write(policies.join("deploy-status-guard.vectors.json"), REFERENCE_VECTORS)?;
+    std::fs::write(
+        policies.join("deploy-status-guard.vectors.json"),
+        REFERENCE_VECTORS,
+    )?;
     write_atomically(&active, DEPLOY_STATUS_GUARD)?;
 
-    println!("deploy-guard demo: a fresh orchestrator database in {}", dir.path().display());
+    println!(
+        "deploy-guard demo: a fresh orchestrator database in {}",
+        dir.path().display()
+    );
     for (work_item, repo, stage, sentinels, story) in STORY {
         println!(
             "  {work_item:<10} {:<14} {:<10} sentinels [{}]  {story}",
@@ -106,19 +146,30 @@ pub fn run() -> anyhow::Result<ExitCode> {
         warnings: Vec::new(),
         ..config
     })?;
-    let before_policy = guard.policy().context("the embedded reference policy did not load")?;
-    println!("\npolicy {} ({})", before_policy.identity(), before_policy.digest);
+    let before_policy = guard
+        .policy()
+        .context("the embedded reference policy did not load")?;
+    println!(
+        "\npolicy {} ({})",
+        before_policy.identity(),
+        before_policy.digest
+    );
     let before = table(&guard);
     print_table(&before);
 
     let _watcher = guard.watch()?;
-    println!("\nhot swap: writing the next policy over {} while the guard runs", active.display());
+    println!(
+        "\nhot swap: writing the next policy over {} while the guard runs",
+        active.display()
+    );
     write_atomically(&active, DEPLOY_STATUS_GUARD_NEXT)?;
     let started = Instant::now();
     let after_policy = loop {
         match guard.policy() {
             Some(p) if p.digest != before_policy.digest => break p,
-            _ if started.elapsed() > Duration::from_secs(10) => anyhow::bail!("the swap was not noticed within 10 s"),
+            _ if started.elapsed() > Duration::from_secs(10) => {
+                anyhow::bail!("the swap was not noticed within 10 s")
+            }
             _ => std::thread::sleep(Duration::from_millis(10)),
         }
     };
@@ -129,7 +180,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
         started.elapsed().as_millis()
     );
     let after = table(&guard);
-    let changed: Vec<_> = before.iter().zip(&after).filter(|(b, a)| (b.verdict, &b.rule) != (a.verdict, &a.rule)).collect();
+    let changed: Vec<_> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| (b.verdict, &b.rule) != (a.verdict, &a.rule))
+        .collect();
     println!("\n{} of {} decisions changed:", changed.len(), after.len());
     for (b, a) in &changed {
         println!(

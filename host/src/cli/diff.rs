@@ -34,10 +34,17 @@ pub fn run(old: &Path, new: &Path) -> anyhow::Result<ExitCode> {
         by_transition
             .entry(format!("{} -> {}", before.verdict, after.verdict))
             .or_default()
-            .push(format!("  {label}: {} ({}) -> {} ({})", before.verdict, before.rule, after.verdict, after.rule));
+            .push(format!(
+                "  {label}: {} ({}) -> {} ({})",
+                before.verdict, before.rule, after.verdict, after.rule
+            ));
     }
     for (transition, cases) in &by_transition {
-        println!("{transition}: {} case{}", cases.len(), if cases.len() == 1 { "" } else { "s" });
+        println!(
+            "{transition}: {} case{}",
+            cases.len(),
+            if cases.len() == 1 { "" } else { "s" }
+        );
         for case in cases {
             println!("{case}");
         }
@@ -49,14 +56,22 @@ pub fn run(old: &Path, new: &Path) -> anyhow::Result<ExitCode> {
         old_admitted.fingerprint(),
         new_admitted.fingerprint()
     );
-    Ok(if differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if differences.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The grid cases whose verdict or rule differs: (label, old, new).
 pub fn grid_differences<'a>(
     old: &'a Admitted,
     new: &'a Admitted,
-) -> Vec<(&'a str, &'a deploy_guard::policy::Ruling, &'a deploy_guard::policy::Ruling)> {
+) -> Vec<(
+    &'a str,
+    &'a deploy_guard::policy::Ruling,
+    &'a deploy_guard::policy::Ruling,
+)> {
     old.grid
         .iter()
         .zip(&new.grid)

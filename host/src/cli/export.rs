@@ -9,7 +9,12 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     for (stem, bytes) in deploy_guard::policies::EMBEDDED {
         let path = dir.join(format!("{stem}.wasm"));
         write_atomically(&path, bytes)?;
-        println!("{} ({} bytes, {})", path.display(), bytes.len(), deploy_guard::policy::digest(bytes));
+        println!(
+            "{} ({} bytes, {})",
+            path.display(),
+            bytes.len(),
+            deploy_guard::policy::digest(bytes)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -17,9 +22,15 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
 /// Write `bytes` to a temporary file beside `path`, then rename it over `path`, so a
 /// running `serve` never sees a half-written policy.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut file, bytes).with_context(|| format!("writing {}", path.display()))?;
-    file.persist(path).with_context(|| format!("renaming onto {}", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut file, bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("renaming onto {}", path.display()))?;
     Ok(())
 }

@@ -74,26 +74,50 @@ mod tests {
 
     #[test]
     fn a_failed_task_in_scope_is_suppressed_padded_or_not() {
-        assert_eq!(decide(&facts("orchestrator", "failed", &[])), (Verdict::Suppress, "failed"));
-        assert_eq!(decide(&facts(" orchestrator", "\tfailed \n", &[])), (Verdict::Suppress, "failed"));
+        assert_eq!(
+            decide(&facts("orchestrator", "failed", &[])),
+            (Verdict::Suppress, "failed")
+        );
+        assert_eq!(
+            decide(&facts(" orchestrator", "\tfailed \n", &[])),
+            (Verdict::Suppress, "failed")
+        );
     }
 
     #[test]
     fn a_failed_task_out_of_scope_is_left_alone() {
-        assert_eq!(decide(&facts("enduro-trails", "failed", &[])), (Verdict::Allow, "out-of-scope"));
-        assert_eq!(decide(&facts("orchestrator", "failed", &["svc"])), (Verdict::Allow, "out-of-scope"));
+        assert_eq!(
+            decide(&facts("enduro-trails", "failed", &[])),
+            (Verdict::Allow, "out-of-scope")
+        );
+        assert_eq!(
+            decide(&facts("orchestrator", "failed", &["svc"])),
+            (Verdict::Allow, "out-of-scope")
+        );
     }
 
     #[test]
     fn failed_is_case_sensitive_like_the_other_stages() {
-        assert_eq!(decide(&facts("orchestrator", "FAILED", &[])), (Verdict::Allow, "non-terminal"));
+        assert_eq!(
+            decide(&facts("orchestrator", "FAILED", &[])),
+            (Verdict::Allow, "non-terminal")
+        );
     }
 
     #[test]
     fn everything_else_is_the_reference() {
-        assert_eq!(decide(&facts("orchestrator", "done", &[])), (Verdict::ConvergeDone, "converge-done"));
-        assert_eq!(decide(&facts("orchestrator", "cancelled", &[])), (Verdict::Suppress, "cancelled"));
-        assert_eq!(decide(&facts("orchestrator", "deploy", &[])), (Verdict::Allow, "non-terminal"));
+        assert_eq!(
+            decide(&facts("orchestrator", "done", &[])),
+            (Verdict::ConvergeDone, "converge-done")
+        );
+        assert_eq!(
+            decide(&facts("orchestrator", "cancelled", &[])),
+            (Verdict::Suppress, "cancelled")
+        );
+        assert_eq!(
+            decide(&facts("orchestrator", "deploy", &[])),
+            (Verdict::Allow, "non-terminal")
+        );
         let mut none = facts("orchestrator", "failed", &[]);
         none.task = None;
         assert_eq!(decide(&none), (Verdict::Allow, "task-not-found"));

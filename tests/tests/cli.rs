@@ -1,0 +1,503 @@
+//! The `deploy-guard` binary as a process: `decide`, `serve`, `check`, `diff`, `demo`
+//! and `export-policies`, per CONTRACT.md (stdout answers only, exit codes).
+
+use deploy_guard_e2e::{
+    NEXT, REFERENCE, Row, Workspace, binary, insert_sentinel, insert_task, write_atomically,
+};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn story() -> Workspace {
+    let ws = Workspace::new();
+    let db = ws.create_db();
+    for (work_item, repo, stage) in [
+        ("ORCH-061", "orchestrator", "done"),
+        ("ORCH-072", "orchestrator", "deploy"),
+        ("ORCH-055", "orchestrator", "cancelled"),
+        ("ORCH-090", "orchestrator", "done"),
+        ("ORCH-081", "orchestrator", "failed"),
+        ("ENDURO-12", "enduro-trails", "done"),
+    ] {
+        insert_task(
+            &db,
+            Row {
+                work_item,
+                repo: Some(repo),
+                stage: Some(stage),
+            },
+        );
+    }
+    insert_sentinel(&db, "orchestrator", "ORCH-090", "ARMED");
+    ws.install_reference();
+    ws
+}
+
+fn command(ws: &Workspace) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(ws.dir.path())
+        .env_clear()
+        .env("DEPLOY_GUARD_DB", ws.db())
+        .env("DEPLOY_GUARD_POLICY", ws.policy())
+        .env("DEPLOY_GUARD_LOG", "json");
+    cmd
+}
+
+fn decide(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> (Value, Output) {
+    let output = command(ws)
+        .arg("decide")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout.clone()).expect("utf-8");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "stdout carries exactly one answer: {stdout:?}"
+    );
+    (
+        serde_json::from_str(&stdout).expect("one JSON object"),
+        output,
+    )
+}
+
+#[test]
+fn decide_answers_every_rule_with_one_json_object() {
+    let ws = story();
+    for (work_item, target, verdict, rule) in [
+        ("ORCH-404", "awaiting", "ALLOW", "task-not-found"),
+        ("", "awaiting", "ALLOW", "task-not-found"),
+        ("ENDURO-12", "deploying", "ALLOW", "out-of-scope"),
+        ("ORCH-072", "deploying", "ALLOW", "non-terminal"),
+        ("ORCH-055", "monitoring", "SUPPRESS", "cancelled"),
+        (
+            "ORCH-090",
+            "monitoring",
+            "ALLOW",
+            "monitoring-window-active",
+        ),
+        ("ORCH-061", "monitoring", "CONVERGE_DONE", "converge-done"),
+    ] {
+        let (json, output) = decide(
+            &ws,
+            &[
+                "--work-item",
+                work_item,
+                "--target",
+                target,
+                "--caller",
+                "monitor-tick",
+            ],
+            &[],
+        );
+        assert_eq!(
+            (json["verdict"].as_str(), json["rule"].as_str()),
+            (Some(verdict), Some(rule)),
+            "{json}"
+        );
+        assert_eq!(json["caller"], "monitor-tick");
+        assert_eq!(json["policy"], "deploy-status-guard@1.0.0");
+        // The decision line went to stderr, as JSON, at the seed's level.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let line: Value = stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["target"] == "deploy_guard::decision")
+            .unwrap_or_else(|| panic!("no decision line in {stderr}"));
+        assert_eq!(
+            line["level"],
+            if verdict == "ALLOW" { "INFO" } else { "WARN" }
+        );
+        let fields = &line["fields"];
+        for (field, value) in [
+            ("verdict", verdict),
+            ("rule", rule),
+            ("work_item", work_item),
+            ("target", target),
+            ("caller", "monitor-tick"),
+            ("policy", "deploy-status-guard@1.0.0"),
+            ("error", "null"),
+        ] {
+            assert_eq!(fields[field], value, "{field} in {line}");
+        }
+        for field in ["db_stage", "window_active", "policy_digest"] {
+            assert!(fields[field].is_string(), "{field} in {line}");
+        }
+    }
+}
+
+#[test]
+fn decide_honours_the_kill_switch_and_the_flags() {
+    let ws = story();
+    let (json, _) = decide(
+        &ws,
+        &["--work-item", "ORCH-061", "--target", "awaiting"],
+        &[("DEPLOY_STATUS_GUARD_ENABLED", "OFF")],
+    );
+    assert_eq!(
+        (json["verdict"].as_str(), json["rule"].as_str()),
+        (Some("ALLOW"), Some("kill-switch"))
+    );
+    assert!(json["policy"].is_null() && json["db_stage"].is_null());
+    // --db overrides the environment.
+    let missing = ws.dir.path().join("nowhere.db");
+    let (json, _) = decide(
+        &ws,
+        &[
+            "--work-item",
+            "ORCH-061",
+            "--target",
+            "awaiting",
+            "--db",
+            missing.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert_eq!(json["rule"], "fail-safe");
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nowhere.db")),
+        "{json}"
+    );
+    assert!(!missing.exists());
+}
+
+#[test]
+fn decide_fails_safe_with_exit_0_when_everything_is_broken() {
+    let ws = Workspace::new();
+    std::fs::write(ws.policy(), b"garbage").expect("write");
+    let (json, _) = decide(&ws, &["--work-item", "X", "--target", "monitoring"], &[]);
+    assert_eq!(
+        (json["verdict"].as_str(), json["rule"].as_str()),
+        (Some("ALLOW"), Some("fail-safe"))
+    );
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("policy-unavailable: ")),
+        "{json}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_clear_message() {
+    let ws = story();
+    for args in [
+        &["decide", "--work-item", "X", "--target", "done"][..],
+        &["decide", "--target", "awaiting"][..],
+        &["decide", "--work-item", "X"][..],
+        &["frobnicate"][..],
+    ] {
+        let output = command(&ws).args(args).output().expect("runs");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("error:"), "{stderr}");
+    }
+}
+
+/// A `serve` child with its pipes.
+struct Serve {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Serve {
+    fn start(ws: &Workspace) -> Serve {
+        let mut child = command(ws)
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Serve {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn ask(&mut self, line: &[u8]) -> Value {
+        self.stdin.write_all(line).expect("write");
+        self.stdin.write_all(b"\n").expect("write");
+        self.stdin.flush().expect("flush");
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).expect("read");
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"))
+    }
+
+    fn finish(mut self) -> std::process::ExitStatus {
+        drop(self.stdin);
+        self.child.wait().expect("wait")
+    }
+}
+
+#[test]
+fn serve_answers_in_order_and_survives_malformed_lines() {
+    let ws = story();
+    let mut serve = Serve::start(&ws);
+    let good = br#"{"work_item": "ORCH-061", "target": "monitoring", "caller": "monitor-tick"}"#;
+    assert_eq!(serve.ask(good)["verdict"], "CONVERGE_DONE");
+    let huge = format!(
+        "{{\"work_item\": \"{}\", \"target\": \"awaiting\"}}",
+        "x".repeat(3 << 20)
+    );
+    let malformed: Vec<(&[u8], &str)> = vec![
+        (b"{not json", "not a valid JSON request"),
+        (
+            br#"{"work_item": "ORCH-061", "target": "done"}"#,
+            "unknown target",
+        ),
+        (br#"{"target": "awaiting"}"#, "missing field `work_item`"),
+        (br#"{"work_item": "ORCH-061"}"#, "missing field `target`"),
+        (b"", "empty request line"),
+        (b"\xff\xfe{}", "not valid UTF-8"),
+        (huge.as_bytes(), "more than"),
+        (br#"[1, 2]"#, "not a valid JSON request"),
+        (
+            br#"{"work_item": 5, "target": "awaiting"}"#,
+            "not a valid JSON request",
+        ),
+    ];
+    for (line, expected) in malformed {
+        let answer = serve.ask(line);
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"));
+        assert!(
+            error.contains(expected),
+            "{error:?} should contain {expected:?}"
+        );
+        // The loop goes on.
+        assert_eq!(serve.ask(good)["rule"], "converge-done");
+    }
+    let answer = serve.ask(br#"{"work_item": "ORCH-055", "target": "awaiting", "caller": null}"#);
+    assert_eq!(
+        (answer["verdict"].as_str(), answer["caller"].is_null()),
+        (Some("SUPPRESS"), true)
+    );
+    assert_eq!(serve.finish().code(), Some(0));
+}
+
+#[test]
+fn serve_answers_a_batch_in_order() {
+    let ws = story();
+    let mut child = command(&ws)
+        .arg("serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let items = [
+        "ORCH-061",
+        "ORCH-072",
+        "ORCH-055",
+        "ORCH-090",
+        "bad",
+        "ENDURO-12",
+    ];
+    let mut input = String::new();
+    for _ in 0..50 {
+        for item in items {
+            if item == "bad" {
+                input.push_str("{oops\n");
+            } else {
+                input.push_str(&format!(
+                    "{{\"work_item\":\"{item}\",\"target\":\"monitoring\"}}\n"
+                ));
+            }
+        }
+    }
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().expect("wait");
+    writer.join().expect("writer").expect("write");
+    assert_eq!(output.status.code(), Some(0));
+    let answers: Vec<Value> = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(answers.len(), 50 * items.len());
+    for (i, answer) in answers.iter().enumerate() {
+        let item = items[i % items.len()];
+        if item == "bad" {
+            assert!(answer["error"].is_string());
+        } else {
+            assert_eq!(answer["work_item"], item, "answer {i} out of order");
+        }
+    }
+}
+
+#[test]
+fn serve_swaps_the_policy_when_its_file_is_replaced() {
+    let ws = story();
+    let mut serve = Serve::start(&ws);
+    let ask = br#"{"work_item": "ORCH-081", "target": "awaiting"}"#;
+    assert_eq!(serve.ask(ask)["rule"], "non-terminal");
+    write_atomically(&ws.policy(), NEXT);
+    let started = Instant::now();
+    let swapped = loop {
+        let answer = serve.ask(ask);
+        if answer["policy"] == "deploy-status-guard@1.1.0" {
+            break answer;
+        }
+        assert_eq!(answer["policy"], "deploy-status-guard@1.0.0");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no swap within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "swap took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (swapped["verdict"].as_str(), swapped["rule"].as_str()),
+        (Some("SUPPRESS"), Some("failed"))
+    );
+    // A bad file never goes live: the answers stay on 1.1.0.
+    write_atomically(&ws.policy(), b"\0asm\x0d\0\x01\0 truncated");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(serve.ask(ask)["policy"], "deploy-status-guard@1.1.0");
+    assert_eq!(serve.finish().code(), Some(0));
+}
+
+#[test]
+fn check_passes_the_reference_and_refuses_garbage() {
+    let ws = Workspace::new();
+    let good = ws.dir.path().join("policies/deploy-status-guard.wasm");
+    std::fs::write(&good, REFERENCE).expect("write");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies/deploy-status-guard.vectors.json"
+        ),
+        ws.dir
+            .path()
+            .join("policies/deploy-status-guard.vectors.json"),
+    )
+    .expect("copy vectors");
+    let output = command(&ws).arg("check").arg(&good).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("deploy-status-guard@1.0.0"), "{stdout}");
+    assert!(stdout.contains("imports nothing"), "{stdout}");
+    assert!(stdout.contains("342 of 342"), "{stdout}");
+    assert!(stdout.contains("vectors: 15 of 15 passed"), "{stdout}");
+    assert!(stdout.contains("fingerprint: grid:"), "{stdout}");
+
+    let bad = ws.dir.path().join("bad.wasm");
+    std::fs::write(&bad, &REFERENCE[..REFERENCE.len() / 2]).expect("write");
+    let output = command(&ws).arg("check").arg(&bad).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("refused: "));
+}
+
+#[test]
+fn diff_lists_exactly_the_failed_cases_between_the_versions() {
+    let ws = Workspace::new();
+    let old = ws.dir.path().join("old.wasm");
+    let new = ws.dir.path().join("new.wasm");
+    std::fs::write(&old, REFERENCE).expect("write");
+    std::fs::write(&new, NEXT).expect("write");
+    let output = command(&ws)
+        .arg("diff")
+        .arg(&old)
+        .arg(&new)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    // failed x (orchestrator with empty scope, svc-a in scope) x 3 targets x 3 windows.
+    assert!(stdout.contains("ALLOW -> SUPPRESS: 18 cases"), "{stdout}");
+    assert!(
+        stdout.contains("summary: 18 of 342 cases differ"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("ALLOW (non-terminal) -> SUPPRESS (failed)"))
+            .count(),
+        18
+    );
+    let output = command(&ws)
+        .arg("diff")
+        .arg(&old)
+        .arg(&old)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let output = command(&ws)
+        .arg("diff")
+        .arg(&old)
+        .arg(ws.dir.path().join("missing.wasm"))
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn demo_prints_the_table_and_the_swap_from_any_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(binary())
+        .arg("demo")
+        .current_dir(dir.path())
+        .env_clear()
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("ORCH-061   done       monitoring  CONVERGE_DONE  converge-done"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("ORCH-090   done       monitoring  ALLOW          monitoring-window-active"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("deploy-status-guard@1.1.0"), "{stdout}");
+    assert!(stdout.contains("3 of 21 decisions changed"), "{stdout}");
+}
+
+#[test]
+fn export_policies_writes_the_deployable_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(binary())
+        .args(["export-policies", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(dir.path().join("deploy-status-guard.wasm")).expect("written"),
+        REFERENCE
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("deploy-status-guard-next.wasm")).expect("written"),
+        NEXT
+    );
+}

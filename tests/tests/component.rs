@@ -1,0 +1,110 @@
+//! The built reference component, loaded with wasmtime: it imports nothing, exports
+//! the policy interface with `decide` and `info`, and `info` answers its identity.
+
+use deploy_guard_e2e::{NEXT, REFERENCE};
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::{Config, Engine};
+
+const POLICY_INTERFACE: &str = "orchestrator:deploy-guard/policy@1.0.0";
+const TYPES_INTERFACE: &str = "orchestrator:deploy-guard/types@1.0.0";
+
+fn engine() -> Engine {
+    Engine::new(&Config::new()).expect("engine")
+}
+
+#[test]
+fn the_components_start_with_the_component_header() {
+    for bytes in [REFERENCE, NEXT] {
+        assert_eq!(
+            &bytes[..8],
+            &[0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]
+        );
+    }
+}
+
+#[test]
+fn the_reference_component_imports_nothing_and_exports_decide_and_info() {
+    let engine = engine();
+    for bytes in [REFERENCE, NEXT] {
+        let component = Component::new(&engine, bytes).expect("a valid component");
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        assert!(imports.is_empty(), "imports: {imports:?}");
+        let exports: Vec<(String, ComponentItem)> = ty
+            .exports(&engine)
+            .map(|(n, e)| (n.to_owned(), e.ty))
+            .collect();
+        let names: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&TYPES_INTERFACE), "{names:?}");
+        let policy = exports
+            .iter()
+            .find_map(|(name, item)| match item {
+                ComponentItem::ComponentInstance(instance) if name == POLICY_INTERFACE => {
+                    Some(instance)
+                }
+                _ => None,
+            })
+            .expect("the policy interface is exported");
+        let mut functions: Vec<String> = policy
+            .exports(&engine)
+            .filter(|(_, e)| matches!(e.ty, ComponentItem::ComponentFunc(_)))
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        functions.sort();
+        assert_eq!(functions, ["decide", "info"]);
+    }
+}
+
+#[test]
+fn info_answers_the_name_and_the_crate_version() {
+    let sandbox = deploy_guard::engine::Sandbox::new().expect("sandbox");
+    let reference = deploy_guard::policy::LoadedPolicy::load(
+        &sandbox,
+        REFERENCE,
+        deploy_guard::Limits::DEFAULT,
+    )
+    .expect("loads");
+    assert_eq!(
+        (reference.name.as_str(), reference.version.as_str()),
+        ("deploy-status-guard", "1.0.0")
+    );
+    assert_eq!(reference.version, deploy_status_guard::POLICY_VERSION);
+    let next =
+        deploy_guard::policy::LoadedPolicy::load(&sandbox, NEXT, deploy_guard::Limits::DEFAULT)
+            .expect("loads");
+    assert_eq!(next.identity(), "deploy-status-guard@1.1.0");
+}
+
+#[test]
+fn a_decision_never_grows_the_guest_memory() {
+    // The arena allocator keeps a decision inside the initial memory: instantiate with a
+    // limit of exactly the initial size and decide a case with long strings.
+    let sandbox = deploy_guard::engine::Sandbox::new().expect("sandbox");
+    let limits = deploy_guard::Limits {
+        memory_bytes: 4 * 65536,
+        ..deploy_guard::Limits::DEFAULT
+    };
+    let policy = deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, limits)
+        .expect("fits in 4 pages");
+    let long = "r".repeat(4000);
+    let facts = deploy_guard::policy::Facts {
+        work_item_id: "W".repeat(1000),
+        target: deploy_guard::policy::TargetStatus::Monitoring,
+        caller: Some("c".repeat(1000)),
+        task: Some(deploy_guard::policy::Task {
+            repo: long.clone(),
+            stage: " done ".into(),
+        }),
+        window_active: Some(true),
+        scope_repos: vec![long.clone(), "svc".into()],
+        self_hosting_repos: vec!["orchestrator".into()],
+    };
+    let ruling = policy
+        .decide(&facts)
+        .expect("decides within its initial memory");
+    assert_eq!(ruling.rule, "monitoring-window-active");
+}

@@ -1,0 +1,160 @@
+//! The component against a native Rust port of the seed, over thousands of generated
+//! facts: every verdict and rule identical.
+//!
+//! The port below is written from the Python, line by line, independently of
+//! `guest/src/predicate.rs`: `strip()` is spelled out with Python's whitespace table.
+
+use deploy_guard::engine::Sandbox;
+use deploy_guard::policy::{Facts, LoadedPolicy, TargetStatus, Task};
+use deploy_guard::{Limits, Verdict};
+use proptest::prelude::*;
+use std::sync::OnceLock;
+
+/// CPython 3's `str.isspace()` characters.
+const PY_WHITESPACE: &[char] = &[
+    '\t', '\n', '\u{b}', '\u{c}', '\r', '\u{1c}', '\u{1d}', '\u{1e}', '\u{1f}', ' ', '\u{85}',
+    '\u{a0}', '\u{1680}', '\u{2000}', '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}', '\u{2005}',
+    '\u{2006}', '\u{2007}', '\u{2008}', '\u{2009}', '\u{200a}', '\u{2028}', '\u{2029}', '\u{202f}',
+    '\u{205f}', '\u{3000}',
+];
+
+fn strip(s: &str) -> &str {
+    s.trim_matches(|c| PY_WHITESPACE.contains(&c))
+}
+
+/// The seed's decide(), steps 2-6, with the window read as the seed reads it.
+fn seed_decide(f: &Facts) -> (Verdict, &'static str) {
+    // step 2
+    let Some(task) = &f.task else {
+        return (Verdict::Allow, "task-not-found");
+    };
+    // step 3: applies(repo)
+    let repo = strip(&task.repo);
+    let applies = if !f.scope_repos.is_empty() {
+        f.scope_repos.iter().any(|r| r == repo)
+    } else {
+        f.self_hosting_repos.iter().any(|r| r == repo)
+    };
+    if !applies {
+        return (Verdict::Allow, "out-of-scope");
+    }
+    // step 4
+    let db_stage = strip(&task.stage);
+    if db_stage != "done" && db_stage != "cancelled" {
+        return (Verdict::Allow, "non-terminal");
+    }
+    // step 5
+    if db_stage == "cancelled" {
+        return (Verdict::Suppress, "cancelled");
+    }
+    // step 6
+    if matches!(f.target, TargetStatus::Monitoring) {
+        match f.window_active {
+            // window_active() raised: the except clause answers ALLOW.
+            None => return (Verdict::Allow, "window-unknown"),
+            Some(true) => return (Verdict::Allow, "monitoring-window-active"),
+            Some(false) => {}
+        }
+    }
+    (Verdict::ConvergeDone, "converge-done")
+}
+
+fn policy() -> &'static LoadedPolicy {
+    static POLICY: OnceLock<LoadedPolicy> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        let sandbox = Sandbox::new().expect("sandbox");
+        LoadedPolicy::load(&sandbox, deploy_guard_e2e::REFERENCE, Limits::DEFAULT)
+            .expect("reference loads")
+    })
+}
+
+fn padding() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::sample::select(vec![
+            ' ', '\t', '\n', '\u{1c}', '\u{1f}', '\u{a0}', '\u{3000}', '\u{200b}', '\u{180e}',
+        ]),
+        0..3,
+    )
+    .prop_map(|cs| cs.into_iter().collect())
+}
+
+fn word(words: &'static [&'static str]) -> impl Strategy<Value = String> {
+    (
+        padding(),
+        prop::sample::select(words),
+        padding(),
+        any::<bool>(),
+        "\\PC{0,6}",
+    )
+        .prop_map(|(a, w, b, arbitrary, noise)| {
+            if arbitrary {
+                noise
+            } else {
+                format!("{a}{w}{b}")
+            }
+        })
+}
+
+const STAGES: &[&str] = &[
+    "done",
+    "cancelled",
+    "deploy",
+    "failed",
+    "DONE",
+    "Done",
+    "cancelled ",
+    "",
+    "review",
+];
+const REPOS: &[&str] = &[
+    "orchestrator",
+    "svc-a",
+    "svc-b",
+    "enduro-trails",
+    "",
+    "Orchestrator",
+];
+
+fn facts() -> impl Strategy<Value = Facts> {
+    (
+        "\\PC{0,12}",
+        prop::sample::select(vec![
+            TargetStatus::Awaiting,
+            TargetStatus::Deploying,
+            TargetStatus::Monitoring,
+        ]),
+        prop::option::of("\\PC{0,8}"),
+        prop::option::of((word(REPOS), word(STAGES))),
+        prop::option::of(any::<bool>()),
+        prop::collection::vec(
+            prop::sample::select(vec!["svc-a", "svc-b", "orchestrator", "x.y_z-1"]),
+            0..3,
+        ),
+        prop::collection::vec(
+            prop::sample::select(vec!["orchestrator", "svc-b", "enduro-trails"]),
+            0..3,
+        ),
+    )
+        .prop_map(
+            |(work_item_id, target, caller, task, window_active, scope, self_hosting)| Facts {
+                work_item_id,
+                target,
+                caller,
+                task: task.map(|(repo, stage)| Task { repo, stage }),
+                window_active,
+                scope_repos: scope.into_iter().map(str::to_owned).collect(),
+                self_hosting_repos: self_hosting.into_iter().map(str::to_owned).collect(),
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_component_decides_as_the_seed(facts in facts()) {
+        let ruling = policy().decide(&facts).expect("the reference policy never fails");
+        let (verdict, rule) = seed_decide(&facts);
+        prop_assert_eq!((ruling.verdict, ruling.rule.as_str()), (verdict, rule), "{:?}", facts);
+    }
+}
