@@ -1,0 +1,33 @@
+;; ATTACK: a giant initial memory: 32768 pages (2 GiB), past the host's 1 GiB ceiling
+;; for any memory, whatever the configured limit.
+;; Expected: refused at load, never instantiated.
+(module
+  (memory (export "memory") 32768)
+  (global $heap (mut i32) (i32.const 1024))
+
+  ;; A bump allocator: enough for one decision, since every decision gets a fresh instance.
+  (func (export "cabi_realloc") (param $old i32) (param $old_size i32) (param $align i32) (param $size i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr
+      (i32.and
+        (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+        (i32.sub (i32.const 0) (local.get $align))))
+    (global.set $heap (i32.add (local.get $ptr) (local.get $size)))
+    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+      (then unreachable))
+    (local.get $ptr))
+
+  (func (export "orchestrator:deploy-guard/policy@1.0.0#decide") (param $facts i32) (result i32)
+    (i32.const 128))
+
+  (func (export "orchestrator:deploy-guard/policy@1.0.0#info") (result i32)
+    (i32.const 16))
+
+  ;; info: name = (64, 12) "giant-memory", version = (96, 5) "1.0.0"
+  (data (i32.const 16) "\40\00\00\00\0c\00\00\00\60\00\00\00\05\00\00\00")
+  (data (i32.const 64) "giant-memory")
+  (data (i32.const 96) "1.0.0")
+  ;; decision: verdict 0, rule = (160, 12) "giant-memory"
+  (data (i32.const 128) "\00\00\00\00\a0\00\00\00\0c\00\00\00")
+  (data (i32.const 160) "giant-memory")
+)

@@ -1,0 +1,39 @@
+;; ATTACK: unbounded recursion in `decide`: each call adds a frame (the addition after
+;; the call keeps it from being a tail call), until the native stack runs out.
+;; Expected: RunError::Trap("call stack exhausted"), well before the fuel runs out.
+(module
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+
+  ;; A bump allocator: enough for one decision, since every decision gets a fresh instance.
+  (func (export "cabi_realloc") (param $old i32) (param $old_size i32) (param $align i32) (param $size i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr
+      (i32.and
+        (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+        (i32.sub (i32.const 0) (local.get $align))))
+    (global.set $heap (i32.add (local.get $ptr) (local.get $size)))
+    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+      (then unreachable))
+    (local.get $ptr))
+
+  (func (export "orchestrator:deploy-guard/policy@1.0.0#decide") (param $facts i32) (result i32)
+    (drop (call $deeper (i32.const 0)))
+    (i32.const 128))
+
+  (func (export "orchestrator:deploy-guard/policy@1.0.0#info") (result i32)
+    (i32.const 16))
+
+  (func $deeper (param $n i32) (result i32)
+    (i32.add
+      (call $deeper (i32.add (local.get $n) (i32.const 1)))
+      (local.get $n)))
+
+  ;; info: name = (64, 9) "recursion", version = (96, 5) "1.0.0"
+  (data (i32.const 16) "\40\00\00\00\09\00\00\00\60\00\00\00\05\00\00\00")
+  (data (i32.const 64) "recursion")
+  (data (i32.const 96) "1.0.0")
+  ;; decision: verdict 0, rule = (160, 9) "recursion"
+  (data (i32.const 128) "\00\00\00\00\a0\00\00\00\09\00\00\00")
+  (data (i32.const 160) "recursion")
+)
