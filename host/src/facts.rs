@@ -22,7 +22,7 @@ use std::time::Duration;
 
 /// What a read of the orchestrator's database can fail with. Any of these makes the
 /// decision a fail-safe ALLOW.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum FactsError {
     /// The file is missing or not a regular file.
     #[error("database: cannot open {path}: {reason}")]
@@ -35,7 +35,10 @@ pub enum FactsError {
     /// SQLite refused to open or read the file (locked, corrupt, not a database,
     /// tables or columns missing).
     #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(String),
+    /// The read transaction of a batch could not begin.
+    #[error("database: cannot begin a read transaction: {0}")]
+    Transaction(String),
     /// A column holds a value the seed could not have used as text.
     #[error("database: tasks.{column} of the work item is {found}, not text")]
     WrongType {
@@ -44,6 +47,12 @@ pub enum FactsError {
         /// What it holds.
         found: &'static str,
     },
+}
+
+impl From<rusqlite::Error> for FactsError {
+    fn from(error: rusqlite::Error) -> Self {
+        FactsError::Sqlite(error.to_string())
+    }
 }
 
 /// Result alias of this module.
@@ -129,6 +138,35 @@ impl FactsSource {
             }
         }
         result
+    }
+
+    /// The tasks of several work items read in one read transaction: one snapshot,
+    /// one lock acquisition, for requests that are already waiting together. The
+    /// transaction ends before this returns, so no later read sees a stale snapshot.
+    pub fn read_many(&self, work_items: &[&str]) -> Vec<Result<Option<TaskFacts>>> {
+        if work_items.len() == 1 {
+            return vec![self.read(work_items[0])];
+        }
+        let pooled = match file_identity(&self.path).and_then(|identity| self.checkout(identity)) {
+            Ok(pooled) => pooled,
+            Err(e) => return work_items.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let begun = pooled.connection.execute_batch("BEGIN DEFERRED");
+        let results: Vec<Result<Option<TaskFacts>>> = work_items
+            .iter()
+            .map(|work_item| match &begun {
+                Ok(()) => read_task(&pooled.connection, work_item),
+                Err(e) => Err(FactsError::Transaction(e.to_string())),
+            })
+            .collect();
+        let ended = begun.is_ok() && pooled.connection.execute_batch("COMMIT").is_ok();
+        if ended
+            && results.iter().all(Result::is_ok)
+            && let Ok(mut idle) = self.idle.lock()
+        {
+            idle.push(pooled);
+        }
+        results
     }
 
     fn checkout(&self, identity: (u64, u64)) -> Result<PooledConnection> {

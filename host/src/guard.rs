@@ -5,7 +5,7 @@
 use crate::config::{Config, Overrides};
 use crate::decision::{Decision, Request, Target};
 use crate::engine::{EngineError, Sandbox};
-use crate::facts::FactsSource;
+use crate::facts::{FactsSource, TaskFacts};
 use crate::policy::{Facts, LoadedPolicy, TargetStatus, Task};
 use crate::swap::{Outcome, PolicySlot, WatchState, Watcher};
 use arc_swap::ArcSwap;
@@ -112,45 +112,69 @@ impl Guard {
 
     /// [`Guard::decide`] without the decision line.
     pub fn decide_unlogged(&self, request: Request<'_>) -> Decision {
+        self.decide_many_unlogged(&[request], Runner::Sandbox)
+            .pop()
+            .unwrap_or_else(|| unreachable_fail_safe(request))
+    }
+
+    /// Decide several stamps that are waiting together: their facts are read in one
+    /// read transaction (one snapshot), each runs in its own fresh sandbox. One
+    /// decision line each.
+    pub fn decide_batch(&self, requests: &[Request<'_>]) -> Vec<Decision> {
+        let decisions = self.decide_many_unlogged(requests, Runner::Sandbox);
+        decisions.iter().for_each(Decision::log);
+        decisions
+    }
+
+    /// The native reference: the same configuration and the same facts read the same
+    /// way, judged by the reference predicate compiled into this binary instead of the
+    /// sandboxed policy. For benchmarks and comparisons; not a fallback.
+    pub fn decide_native_unlogged(&self, request: Request<'_>) -> Decision {
+        self.decide_many_unlogged(&[request], Runner::Native)
+            .pop()
+            .unwrap_or_else(|| unreachable_fail_safe(request))
+    }
+
+    fn decide_many_unlogged(&self, requests: &[Request<'_>], runner: Runner) -> Vec<Decision> {
         let config = self.shared.config.load();
         if let Some(problem) = &config.problem {
-            return Decision::fail_safe(request, problem);
+            return requests
+                .iter()
+                .map(|r| Decision::fail_safe(*r, problem))
+                .collect();
         }
         if !config.enabled {
-            return Decision::kill_switch(request);
+            return requests.iter().map(|r| Decision::kill_switch(*r)).collect();
         }
-        let Some(policy) = self.shared.slot.current() else {
-            let cause = self.shared.slot.problem().map_or_else(
-                || "policy-unavailable: no policy is loaded".to_owned(),
-                |p| p.to_string(),
-            );
-            return Decision::fail_safe(request, cause);
-        };
-        let task = match self.shared.facts.load().read(request.work_item) {
-            Ok(task) => task,
-            Err(e) => return Decision::fail_safe(request, e),
-        };
-        let mut decision = Decision::blank(request, crate::Verdict::Allow, "");
-        decision.policy = Some(policy.identity());
-        decision.policy_digest = Some(policy.digest.clone());
-        let facts = Facts {
-            work_item_id: request.work_item.to_owned(),
-            target: wit_target(request.target),
-            caller: request.caller.map(str::to_owned),
-            window_active: task.as_ref().and_then(|t| t.window_active),
-            task: task.map(|t| {
-                decision.db_stage = Some(py_strip(&t.stage).to_owned());
-                decision.window_active = t.window_active;
-                decision.error = t.window_error;
-                Task {
-                    repo: t.repo,
-                    stage: t.stage,
+        let policy = match runner {
+            Runner::Native => None,
+            Runner::Sandbox => match self.shared.slot.current() {
+                Some(policy) => Some(policy),
+                None => {
+                    let cause = self.shared.slot.problem().map_or_else(
+                        || "policy-unavailable: no policy is loaded".to_owned(),
+                        |p| p.to_string(),
+                    );
+                    return requests
+                        .iter()
+                        .map(|r| Decision::fail_safe(*r, &cause))
+                        .collect();
                 }
-            }),
-            scope_repos: config.scope_repos.clone(),
-            self_hosting_repos: config.self_hosting_repos.clone(),
+            },
         };
-        run(&policy, &facts, decision)
+        let work_items: Vec<&str> = requests.iter().map(|r| r.work_item).collect();
+        let facts = self.shared.facts.load().read_many(&work_items);
+        requests
+            .iter()
+            .zip(facts)
+            .map(|(request, task)| match task {
+                Err(e) => Decision::fail_safe(*request, e),
+                Ok(task) => match &policy {
+                    Some(policy) => run_sandboxed(policy, &config, *request, task),
+                    None => run_native(&config, *request, task),
+                },
+            })
+            .collect()
     }
 
     /// The policy live now.
@@ -237,8 +261,49 @@ impl Guard {
     }
 }
 
-fn run(policy: &LoadedPolicy, facts: &Facts, mut decision: Decision) -> Decision {
-    match policy.decide(facts) {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Runner {
+    Sandbox,
+    Native,
+}
+
+fn unreachable_fail_safe(request: Request<'_>) -> Decision {
+    Decision::fail_safe(request, "internal: no decision was made")
+}
+
+/// The decision with the facts the host read: stage trimmed, window, window error.
+fn with_facts(request: Request<'_>, task: Option<&TaskFacts>) -> Decision {
+    let mut decision = Decision::blank(request, crate::Verdict::Allow, "");
+    if let Some(task) = task {
+        decision.db_stage = Some(py_strip(&task.stage).to_owned());
+        decision.window_active = task.window_active;
+        decision.error.clone_from(&task.window_error);
+    }
+    decision
+}
+
+fn run_sandboxed(
+    policy: &LoadedPolicy,
+    config: &Config,
+    request: Request<'_>,
+    task: Option<TaskFacts>,
+) -> Decision {
+    let mut decision = with_facts(request, task.as_ref());
+    decision.policy = Some(policy.identity());
+    decision.policy_digest = Some(policy.digest.clone());
+    let facts = Facts {
+        work_item_id: request.work_item.to_owned(),
+        target: wit_target(request.target),
+        caller: request.caller.map(str::to_owned),
+        window_active: task.as_ref().and_then(|t| t.window_active),
+        task: task.map(|t| Task {
+            repo: t.repo,
+            stage: t.stage,
+        }),
+        scope_repos: config.scope_repos.clone(),
+        self_hosting_repos: config.self_hosting_repos.clone(),
+    };
+    match policy.decide(&facts) {
         Ok(ruling) => {
             decision.verdict = ruling.verdict;
             decision.rule = ruling.rule;
@@ -246,4 +311,34 @@ fn run(policy: &LoadedPolicy, facts: &Facts, mut decision: Decision) -> Decision
         }
         Err(e) => decision.into_fail_safe(e),
     }
+}
+
+/// Identity of the native reference in decisions it makes.
+pub const NATIVE_POLICY: &str = "native:deploy-status-guard";
+
+fn run_native(config: &Config, request: Request<'_>, task: Option<TaskFacts>) -> Decision {
+    use deploy_status_guard::predicate;
+    let mut decision = with_facts(request, task.as_ref());
+    decision.policy = Some(NATIVE_POLICY.to_owned());
+    let ruling = predicate::decide(&predicate::Facts {
+        target: match request.target {
+            Target::Awaiting => predicate::Target::Awaiting,
+            Target::Deploying => predicate::Target::Deploying,
+            Target::Monitoring => predicate::Target::Monitoring,
+        },
+        task: task.as_ref().map(|t| predicate::Task {
+            repo: &t.repo,
+            stage: &t.stage,
+        }),
+        window_active: task.as_ref().and_then(|t| t.window_active),
+        scope_repos: &config.scope_repos,
+        self_hosting_repos: &config.self_hosting_repos,
+    });
+    decision.verdict = match ruling.verdict {
+        predicate::Verdict::Allow => crate::Verdict::Allow,
+        predicate::Verdict::ConvergeDone => crate::Verdict::ConvergeDone,
+        predicate::Verdict::Suppress => crate::Verdict::Suppress,
+    };
+    decision.rule = ruling.rule.as_str().to_owned();
+    decision
 }

@@ -159,6 +159,7 @@ impl LoadedPolicy {
         if !imports.is_empty() {
             return Err(LoadError::Imports(imports.join(", ")));
         }
+        check_export_shapes(component, engine)?;
         let instance_pre = sandbox
             .linker()
             .instantiate_pre(component)
@@ -173,7 +174,14 @@ impl LoadedPolicy {
             name: String::new(),
             version: String::new(),
         };
-        let info = policy.info().map_err(|e| LoadError::Info(e.to_string()))?;
+        let info = policy.info().map_err(|e| match e {
+            // The generated bindings typecheck the exports when the first instance is
+            // made: a mismatch deeper than the shapes checked above surfaces here.
+            RunError::Instantiate(message) if message.contains("type mismatch") => LoadError::WrongWorld(format!(
+                "an export of {POLICY_INTERFACE} does not have the type the world gives it: {message}"
+            )),
+            other => LoadError::Info(other.to_string()),
+        })?;
         for (what, value) in [("name", &info.name), ("version", &info.version)] {
             if value.trim().is_empty()
                 || value.len() > MAX_IDENTITY_BYTES
@@ -276,6 +284,89 @@ fn classify(
         Some(Trap::OutOfFuel) => RunError::Fuel(limits.fuel),
         Some(trap) => RunError::Trap(trap.to_string()),
         None => otherwise(format!("{error:#}")),
+    }
+}
+
+/// The interface a policy exports its functions in.
+pub const POLICY_INTERFACE: &str = "orchestrator:deploy-guard/policy@1.0.0";
+
+/// Check the shapes of `decide` and `info` before anything is instantiated, so that a
+/// component of another world is refused with the name of what differs.
+fn check_export_shapes(component: &Component, engine: &wasmtime::Engine) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let Some(policy) = ty
+        .exports(engine)
+        .find_map(|(name, export)| match export.ty {
+            ComponentItem::ComponentInstance(instance) if name == POLICY_INTERFACE => {
+                Some(instance)
+            }
+            _ => None,
+        })
+    else {
+        return Err(LoadError::WrongWorld(format!(
+            "it does not export {POLICY_INTERFACE}"
+        )));
+    };
+    // (function, parameters the world gives, results the world gives)
+    for (function, params, results) in [
+        ("decide", ["record"].as_slice(), "record"),
+        ("info", [].as_slice(), "record"),
+    ] {
+        let func = policy
+            .exports(engine)
+            .find_map(|(name, export)| match export.ty {
+                ComponentItem::ComponentFunc(func) if name == function => Some(func),
+                _ => None,
+            });
+        let Some(func) = func else {
+            return Err(LoadError::WrongWorld(format!(
+                "{POLICY_INTERFACE} does not export the function `{function}`"
+            )));
+        };
+        let found_params: Vec<String> = func
+            .params()
+            .map(|(name, ty)| format!("{name}: {}", type_kind(&ty)))
+            .collect();
+        let found_results: Vec<&str> = func.results().map(|ty| type_kind(&ty)).collect();
+        let params_match = found_params.len() == params.len()
+            && func
+                .params()
+                .zip(params)
+                .all(|((_, ty), kind)| type_kind(&ty) == *kind);
+        if !params_match || found_results != [results] {
+            return Err(LoadError::WrongWorld(format!(
+                "`{function}` takes ({}) and returns ({}); the guard-policy world's takes ({}) and returns ({results})",
+                found_params.join(", "),
+                found_results.join(", "),
+                params.join(", "),
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn type_kind(ty: &wasmtime::component::Type) -> &'static str {
+    use wasmtime::component::Type;
+    match ty {
+        Type::Record(_) => "record",
+        Type::String => "string",
+        Type::Enum(_) => "enum",
+        Type::Option(_) => "option",
+        Type::List(_) => "list",
+        Type::Bool => "bool",
+        Type::Variant(_) => "variant",
+        Type::Result(_) => "result",
+        Type::Tuple(_) => "tuple",
+        Type::U8
+        | Type::U16
+        | Type::U32
+        | Type::U64
+        | Type::S8
+        | Type::S16
+        | Type::S32
+        | Type::S64 => "integer",
+        Type::Float32 | Type::Float64 => "float",
+        _ => "another type",
     }
 }
 

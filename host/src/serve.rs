@@ -3,10 +3,14 @@
 //! unknown target, a missing field, an empty line, a line longer than
 //! [`MAX_LINE_BYTES`]) gets `{"error": "..."}` and the loop goes on.
 
-use crate::decision::{Decision, Target};
+use crate::decision::Request;
+use crate::decision::Target;
 use crate::guard::Guard;
 use serde::Deserialize;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+
+/// The most requests decided together (their facts read in one transaction).
+pub const MAX_BATCH: usize = 64;
 
 /// The longest request line read; a longer one is answered with an error, and the
 /// rest of it is skipped without being held in memory.
@@ -38,6 +42,10 @@ pub fn parse_request(line: &[u8]) -> Result<ServeRequest, String> {
         std::str::from_utf8(line).map_err(|e| format!("the request is not valid UTF-8: {e}"))?;
     if text.trim().is_empty() {
         return Err("empty request line".to_owned());
+    }
+    // serde would also read a struct from a JSON array: the contract says an object.
+    if !text.trim_start().starts_with('{') {
+        return Err("the request is not a valid JSON request: expected a JSON object".to_owned());
     }
     let raw: RawRequest = serde_json::from_str(text)
         .map_err(|e| format!("the request is not a valid JSON request: {e}"))?;
@@ -102,43 +110,86 @@ fn read_line(input: &mut impl BufRead) -> std::io::Result<Option<Line>> {
 }
 
 /// Serve until EOF on `input`. Only an I/O error on `output` ends it early.
-pub fn serve(
+///
+/// Requests that are already waiting (complete lines in the input buffer) are taken
+/// together, up to [`MAX_BATCH`]: their facts are read in one read transaction, a new
+/// one per batch. Answers are written in order and flushed at the end of each batch,
+/// that is whenever no further request is waiting, so a client that waits for its
+/// answer always gets it.
+pub fn serve<R: Read>(
     guard: &Guard,
-    input: &mut impl BufRead,
+    input: &mut BufReader<R>,
     output: &mut impl Write,
 ) -> std::io::Result<u64> {
     let mut answered = 0;
+    let mut lines = Vec::with_capacity(MAX_BATCH);
     loop {
-        let line = match read_line(input) {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::error!(target: "deploy_guard::serve", "cannot read stdin: {e}; stopping");
-                break;
+        lines.clear();
+        match next_line(input) {
+            Some(line) => lines.push(line),
+            None => break,
+        }
+        while lines.len() < MAX_BATCH && input.buffer().contains(&b'\n') {
+            match next_line(input) {
+                Some(line) => lines.push(line),
+                None => break,
             }
-        };
-        let answer = match line {
-            Line::TooLong(n) => error_line(&format!(
-                "the request line is {n} bytes long, more than {MAX_LINE_BYTES}"
-            )),
-            Line::Complete(bytes) => match parse_request(&bytes) {
-                Ok(request) => answer(guard, &request).to_json(),
-                Err(message) => error_line(&message),
-            },
-        };
-        output.write_all(answer.as_bytes())?;
-        output.write_all(b"\n")?;
+        }
+        for answer in answer_batch(guard, &lines) {
+            output.write_all(answer.as_bytes())?;
+            output.write_all(b"\n")?;
+            answered += 1;
+        }
         output.flush()?;
-        answered += 1;
     }
     Ok(answered)
 }
 
-fn answer(guard: &Guard, request: &ServeRequest) -> Decision {
-    guard.decide(
-        &request.work_item,
-        request.target,
-        request.caller.as_deref(),
-    )
+fn next_line(input: &mut impl BufRead) -> Option<Line> {
+    loop {
+        match read_line(input) {
+            Ok(line) => return line,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!(target: "deploy_guard::serve", "cannot read stdin: {e}; stopping");
+                return None;
+            }
+        }
+    }
+}
+
+/// The answers to a batch of lines, in order.
+fn answer_batch(guard: &Guard, lines: &[Line]) -> Vec<String> {
+    let parsed: Vec<Result<ServeRequest, String>> = lines
+        .iter()
+        .map(|line| match line {
+            Line::TooLong(n) => Err(format!(
+                "the request line is {n} bytes long, more than {MAX_LINE_BYTES}"
+            )),
+            Line::Complete(bytes) => parse_request(bytes),
+        })
+        .collect();
+    let requests: Vec<Request<'_>> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .map(|r| Request {
+            work_item: &r.work_item,
+            target: r.target,
+            caller: r.caller.as_deref(),
+        })
+        .collect();
+    let mut decisions = guard.decide_batch(&requests).into_iter();
+    parsed
+        .iter()
+        .map(|p| match p {
+            Ok(_) => decisions.next().map_or_else(
+                || error_line("internal: no decision was made"),
+                |d| d.to_json(),
+            ),
+            Err(message) => {
+                tracing::warn!(target: "deploy_guard::serve", "malformed request: {message}");
+                error_line(message)
+            }
+        })
+        .collect()
 }

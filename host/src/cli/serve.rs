@@ -10,7 +10,9 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
     let _watcher = guard.watch()?;
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let answered = deploy_guard::serve::serve(&guard, &mut stdin.lock(), &mut stdout.lock())?;
+    let mut input = std::io::BufReader::with_capacity(1 << 16, stdin.lock());
+    let mut output = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let answered = deploy_guard::serve::serve(&guard, &mut input, &mut output)?;
     tracing::info!(target: "deploy_guard::serve", answered, "end of input");
     Ok(ExitCode::SUCCESS)
 }
