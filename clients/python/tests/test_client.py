@@ -1,0 +1,660 @@
+"""Tests of deploy_guard_client against the real deploy-guard binary.
+
+Run from the repository root:
+
+    python3 -m unittest discover -s clients/python/tests -v
+
+The binary is $DEPLOY_GUARD_BIN, else target/release/deploy-guard under the
+repository root. If it does not exist the tests that need it FAIL (they are not
+skipped): build it with `cargo build --release -p deploy-guard`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import unittest
+from pathlib import Path
+from unittest import mock
+
+HERE = Path(__file__).resolve().parent
+PACKAGE_ROOT = HERE.parent  # clients/python
+REPO_ROOT = PACKAGE_ROOT.parent.parent
+if str(PACKAGE_ROOT) not in sys.path:
+    sys.path.insert(0, str(PACKAGE_ROOT))
+
+import deploy_guard_client as dgc  # noqa: E402
+from deploy_guard_client import (  # noqa: E402
+    ALLOW,
+    AWAITING,
+    CONVERGE_DONE,
+    DEPLOYING,
+    MONITORING,
+    SUPPRESS,
+    Client,
+)
+
+BINARY = Path(os.environ.get("DEPLOY_GUARD_BIN") or (REPO_ROOT / "target" / "release" / "deploy-guard"))
+VECTORS = REPO_ROOT / "policies" / "deploy-status-guard.vectors.json"
+LOGGER = "orchestrator.deploy_status_guard"
+FIELDS = {
+    "work_item", "caller", "target", "db_stage", "window_active",
+    "verdict", "rule", "policy", "policy_digest", "error",
+}
+
+# (work_item_id, repo, stage) in insertion order; the newest rowid per work item counts.
+TASKS = [
+    ("ORCH-LIVE", "orchestrator", "deploy"),
+    ("ORCH-FAILED", "orchestrator", "failed"),
+    ("ORCH-CANCEL", "orchestrator", "cancelled"),
+    ("ORCH-DONE", "orchestrator", "done"),
+    ("ORCH-WIN", "orchestrator", "done"),
+    ("ORCH-CLOSED", "orchestrator", "done"),
+    ("ORCH-PAD", " orchestrator ", " done\n"),
+    ("TRAIL-1", "enduro-trails", "done"),
+    ("ORCH-REOPEN", "orchestrator", "done"),
+    ("ORCH-REOPEN", "orchestrator", "deploy"),
+    ("ORCH-LATE-CANCEL", "orchestrator", "deploy"),
+    ("ORCH-LATE-CANCEL", "orchestrator", "cancelled"),
+]
+SENTINELS = [
+    ("orchestrator", "ORCH-WIN", "ARMED"),
+    ("orchestrator", "ORCH-CLOSED", "ARMED"),
+    ("orchestrator", "ORCH-CLOSED", "DONE"),
+]
+
+# (work_item, target, expected verdict, expected rule) with the default scope and policy 1.0.0.
+EXPECTED = [
+    ("NO-SUCH-ITEM", AWAITING, ALLOW, "task-not-found"),
+    ("", DEPLOYING, ALLOW, "task-not-found"),
+    ("TRAIL-1", AWAITING, ALLOW, "out-of-scope"),
+    ("ORCH-LIVE", DEPLOYING, ALLOW, "non-terminal"),
+    ("ORCH-FAILED", AWAITING, ALLOW, "non-terminal"),
+    ("ORCH-REOPEN", AWAITING, ALLOW, "non-terminal"),
+    ("ORCH-CANCEL", MONITORING, SUPPRESS, "cancelled"),
+    ("ORCH-LATE-CANCEL", DEPLOYING, SUPPRESS, "cancelled"),
+    ("ORCH-WIN", MONITORING, ALLOW, "monitoring-window-active"),
+    ("ORCH-WIN", AWAITING, CONVERGE_DONE, "converge-done"),
+    ("ORCH-WIN", DEPLOYING, CONVERGE_DONE, "converge-done"),
+    ("ORCH-CLOSED", MONITORING, CONVERGE_DONE, "converge-done"),
+    ("ORCH-DONE", MONITORING, CONVERGE_DONE, "converge-done"),
+    ("ORCH-DONE", AWAITING, CONVERGE_DONE, "converge-done"),
+    ("ORCH-PAD", AWAITING, CONVERGE_DONE, "converge-done"),
+]
+
+
+def make_db(path: Path, sentinels: bool = True) -> None:
+    conn = sqlite3.connect(str(path))
+    try:
+        conn.execute(
+            "CREATE TABLE tasks (id INTEGER PRIMARY KEY, work_item_id TEXT, repo TEXT, "
+            "stage TEXT, title TEXT)"
+        )
+        conn.executemany("INSERT INTO tasks (work_item_id, repo, stage, title) VALUES (?, ?, ?, 't')", TASKS)
+        if sentinels:
+            conn.execute("CREATE TABLE post_deploy_sentinels (repo TEXT, work_item_id TEXT, sentinel TEXT)")
+            conn.executemany("INSERT INTO post_deploy_sentinels VALUES (?, ?, ?)", SENTINELS)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def require_binary() -> None:
+    if not (BINARY.is_file() and os.access(str(BINARY), os.X_OK)):
+        raise AssertionError(
+            "deploy-guard binary not found or not executable at %s: build it with "
+            "`cargo build --release -p deploy-guard` from %s, or set DEPLOY_GUARD_BIN" % (BINARY, REPO_ROOT)
+        )
+
+
+def guard_env(**overrides: str) -> dict:
+    """os.environ without any inherited deploy-guard settings, plus overrides."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("DEPLOY_GUARD_") and not k.startswith("DEPLOY_STATUS_GUARD_")}
+    env.update(overrides)
+    return env
+
+
+def wait_dead(pid: int, within: float = 3.0) -> bool:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # a zombie still answers kill(0): reap-check via /proc
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    return True
+        except (OSError, IndexError):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class RealBinaryCase(unittest.TestCase):
+    """Shared fixtures: exported policies, a database, a policy directory per test."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        require_binary()
+        cls.tmp = tempfile.mkdtemp(prefix="dg-client-")
+        cls.exported = Path(cls.tmp) / "exported"
+        run = subprocess.run(
+            [str(BINARY), "export-policies", "--out", str(cls.exported)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+        )
+        if run.returncode != 0:
+            raise AssertionError("deploy-guard export-policies failed: %s" % run.stderr.decode(errors="replace"))
+        cls.policy_v1 = cls.exported / "deploy-status-guard.wasm"
+        cls.policy_next = cls.exported / "deploy-status-guard-next.wasm"
+        for p in (cls.policy_v1, cls.policy_next):
+            if not p.is_file():
+                raise AssertionError("export-policies did not write %s" % p)
+        cls.db = Path(cls.tmp) / "orchestrator.db"
+        make_db(cls.db)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="case-", dir=self.tmp))
+        self.policies = self.dir / "policies"
+        self.policies.mkdir()
+        self.active = self.policies / "deploy-status-guard.wasm"
+        shutil.copyfile(str(self.policy_v1), str(self.active))
+        if VECTORS.is_file():  # the host's gate checks vectors beside the policy
+            shutil.copyfile(str(VECTORS), str(self.policies / VECTORS.name))
+        self.clients = []
+
+    def tearDown(self) -> None:
+        for c in self.clients:
+            c.close()
+
+    def client(self, timeout: float = 5.0, **env: str) -> Client:
+        base = {"DEPLOY_GUARD_DB": str(self.db), "DEPLOY_GUARD_POLICY": str(self.active)}
+        base.update(env)
+        c = Client(timeout=timeout, binary=str(BINARY), env=guard_env(**base), stderr=subprocess.DEVNULL)
+        self.clients.append(c)
+        return c
+
+    def assertDecision(self, d: dict, verdict: str, rule: str) -> None:
+        self.assertEqual((d["verdict"], d["rule"]), (verdict, rule), d)
+
+
+class TestRules(RealBinaryCase):
+    def test_constants_match_the_seed(self) -> None:
+        self.assertEqual((dgc.ALLOW, dgc.CONVERGE_DONE, dgc.SUPPRESS), ("ALLOW", "CONVERGE_DONE", "SUPPRESS"))
+        self.assertEqual((dgc.AWAITING, dgc.DEPLOYING, dgc.MONITORING), ("awaiting", "deploying", "monitoring"))
+
+    def test_every_policy_rule(self) -> None:
+        c = self.client()
+        for work_item, target, verdict, rule in EXPECTED:
+            with self.subTest(work_item=work_item, target=target):
+                d = c.decide_full(work_item, target, "tick")
+                self.assertEqual(set(d), FIELDS)
+                self.assertDecision(d, verdict, rule)
+                self.assertEqual(c.decide(work_item, target, "tick"), verdict)
+                self.assertEqual((d["work_item"], d["target"], d["caller"]), (work_item, target, "tick"))
+                self.assertEqual(d["policy"], "deploy-status-guard@1.0.0")
+                self.assertTrue(d["policy_digest"].startswith("sha256:"), d)
+                self.assertIsNone(d["error"])
+
+    def test_decision_object_fields(self) -> None:
+        c = self.client()
+        d = c.decide_full("ORCH-WIN", MONITORING)
+        self.assertEqual(d["db_stage"], "done")
+        self.assertIs(d["window_active"], True)
+        self.assertIsNone(d["caller"])
+        d = c.decide_full("ORCH-PAD", AWAITING)
+        self.assertEqual(d["db_stage"], "done")  # trimmed
+        self.assertIs(c.decide_full("ORCH-CLOSED", MONITORING)["window_active"], False)
+        self.assertIsNone(c.decide_full("NO-SUCH-ITEM", AWAITING)["db_stage"])
+
+    def test_explicit_scope(self) -> None:
+        c = self.client(DEPLOY_STATUS_GUARD_REPOS="enduro-trails, bad token!")
+        self.assertDecision(c.decide_full("TRAIL-1", AWAITING), CONVERGE_DONE, "converge-done")
+        self.assertDecision(c.decide_full("ORCH-DONE", AWAITING), ALLOW, "out-of-scope")
+
+    def test_self_hosting_repos(self) -> None:
+        c = self.client(DEPLOY_GUARD_SELF_HOSTING_REPOS="enduro-trails")
+        self.assertDecision(c.decide_full("TRAIL-1", AWAITING), CONVERGE_DONE, "converge-done")
+        self.assertDecision(c.decide_full("ORCH-DONE", AWAITING), ALLOW, "out-of-scope")
+
+    def test_window_unknown(self) -> None:
+        db = self.dir / "no-sentinels.db"
+        make_db(db, sentinels=False)
+        c = self.client(DEPLOY_GUARD_DB=str(db))
+        d = c.decide_full("ORCH-WIN", MONITORING)
+        self.assertDecision(d, ALLOW, "window-unknown")
+        self.assertIsNone(d["window_active"])
+        self.assertIn("post_deploy_sentinels", d["error"])
+        self.assertDecision(c.decide_full("ORCH-WIN", AWAITING), CONVERGE_DONE, "converge-done")
+
+    def test_kill_switch(self) -> None:
+        c = self.client(DEPLOY_STATUS_GUARD_ENABLED="false")
+        for work_item, target, _, _ in EXPECTED:
+            d = c.decide_full(work_item, target)
+            self.assertDecision(d, ALLOW, "kill-switch")
+            self.assertIsNone(d["policy"])
+            self.assertIsNone(d["db_stage"])
+
+    def test_fail_safe_missing_database(self) -> None:
+        c = self.client(DEPLOY_GUARD_DB=str(self.dir / "missing.db"))
+        d = c.decide_full("ORCH-CANCEL", AWAITING)
+        self.assertDecision(d, ALLOW, "fail-safe")
+        self.assertTrue(d["error"], d)
+        self.assertFalse((self.dir / "missing.db").exists(), "the host must not create the database")
+
+    def test_fail_safe_missing_policy(self) -> None:
+        c = self.client(DEPLOY_GUARD_POLICY=str(self.dir / "missing.wasm"))
+        d = c.decide_full("ORCH-CANCEL", AWAITING)
+        self.assertDecision(d, ALLOW, "fail-safe")
+        self.assertIn("missing.wasm", d["error"])
+
+    def test_fail_safe_locked_database(self) -> None:
+        db = self.dir / "locked.db"
+        make_db(db)
+        holder = sqlite3.connect(str(db), isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            c = self.client(DEPLOY_GUARD_DB=str(db), DEPLOY_GUARD_BUSY_TIMEOUT_MS="50")
+            d = c.decide_full("ORCH-CANCEL", AWAITING)
+            self.assertDecision(d, ALLOW, "fail-safe")
+            self.assertIn("locked", d["error"])
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        self.assertDecision(c.decide_full("ORCH-CANCEL", AWAITING), SUPPRESS, "cancelled")
+
+    def test_unknown_target_is_allow_without_asking(self) -> None:
+        c = self.client()
+        with self.assertLogs(LOGGER, level="WARNING") as logs:
+            for target in ("Monitoring", "done", "", None, 3, " awaiting"):
+                d = c.decide_full("ORCH-DONE", target)
+                self.assertDecision(d, ALLOW, "fail-safe")
+                self.assertIn("unknown target", d["error"])
+                self.assertEqual(c.decide("ORCH-DONE", target), ALLOW)
+        self.assertIsNone(c.pid, "an unknown target must not start the child")
+        self.assertTrue(any("unknown target" in line for line in logs.output))
+
+    def test_odd_inputs_never_raise(self) -> None:
+        c = self.client()
+        self.assertDecision(c.decide_full(None, AWAITING), ALLOW, "fail-safe")
+        d = c.decide_full(12345, AWAITING, reason=object())
+        self.assertDecision(d, ALLOW, "task-not-found")
+        self.assertEqual(d["work_item"], "12345")
+        self.assertIsInstance(d["caller"], str)
+        pid = c.pid
+        big = c.decide_full("X" * 70000, AWAITING)
+        self.assertDecision(big, ALLOW, "fail-safe")
+        self.assertIn("line limit", big["error"])
+        # a lone surrogate is refused by the host: ALLOW, and the child stays in step
+        self.assertDecision(c.decide_full("bad\ud800", AWAITING), ALLOW, "fail-safe")
+        self.assertEqual(c.pid, pid, "a refused request must not cost the child")
+        for weird in ("ORCH-\u00e9\u4e2d", "a\nb", "quote\"back\\slash", "nul\x00"):
+            self.assertDecision(c.decide_full(weird, DEPLOYING, weird), ALLOW, "task-not-found")
+        self.assertEqual(c.pid, pid)
+        self.assertDecision(c.decide_full("ORCH-CANCEL", AWAITING), SUPPRESS, "cancelled")
+
+    def test_log_line_per_verdict(self) -> None:
+        c = self.client()
+        with self.assertLogs(LOGGER, level="INFO") as logs:
+            c.decide("ORCH-DONE", AWAITING, "deploy-approve")
+            c.decide("ORCH-LIVE", AWAITING, "deploy-approve")
+        lines = [(r.levelno, r.getMessage()) for r in logs.records if "verdict=" in r.getMessage()]
+        self.assertEqual(len(lines), 2, logs.output)
+        self.assertEqual(lines[0][0], logging.WARNING)
+        self.assertIn(
+            "work_item=ORCH-DONE caller=deploy-approve target=awaiting db_stage=done "
+            "window_active=False verdict=CONVERGE_DONE", lines[0][1])
+        self.assertEqual(lines[1][0], logging.INFO)
+        self.assertIn("verdict=ALLOW rule=non-terminal", lines[1][1])
+
+    def test_module_level_functions_use_environment(self) -> None:
+        env = guard_env(
+            DEPLOY_GUARD_BIN=str(BINARY),
+            DEPLOY_GUARD_DB=str(self.db),
+            DEPLOY_GUARD_POLICY=str(self.active),
+            DEPLOY_GUARD_CLIENT_TIMEOUT="3",
+            RUST_LOG="off",
+        )
+        dgc.close_default_client()
+        try:
+            with mock.patch.dict(os.environ, env, clear=True):
+                self.assertEqual(dgc.decide("ORCH-CANCEL", AWAITING, "tick"), SUPPRESS)
+                self.assertEqual(dgc.decide("ORCH-DONE", MONITORING), CONVERGE_DONE)
+                self.assertEqual(dgc.decide("ORCH-WIN", MONITORING), ALLOW)
+                self.assertDecision(dgc.decide_full("ORCH-LIVE", DEPLOYING), ALLOW, "non-terminal")
+                self.assertEqual(dgc.get_default_client().timeout, 3.0)
+                self.assertIs(dgc.get_default_client(), dgc.get_default_client())
+        finally:
+            dgc.close_default_client()
+
+    def test_context_manager_stops_child(self) -> None:
+        with Client(binary=str(BINARY), env=guard_env(DEPLOY_GUARD_DB=str(self.db),
+                                                      DEPLOY_GUARD_POLICY=str(self.active)),
+                    stderr=subprocess.DEVNULL) as c:
+            self.assertEqual(c.decide("ORCH-CANCEL", AWAITING), SUPPRESS)
+            pid = c.pid
+            self.assertIsNotNone(pid)
+        self.assertTrue(wait_dead(pid), "child still running after close()")
+        d = c.decide_full("ORCH-CANCEL", AWAITING)  # closed: ALLOW, no new child
+        self.assertDecision(d, ALLOW, "fail-safe")
+        self.assertIsNone(c.pid)
+
+    def test_stderr_drained_into_logging(self) -> None:
+        c = Client(binary=str(BINARY), env=guard_env(DEPLOY_GUARD_DB=str(self.db),
+                                                     DEPLOY_GUARD_POLICY=str(self.active)),
+                   stderr="log")
+        self.clients.append(c)
+        with self.assertLogs(LOGGER + ".child", level="DEBUG") as logs:
+            # ~400 bytes of log per decision: 200 of them overflow a 64 KiB pipe
+            # that nobody drains, so this also proves the child never blocks.
+            for _ in range(200):
+                self.assertEqual(c.decide("ORCH-CANCEL", AWAITING), SUPPRESS)
+            c.close()
+            end = time.monotonic() + 3
+            while time.monotonic() < end and not any("end of input" in r for r in logs.output):
+                time.sleep(0.05)
+        self.assertTrue(any("policy" in line for line in logs.output), logs.output[:3])
+        self.assertFalse(any("\x1b[" in line for line in logs.output), "ANSI codes not stripped")
+
+
+class TestSupervision(RealBinaryCase):
+    def test_child_killed_mid_run(self) -> None:
+        c = self.client(timeout=3.0)
+        self.assertEqual(c.decide("ORCH-CANCEL", AWAITING), SUPPRESS)
+        old = c.pid
+        self.assertIsNotNone(old)
+        os.kill(old, signal.SIGKILL)
+        t0 = time.monotonic()
+        d = c.decide_full("ORCH-CANCEL", AWAITING)
+        self.assertLess(time.monotonic() - t0, 3.5)
+        self.assertIn(d["verdict"], (SUPPRESS, ALLOW))  # answered; ALLOW if it only saw the death
+        served = None
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            d = c.decide_full("ORCH-CANCEL", AWAITING)
+            if d["rule"] == "cancelled":
+                served = d
+                break
+            time.sleep(0.05)
+        self.assertIsNotNone(served, "no restarted child answered within 5 s")
+        self.assertNotEqual(c.pid, old)
+        self.assertTrue(wait_dead(old))
+
+    def test_child_killed_repeatedly(self) -> None:
+        c = self.client(timeout=3.0)
+        pids = set()
+        for _ in range(5):
+            self.assertEqual(c.decide("ORCH-DONE", AWAITING), CONVERGE_DONE)
+            pids.add(c.pid)
+            os.kill(c.pid, signal.SIGKILL)
+            time.sleep(0.1)  # let it die before the next call: served by a fresh child
+        self.assertEqual(c.decide("ORCH-DONE", AWAITING), CONVERGE_DONE)
+        self.assertEqual(len(pids), 5)
+
+    def test_threads(self) -> None:
+        c = self.client(timeout=10.0)
+        errors = []
+        counts = []
+
+        def worker(n: int) -> None:
+            ok = 0
+            try:
+                for i in range(50):
+                    work_item, target, verdict, rule = EXPECTED[(n * 7 + i) % len(EXPECTED)]
+                    d = c.decide_full(work_item, target, "thread-%d-%d" % (n, i))
+                    if (d["verdict"], d["rule"], d["work_item"], d["caller"]) != (
+                            verdict, rule, work_item, "thread-%d-%d" % (n, i)):
+                        errors.append((n, i, d))
+                    else:
+                        ok += 1
+            except Exception as e:  # noqa: BLE001
+                errors.append((n, "raised", repr(e)))
+            counts.append(ok)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertFalse(any(t.is_alive() for t in threads), "threads hung")
+        self.assertEqual(errors, [])
+        self.assertEqual(sum(counts), 400)
+        self.assertLess(time.monotonic() - t0, 60)
+
+    def test_hot_swap_seen_through_client(self) -> None:
+        c = self.client(timeout=3.0)
+        d = c.decide_full("ORCH-FAILED", AWAITING)
+        self.assertDecision(d, ALLOW, "non-terminal")
+        self.assertEqual(d["policy"], "deploy-status-guard@1.0.0")
+        pid = c.pid
+        staging = self.policies / ".incoming.wasm"
+        shutil.copyfile(str(self.policy_next), str(staging))
+        os.replace(str(staging), str(self.active))  # atomic rename over the active path
+        t0 = time.monotonic()
+        while True:
+            d = c.decide_full("ORCH-FAILED", AWAITING)
+            if d["verdict"] == SUPPRESS or time.monotonic() - t0 > 5:
+                break
+            time.sleep(0.05)
+        self.assertDecision(d, SUPPRESS, "failed")
+        self.assertEqual(d["policy"], "deploy-status-guard@1.1.0")
+        self.assertEqual(c.pid, pid, "the swap must not need a restart")
+        # the rest of the table is unchanged by 1.1.0
+        self.assertDecision(c.decide_full("ORCH-CANCEL", AWAITING), SUPPRESS, "cancelled")
+        self.assertDecision(c.decide_full("ORCH-WIN", MONITORING), ALLOW, "monitoring-window-active")
+        self.assertDecision(c.decide_full("TRAIL-1", AWAITING), ALLOW, "out-of-scope")
+
+
+FAKE = textwrap.dedent('''\
+    #!{python}
+    import json, os, sys, time
+    mode = {mode!r}
+    if mode == "exit":
+        sys.exit(3)
+    if mode == "slow-start":
+        time.sleep(float(os.environ.get("FAKE_DELAY", "5")))
+    n = 0
+    for line in sys.stdin:
+        n += 1
+        if mode == "hang":
+            continue
+        req = json.loads(line)
+        if mode == "garbage":
+            out = "this is not json <%d>" % n
+        elif mode == "error":
+            out = json.dumps({{"error": "something broke"}})
+        elif mode == "bad-verdict":
+            out = json.dumps(dict(req, verdict="MAYBE", rule="x"))
+        elif mode == "array":
+            out = json.dumps([req])
+        elif mode == "wrong-item":
+            out = json.dumps(dict(req, work_item="someone-else", verdict="SUPPRESS", rule="fake"))
+        elif mode == "chatty":
+            print(json.dumps(dict(req, verdict="SUPPRESS", rule="fake")), flush=True)
+            out = "extra line"
+        elif mode == "one-shot":
+            print(json.dumps(dict(req, verdict="SUPPRESS", rule="fake")), flush=True)
+            sys.exit(0)
+        else:
+            out = json.dumps(dict(req, verdict="SUPPRESS", rule="fake"))
+        print(out, flush=True)
+''')
+
+
+class TestFakeChildren(unittest.TestCase):
+    """Misbehaving children, played by small Python scripts (no real binary needed)."""
+
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="dg-fake-")
+        self.clients = []
+
+    def tearDown(self) -> None:
+        for c in self.clients:
+            c.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def fake(self, mode: str, timeout: float = 1.0, env=None) -> Client:
+        path = os.path.join(self.dir, "fake-%s" % mode)
+        with open(path, "w") as f:
+            f.write(FAKE.format(python=sys.executable, mode=mode))
+        os.chmod(path, 0o755)
+        c = Client(timeout=timeout, env=guard_env(DEPLOY_GUARD_BIN=path, **(env or {})))
+        self.clients.append(c)
+        return c
+
+    def assertFailSafe(self, d: dict, *fragments: str) -> None:
+        self.assertEqual((d["verdict"], d["rule"]), (ALLOW, "fail-safe"), d)
+        for fragment in fragments:
+            self.assertIn(fragment, d["error"])
+
+    def test_fake_sanity(self) -> None:
+        c = self.fake("ok")
+        self.assertEqual(c.decide("A", AWAITING), SUPPRESS)
+        self.assertEqual(c.decide_full("A", AWAITING, "r")["rule"], "fake")
+
+    def test_hung_child(self) -> None:
+        c = self.fake("hang", timeout=1.0)
+        c.decide("warm-up", AWAITING)  # the child is started (and killed) by this call
+        for _ in range(2):
+            c._next_spawn = 0.0  # no back-off: every call meets a fresh hung child
+            t0 = time.monotonic()
+            with self.assertLogs(LOGGER, level="WARNING") as logs:
+                d = c.decide_full("A", MONITORING)
+            elapsed = time.monotonic() - t0
+            self.assertFailSafe(d, "did not answer")
+            self.assertLess(elapsed, 1.0 + 0.5, "not answered within the timeout")
+            self.assertGreaterEqual(elapsed, 0.9)
+            self.assertTrue(any("did not answer" in line for line in logs.output))
+        pid_line = d["error"]
+        pid = int(pid_line.split("pid ")[1].split(")")[0])
+        self.assertTrue(wait_dead(pid), "the hung child was not killed")
+
+    def test_hung_child_many_threads(self) -> None:
+        c = self.fake("hang", timeout=0.5)
+        results = []
+
+        def call() -> None:
+            t0 = time.monotonic()
+            results.append((c.decide("A", DEPLOYING), time.monotonic() - t0))
+
+        threads = [threading.Thread(target=call) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        self.assertEqual([r[0] for r in results], [ALLOW] * 6)
+        self.assertLess(max(r[1] for r in results), 0.5 + 0.5)
+
+    def test_slow_start_counts_against_timeout(self) -> None:
+        c = self.fake("slow-start", timeout=0.5, env={"FAKE_DELAY": "5"})
+        t0 = time.monotonic()
+        self.assertFailSafe(c.decide_full("A", AWAITING), "did not answer")
+        self.assertLess(time.monotonic() - t0, 1.0)
+
+    def test_garbage_answers(self) -> None:
+        c = self.fake("garbage")
+        d = c.decide_full("A", AWAITING)
+        self.assertFailSafe(d, "not JSON")
+        d2 = c.decide_full("A", AWAITING)  # a fresh child again (after no back-off)
+        self.assertFailSafe(d2, "not JSON", "<1>")  # "<1>": its first line, so it was restarted
+
+    def test_error_object_keeps_child(self) -> None:
+        c = self.fake("error")
+        self.assertFailSafe(c.decide_full("A", AWAITING), "refused", "something broke")
+        pid = c.pid
+        self.assertIsNotNone(pid)
+        self.assertFailSafe(c.decide_full("A", AWAITING), "refused")
+        self.assertEqual(c.pid, pid)
+
+    def test_unknown_verdict(self) -> None:
+        c = self.fake("bad-verdict")
+        self.assertFailSafe(c.decide_full("A", AWAITING), "unknown verdict", "MAYBE")
+        self.assertEqual(c.decide("A", AWAITING), ALLOW)
+
+    def test_non_object_answer(self) -> None:
+        self.assertFailSafe(self.fake("array").decide_full("A", AWAITING), "not an object")
+
+    def test_out_of_step_answer(self) -> None:
+        self.assertFailSafe(self.fake("wrong-item").decide_full("A", AWAITING), "another request")
+
+    def test_unsolicited_lines_do_not_shift_answers(self) -> None:
+        c = self.fake("chatty")
+        for i in range(5):
+            d = c.decide_full("item-%d" % i, AWAITING)
+            # never a verdict for another request; either the right answer or a fail-safe
+            self.assertIn((d["verdict"], d["rule"]), ((SUPPRESS, "fake"), (ALLOW, "fail-safe")), d)
+            self.assertEqual(d["work_item"], "item-%d" % i)
+
+    def test_child_exiting_after_each_answer(self) -> None:
+        c = self.fake("one-shot")
+        pids = set()
+        for i in range(4):
+            self.assertEqual(c.decide("A", AWAITING), SUPPRESS, i)  # retried on a fresh child
+            pids.add(c.pid)
+            time.sleep(0.05)
+        self.assertGreaterEqual(len(pids - {None}), 1)
+
+    def test_child_exiting_at_start(self) -> None:
+        c = self.fake("exit")
+        t0 = time.monotonic()
+        for _ in range(5):
+            self.assertFailSafe(c.decide_full("A", AWAITING))
+        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertIn("exit status 3", c.decide_full("A", AWAITING)["error"] + str(c._last_error))
+
+    def test_missing_binary(self) -> None:
+        c = Client(timeout=1.0, env=guard_env(DEPLOY_GUARD_BIN=os.path.join(self.dir, "no-such-binary")))
+        self.clients.append(c)
+        with self.assertLogs(LOGGER, level="WARNING"):
+            d = c.decide_full("A", AWAITING)
+        self.assertFailSafe(d, "no-such-binary")
+        self.assertEqual(c.decide("A", MONITORING), ALLOW)
+
+    def test_binary_not_on_path(self) -> None:
+        env = guard_env(PATH=self.dir)  # nothing called deploy-guard there
+        env.pop("DEPLOY_GUARD_BIN", None)
+        c = Client(timeout=1.0, env=env)
+        self.clients.append(c)
+        self.assertFailSafe(c.decide_full("A", AWAITING), "not found")
+
+    def test_binary_found_on_path(self) -> None:
+        path = os.path.join(self.dir, "deploy-guard")
+        with open(path, "w") as f:
+            f.write(FAKE.format(python=sys.executable, mode="ok"))
+        os.chmod(path, 0o755)
+        env = guard_env(PATH=self.dir + os.pathsep + os.environ.get("PATH", ""))
+        c = Client(timeout=2.0, env=env)
+        self.clients.append(c)
+        self.assertEqual(c.decide_full("A", AWAITING)["rule"], "fake")
+
+    def test_module_level_never_raises_without_binary(self) -> None:
+        dgc.close_default_client()
+        try:
+            with mock.patch.dict(os.environ, guard_env(PATH=self.dir), clear=True):
+                self.assertEqual(dgc.decide("A", AWAITING), ALLOW)
+                self.assertEqual(dgc.decide_full("A", AWAITING)["rule"], "fail-safe")
+        finally:
+            dgc.close_default_client()
+
+    def test_invalid_timeout_rejected_at_construction(self) -> None:
+        with self.assertRaises(ValueError):
+            Client(timeout=0)
+
+
+if __name__ == "__main__":
+    unittest.main()
