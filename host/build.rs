@@ -20,8 +20,7 @@ const POLICIES: [(&str, &str); 2] = [
 ];
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir
         .parent()
         .expect("host/ lives in the workspace root")
@@ -43,8 +42,7 @@ fn main() {
         let core = build_core_module(&root, &guest_target_dir, package);
         let component = encode_component(&core, package);
         let path = out_dir.join(format!("{stem}.wasm"));
-        std::fs::write(&path, component)
-            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        std::fs::write(&path, component).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         let constant = stem.to_uppercase().replace('-', "_");
         consts.push_str(&format!(
             "/// The `{stem}` component (built from `{package}`).\npub const {constant}: &[u8] = include_bytes!({path:?});\n"
@@ -81,10 +79,7 @@ fn build_core_module(root: &Path, target_dir: &Path, package: &str) -> Vec<u8> {
         .arg("--target-dir")
         .arg(target_dir)
         // Warnings in a guest fail the build, as they do in the host (CI's clippy).
-        .args([
-            "--config",
-            "target.wasm32-unknown-unknown.rustflags=[\"-Dwarnings\"]",
-        ]);
+        .args(["--config", "target.wasm32-unknown-unknown.rustflags=[\"-Dwarnings\"]"]);
     // What the outer build sets for itself must not leak into the guest build.
     for leaked in [
         "CARGO_TARGET_DIR",

@@ -47,10 +47,7 @@ const CASES: &[(&str, World)] = &[
         "unknown-import",
         World::Extends("unknown-import.wit", "guard-policy-with-launcher"),
     ),
-    (
-        "wrong-signature",
-        World::Alone("wrong-signature.wit", "guard-policy"),
-    ),
+    ("wrong-signature", World::Alone("wrong-signature.wit", "guard-policy")),
     ("bad-enum", World::Guard),
     ("invalid-utf8", World::Guard),
     ("rule-out-of-bounds", World::Guard),
@@ -58,8 +55,7 @@ const CASES: &[(&str, World)] = &[
 ];
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let hostile = manifest_dir.join("hostile");
     let real_wit = manifest_dir.join("../wit");
@@ -70,8 +66,7 @@ fn main() {
     for &(stem, world) in CASES {
         let wat_path = hostile.join(format!("{stem}.wat"));
         println!("cargo:rerun-if-changed={}", wat_path.display());
-        let core =
-            wat::parse_file(&wat_path).unwrap_or_else(|e| panic!("{}: {e}", wat_path.display()));
+        let core = wat::parse_file(&wat_path).unwrap_or_else(|e| panic!("{}: {e}", wat_path.display()));
         let component = encode(&core, world, &real_wit, &hostile.join("wit"))
             .unwrap_or_else(|e| panic!("encoding {stem}.wat as a component: {e:?}"));
         let constant = stem.to_uppercase().replace('-', "_");
@@ -115,16 +110,7 @@ fn encode(core: &[u8], world: World, real_wit: &Path, extra_wit: &Path) -> anyho
         }
     };
     let mut module = core.to_vec();
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world_id,
-        StringEncoding::UTF8,
-        false,
-    )?;
-    let component = ComponentEncoder::default()
-        .module(&module)?
-        .validate(true)
-        .encode()?;
+    wit_component::embed_component_metadata(&mut module, &resolve, world_id, StringEncoding::UTF8, false)?;
+    let component = ComponentEncoder::default().module(&module)?.validate(true).encode()?;
     Ok(component)
 }

@@ -33,9 +33,7 @@ pub mod component {
         default_bindings_module: "deploy_status_guard::component",
     });
 
-    use self::exports::orchestrator::deploy_guard::types::{
-        Decision, Facts, PolicyInfo, TargetStatus, Verdict,
-    };
+    use self::exports::orchestrator::deploy_guard::types::{Decision, Facts, PolicyInfo, TargetStatus, Verdict};
     use crate::predicate;
 
     /// The facts as the predicate reads them, borrowed from the bindings' values.
@@ -81,9 +79,7 @@ pub mod component {
 #[cfg(all(target_arch = "wasm32", feature = "export"))]
 mod reference {
     use crate::component::exports::orchestrator::deploy_guard::policy::Guest;
-    use crate::component::exports::orchestrator::deploy_guard::types::{
-        Decision, Facts, PolicyInfo,
-    };
+    use crate::component::exports::orchestrator::deploy_guard::types::{Decision, Facts, PolicyInfo};
     use crate::{component, predicate};
 
     struct ReferencePolicy;

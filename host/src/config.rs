@@ -93,6 +93,16 @@ pub struct Config {
     /// How long a read waits for a writer's lock before it fails (then: fail-safe).
     /// `DEPLOY_GUARD_BUSY_TIMEOUT_MS`, default 250.
     pub busy_timeout: Duration,
+    /// Where compiled policies are kept (see [`crate::cache`]); none: compile every
+    /// time. `DEPLOY_GUARD_CACHE` (a path, or `off`); by default
+    /// `$XDG_CACHE_HOME/deploy-guard` or `~/.cache/deploy-guard` when loaded from the
+    /// environment, none in [`Config::default`].
+    pub cache: Option<PathBuf>,
+    /// The decision ledger, off by default. `DEPLOY_GUARD_LEDGER`.
+    pub ledger: Option<PathBuf>,
+    /// The ledger keeps the newest this many decisions. `DEPLOY_GUARD_LEDGER_MAX_ROWS`,
+    /// default 1,000,000.
+    pub ledger_max_rows: u64,
     /// The config file this was loaded from, if any (`serve` watches it).
     pub file: Option<PathBuf>,
     /// Set when the configuration could not be read: every decision fails safe with it.
@@ -112,6 +122,9 @@ impl Default for Config {
             log: LogFormat::Text,
             limits: Limits::DEFAULT,
             busy_timeout: Duration::from_millis(250),
+            cache: None,
+            ledger: None,
+            ledger_max_rows: crate::ledger::DEFAULT_MAX_ROWS,
             file: None,
             problem: None,
             warnings: Vec::new(),
@@ -143,6 +156,9 @@ struct FileConfig {
     fuel: Option<toml::Value>,
     memory_mib: Option<toml::Value>,
     busy_timeout_ms: Option<toml::Value>,
+    cache: Option<String>,
+    ledger: Option<PathBuf>,
+    ledger_max_rows: Option<toml::Value>,
 }
 
 /// A raw setting: its source (for messages) and its text.
@@ -225,10 +241,7 @@ impl Config {
                 }
             };
         }
-        if let Some((source, text)) = pick(
-            from_file("repos", &file.repos),
-            from_env("DEPLOY_STATUS_GUARD_REPOS"),
-        ) {
+        if let Some((source, text)) = pick(from_file("repos", &file.repos), from_env("DEPLOY_STATUS_GUARD_REPOS")) {
             config.scope_repos = sanitise_scope(&text, &source, warnings);
         }
         if let Some((_, text)) = pick(
@@ -241,15 +254,10 @@ impl Config {
             match log.trim().to_ascii_lowercase().as_str() {
                 "text" => config.log = LogFormat::Text,
                 "json" => config.log = LogFormat::Json,
-                other => warnings.push(format!(
-                    "log format {other:?} is neither text nor json: using text"
-                )),
+                other => warnings.push(format!("log format {other:?} is neither text nor json: using text")),
             }
         }
-        let mut limit = |file_key: &str,
-                         file_value: &Option<toml::Value>,
-                         env_name: &str,
-                         bounds: (u64, u64)| {
+        let mut limit = |file_key: &str, file_value: &Option<toml::Value>, env_name: &str, bounds: (u64, u64)| {
             let (source, text) = pick(from_file(file_key, file_value), from_env(env_name))?;
             match text.trim().replace('_', "").parse::<u64>() {
                 Ok(n) if (bounds.0..=bounds.1).contains(&n) => Some(n),
@@ -289,6 +297,22 @@ impl Config {
         ) {
             config.busy_timeout = Duration::from_millis(ms);
         }
+        config.ledger = file
+            .ledger
+            .or_else(|| env("DEPLOY_GUARD_LEDGER").filter(|v| !v.trim().is_empty()).map(PathBuf::from));
+        if let Some(rows) = limit(
+            "ledger_max_rows",
+            &file.ledger_max_rows,
+            "DEPLOY_GUARD_LEDGER_MAX_ROWS",
+            (1_000, 1_000_000_000),
+        ) {
+            config.ledger_max_rows = rows;
+        }
+        config.cache = match file.cache.or_else(|| env("DEPLOY_GUARD_CACHE")) {
+            Some(dir) if matches!(dir.trim().to_ascii_lowercase().as_str(), "" | "off" | "none" | "false" | "0") => None,
+            Some(dir) => Some(PathBuf::from(dir)),
+            None => crate::cache::default_dir(&env),
+        };
         config
     }
 
@@ -304,12 +328,8 @@ impl Config {
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "config: cannot read the config file {}: {e}",
-            path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config: cannot read the config file {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| {
         let message = e.to_string();
         format!(
@@ -363,10 +383,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Config {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         Config::load_from(|name| vars.get(name).cloned(), &Overrides::default())
     }
 
@@ -380,6 +397,15 @@ mod tests {
         assert_eq!(c.self_hosting_repos, ["orchestrator"]);
         assert_eq!(c.limits, Limits::DEFAULT);
         assert!(c.warnings.is_empty() && c.problem.is_none());
+        assert_eq!(c.cache, None, "no HOME, no XDG_CACHE_HOME, no DEPLOY_GUARD_CACHE");
+    }
+
+    #[test]
+    fn the_cache_defaults_to_the_user_cache_dir_and_can_be_turned_off() {
+        assert_eq!(load(&[("HOME", "/h")]).cache, Some(PathBuf::from("/h/.cache/deploy-guard")));
+        assert_eq!(load(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]).cache, Some(PathBuf::from("/x/deploy-guard")));
+        assert_eq!(load(&[("HOME", "/h"), ("DEPLOY_GUARD_CACHE", "/c")]).cache, Some(PathBuf::from("/c")));
+        assert_eq!(load(&[("HOME", "/h"), ("DEPLOY_GUARD_CACHE", "OFF")]).cache, None);
     }
 
     #[test]
@@ -402,19 +428,12 @@ mod tests {
         let c = load(&[("DEPLOY_STATUS_GUARD_ENABLED", "maybe")]);
         assert!(!c.enabled);
         assert_eq!(c.warnings.len(), 1);
-        assert!(
-            c.warnings[0].contains("\"maybe\" is not a boolean"),
-            "{:?}",
-            c.warnings
-        );
+        assert!(c.warnings[0].contains("\"maybe\" is not a boolean"), "{:?}", c.warnings);
     }
 
     #[test]
     fn the_scope_is_sanitised_with_one_warning_per_dropped_token() {
-        let c = load(&[(
-            "DEPLOY_STATUS_GUARD_REPOS",
-            " svc-a , bad repo,ok.repo_1,,svc/x, svc-a",
-        )]);
+        let c = load(&[("DEPLOY_STATUS_GUARD_REPOS", " svc-a , bad repo,ok.repo_1,,svc/x, svc-a")]);
         assert_eq!(c.scope_repos, ["svc-a", "ok.repo_1"]);
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("\"bad repo\""));
@@ -453,8 +472,11 @@ mod tests {
     fn the_file_overrides_the_environment_and_flags_override_both() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("guard.toml");
-        std::fs::write(&file, "db = \"from-file.db\"\nenabled = false\nrepos = [\"svc-a\", \"bad token\"]\ntimeout_ms = 300\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "db = \"from-file.db\"\nenabled = false\nrepos = [\"svc-a\", \"bad token\"]\ntimeout_ms = 300\n",
+        )
+        .expect("write");
         let vars: HashMap<String, String> = [
             ("DEPLOY_GUARD_CONFIG", file.to_str().expect("utf-8")),
             ("DEPLOY_GUARD_DB", "from-env.db"),
@@ -476,10 +498,7 @@ mod tests {
             policy: Some("flag.wasm".into()),
         };
         let c = Config::load_from(|n| vars.get(n).cloned(), &flags);
-        assert_eq!(
-            (c.db, c.policy),
-            (PathBuf::from("flag.db"), PathBuf::from("flag.wasm"))
-        );
+        assert_eq!((c.db, c.policy), (PathBuf::from("flag.db"), PathBuf::from("flag.wasm")));
     }
 
     #[test]

@@ -46,9 +46,7 @@ impl FromStr for Target {
         Target::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown target {s:?}: expected awaiting, deploying or monitoring")
-            })
+            .ok_or_else(|| format!("unknown target {s:?}: expected awaiting, deploying or monitoring"))
     }
 }
 
@@ -205,7 +203,6 @@ impl Decision {
 
     /// The decision as one line of JSON (no newline).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise decision: {e}\"}}"))
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise decision: {e}\"}}"))
     }
 }

@@ -86,8 +86,7 @@ const TASK_ONLY: &str = "\
 SELECT t.repo, t.stage, NULL FROM tasks t WHERE t.work_item_id = ?1 ORDER BY t.rowid DESC LIMIT 1";
 
 /// The window alone, to name why the sentinels cannot be read.
-const WINDOW_ONLY: &str =
-    "SELECT sentinel FROM post_deploy_sentinels WHERE repo IS ?1 AND work_item_id = ?2 LIMIT 1";
+const WINDOW_ONLY: &str = "SELECT sentinel FROM post_deploy_sentinels WHERE repo IS ?1 AND work_item_id = ?2 LIMIT 1";
 
 struct PooledConnection {
     connection: Connection,
@@ -180,10 +179,7 @@ impl FactsSource {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(&self.path, flags)?;
         connection.busy_timeout(self.busy_timeout)?;
-        Ok(PooledConnection {
-            connection,
-            identity,
-        })
+        Ok(PooledConnection { connection, identity })
     }
 }
 
@@ -230,11 +226,7 @@ fn read_task(connection: &Connection, work_item: &str) -> Result<Option<TaskFact
     Ok(Some(TaskFacts {
         repo: repo?,
         stage: stage?,
-        window_active: if window_error.is_some() {
-            None
-        } else {
-            window_active
-        },
+        window_active: if window_error.is_some() { None } else { window_active },
         window_error,
     }))
 }
@@ -245,9 +237,7 @@ fn text(value: ValueRef<'_>, column: &'static str) -> Result<String> {
     let wrong = |found| FactsError::WrongType { column, found };
     match value {
         ValueRef::Null => Ok(String::new()),
-        ValueRef::Text(bytes) => {
-            String::from_utf8(bytes.to_vec()).map_err(|_| wrong("text that is not UTF-8"))
-        }
+        ValueRef::Text(bytes) => String::from_utf8(bytes.to_vec()).map_err(|_| wrong("text that is not UTF-8")),
         ValueRef::Integer(_) => Err(wrong("an integer")),
         ValueRef::Real(_) => Err(wrong("a real")),
         ValueRef::Blob(_) => Err(wrong("a blob")),

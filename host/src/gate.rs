@@ -80,21 +80,12 @@ impl Admitted {
 }
 
 /// Read and admit the policy file at `path`, with the vectors that ship beside it.
-pub fn admit_file(
-    sandbox: &Arc<Sandbox>,
-    path: &Path,
-    limits: Limits,
-) -> Result<Admitted, GateError> {
+pub fn admit_file(sandbox: &Arc<Sandbox>, path: &Path, limits: Limits) -> Result<Admitted, GateError> {
     let bytes = std::fs::read(path).map_err(|e| GateError::Unreadable {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    admit(
-        sandbox,
-        &bytes,
-        limits,
-        Some(&crate::vectors::vectors_path(path)),
-    )
+    admit(sandbox, &bytes, limits, Some(&crate::vectors::vectors_path(path)))
 }
 
 /// Admit `bytes`, with the vectors at `vectors` if that file exists.
@@ -113,10 +104,7 @@ pub fn admit(
 }
 
 /// The rest of the gate for a policy already loaded (compiled or from the cache).
-pub fn admit_loaded(
-    policy: LoadedPolicy,
-    vectors: Option<&Vectors>,
-) -> Result<Admitted, GateError> {
+pub fn admit_loaded(policy: LoadedPolicy, vectors: Option<&Vectors>) -> Result<Admitted, GateError> {
     let mut grid = Vec::new();
     for case in fact_grid() {
         match policy.decide(&case.facts) {
@@ -133,17 +121,11 @@ pub fn admit_loaded(
         None => None,
         Some(vectors) => {
             for (index, case) in vectors.cases.iter().enumerate() {
-                let got = policy
-                    .decide(&case.facts())
-                    .map_err(|error| GateError::Grid {
-                        case: case.describe(index),
-                        error,
-                    })?;
-                let rule_ok = case
-                    .expect
-                    .rule
-                    .as_ref()
-                    .is_none_or(|rule| *rule == got.rule);
+                let got = policy.decide(&case.facts.to_facts()).map_err(|error| GateError::Grid {
+                    case: case.describe(index),
+                    error,
+                })?;
+                let rule_ok = case.expect.rule.as_ref().is_none_or(|rule| *rule == got.rule);
                 if got.verdict != case.expect.verdict || !rule_ok {
                     return Err(GateError::Vector {
                         case: case.describe(index),

@@ -62,10 +62,8 @@ pub fn fact_grid() -> Vec<GridCase> {
                     let label = format!(
                         "target={} task={} scope=[{}] window={}",
                         target_name(target),
-                        task.as_ref().map_or_else(
-                            || "none".to_owned(),
-                            |t| format!("{}/{:?}", t.repo, t.stage)
-                        ),
+                        task.as_ref()
+                            .map_or_else(|| "none".to_owned(), |t| format!("{}/{:?}", t.repo, t.stage)),
                         scope.join(","),
                         match window {
                             Some(true) => "on",

@@ -8,7 +8,10 @@ use crate::engine::{EngineError, Sandbox};
 use crate::facts::{FactsSource, TaskFacts};
 use crate::policy::{Facts, LoadedPolicy, TargetStatus, Task};
 use crate::swap::{Outcome, PolicySlot, WatchState, Watcher};
-use arc_swap::ArcSwap;
+use crate::ledger::Ledger;
+use crate::shadow::{Shadow, ShadowStats};
+use crate::vectors::FactsRecord;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use deploy_status_guard::predicate::py_strip;
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +29,8 @@ struct Shared {
     facts: ArcSwap<FactsSource>,
     slot: PolicySlot,
     watch: Mutex<WatchState>,
+    ledger: ArcSwapOption<Ledger>,
+    shadow: ArcSwapOption<Shadow>,
 }
 
 /// Errors creating a guard (deciding never fails).
@@ -47,6 +52,14 @@ pub(crate) fn wit_target(target: Target) -> TargetStatus {
     }
 }
 
+pub(crate) fn host_target(target: TargetStatus) -> Target {
+    match target {
+        TargetStatus::Awaiting => Target::Awaiting,
+        TargetStatus::Deploying => Target::Deploying,
+        TargetStatus::Monitoring => Target::Monitoring,
+    }
+}
+
 impl Guard {
     /// A guard configured from the environment (and `DEPLOY_GUARD_CONFIG`).
     pub fn from_env() -> Result<Guard, GuardError> {
@@ -63,15 +76,12 @@ impl Guard {
     /// As [`Guard::new`], remembering the command-line overrides so that a reload of
     /// the config file keeps them.
     pub fn with_overrides(config: Config, overrides: Overrides) -> Result<Guard, GuardError> {
-        Guard::with_sandbox(Sandbox::new()?, config, overrides)
+        let sandbox = Sandbox::with_cache(config.cache.as_deref())?;
+        Guard::with_sandbox(sandbox, config, overrides)
     }
 
     /// As [`Guard::with_overrides`], on a sandbox shared with other guards.
-    pub fn with_sandbox(
-        sandbox: Arc<Sandbox>,
-        config: Config,
-        overrides: Overrides,
-    ) -> Result<Guard, GuardError> {
+    pub fn with_sandbox(sandbox: Arc<Sandbox>, config: Config, overrides: Overrides) -> Result<Guard, GuardError> {
         config.report();
         let facts = FactsSource::new(config.db.clone(), config.busy_timeout);
         let guard = Guard {
@@ -82,6 +92,8 @@ impl Guard {
                 config: ArcSwap::from_pointee(config.clone()),
                 slot: PolicySlot::default(),
                 watch: Mutex::new(WatchState::default()),
+                ledger: ArcSwapOption::from(open_ledger(&config).map(Arc::new)),
+                shadow: ArcSwapOption::empty(),
             }),
         };
         if let Ok(mut watch) = guard.shared.watch.lock() {
@@ -138,10 +150,7 @@ impl Guard {
     fn decide_many_unlogged(&self, requests: &[Request<'_>], runner: Runner) -> Vec<Decision> {
         let config = self.shared.config.load();
         if let Some(problem) = &config.problem {
-            return requests
-                .iter()
-                .map(|r| Decision::fail_safe(*r, problem))
-                .collect();
+            return requests.iter().map(|r| Decision::fail_safe(*r, problem)).collect();
         }
         if !config.enabled {
             return requests.iter().map(|r| Decision::kill_switch(*r)).collect();
@@ -155,26 +164,66 @@ impl Guard {
                         || "policy-unavailable: no policy is loaded".to_owned(),
                         |p| p.to_string(),
                     );
-                    return requests
-                        .iter()
-                        .map(|r| Decision::fail_safe(*r, &cause))
-                        .collect();
+                    return requests.iter().map(|r| Decision::fail_safe(*r, &cause)).collect();
                 }
             },
         };
         let work_items: Vec<&str> = requests.iter().map(|r| r.work_item).collect();
         let facts = self.shared.facts.load().read_many(&work_items);
+        let ledger = self.shared.ledger.load();
+        let shadow = self.shared.shadow.load();
         requests
             .iter()
             .zip(facts)
             .map(|(request, task)| match task {
-                Err(e) => Decision::fail_safe(*request, e),
+                Err(e) => {
+                    let decision = Decision::fail_safe(*request, e);
+                    if let (Runner::Sandbox, Some(ledger)) = (runner, ledger.as_ref()) {
+                        ledger.record(&decision, None);
+                    }
+                    decision
+                }
                 Ok(task) => match &policy {
-                    Some(policy) => run_sandboxed(policy, &config, *request, task),
                     None => run_native(&config, *request, task),
+                    Some(policy) => {
+                        let (decision, facts, policy_failed) = run_sandboxed(policy, &config, *request, task);
+                        if let Some(ledger) = ledger.as_ref() {
+                            ledger.record(&decision, Some(FactsRecord::from_facts(&facts)));
+                        }
+                        if let Some(shadow) = shadow.as_ref()
+                            && !policy_failed
+                        {
+                            shadow.compare(facts, decision.verdict, &decision.rule);
+                        }
+                        self.shared.slot.observe(&policy.digest, policy_failed);
+                        decision
+                    }
                 },
             })
             .collect()
+    }
+
+    /// Run `candidate` (admitted by the gate) beside the live policy on every decision
+    /// from now on, off the answers' path. Replaces a previous shadow.
+    pub fn start_shadow(&self, candidate: LoadedPolicy) -> Result<Arc<Shadow>, GuardError> {
+        let shadow = Arc::new(Shadow::start(candidate)?);
+        self.shared.shadow.store(Some(Arc::clone(&shadow)));
+        Ok(shadow)
+    }
+
+    /// Stop shadowing; the shadow's totals once its queue has drained.
+    pub fn finish_shadow(&self) -> Option<ShadowStats> {
+        self.shared.shadow.swap(None).map(|shadow| shadow.finish())
+    }
+
+    /// The decision ledger in use, if any.
+    pub fn ledger(&self) -> Option<Arc<Ledger>> {
+        self.shared.ledger.load_full()
+    }
+
+    /// Return to the previous good policy now (what an automatic roll back does).
+    pub fn roll_back(&self, why: &str) -> Option<Outcome> {
+        self.shared.slot.roll_back(why)
     }
 
     /// The policy live now.
@@ -212,11 +261,11 @@ impl Guard {
             watch.policy.settle(&config.policy);
         }
         if path_changed || watch.policy.poll(&config.policy) {
-            return Some(self.shared.slot.load_from(
-                &self.shared.sandbox,
-                &config.policy,
-                config.limits,
-            ));
+            return Some(
+                self.shared
+                    .slot
+                    .load_from(&self.shared.sandbox, &config.policy, config.limits),
+            );
         }
         None
     }
@@ -234,10 +283,9 @@ impl Guard {
             tracing::warn!(target: "deploy_guard::config", "{warning}");
         }
         if fresh.db != running.db || fresh.busy_timeout != running.busy_timeout {
-            self.shared.facts.store(Arc::new(FactsSource::new(
-                fresh.db.clone(),
-                fresh.busy_timeout,
-            )));
+            self.shared
+                .facts
+                .store(Arc::new(FactsSource::new(fresh.db.clone(), fresh.busy_timeout)));
         }
         self.shared.slot.relimit(fresh.limits);
         tracing::warn!(
@@ -282,14 +330,15 @@ fn with_facts(request: Request<'_>, task: Option<&TaskFacts>) -> Decision {
     decision
 }
 
+/// A sandboxed decision, the facts it was made on, and whether the policy failed.
 fn run_sandboxed(
     policy: &LoadedPolicy,
     config: &Config,
     request: Request<'_>,
     task: Option<TaskFacts>,
-) -> Decision {
+) -> (Decision, Facts, bool) {
     let mut decision = with_facts(request, task.as_ref());
-    decision.policy = Some(policy.identity());
+    decision.policy = Some(policy.identity().to_owned());
     decision.policy_digest = Some(policy.digest.clone());
     let facts = Facts {
         work_item_id: request.work_item.to_owned(),
@@ -307,9 +356,20 @@ fn run_sandboxed(
         Ok(ruling) => {
             decision.verdict = ruling.verdict;
             decision.rule = ruling.rule;
-            decision
+            (decision, facts, false)
         }
-        Err(e) => decision.into_fail_safe(e),
+        Err(e) => (decision.into_fail_safe(e), facts, true),
+    }
+}
+
+fn open_ledger(config: &Config) -> Option<Ledger> {
+    let path = config.ledger.as_ref()?;
+    match Ledger::open(path, &config.db, config.ledger_max_rows) {
+        Ok(ledger) => Some(ledger),
+        Err(e) => {
+            tracing::error!(target: "deploy_guard::ledger", "{e}: decisions are not recorded");
+            None
+        }
     }
 }
 

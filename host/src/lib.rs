@@ -39,6 +39,7 @@
 //! # }
 //! ```
 
+pub mod cache;
 pub mod config;
 pub mod decision;
 pub mod engine;
@@ -46,9 +47,11 @@ pub mod facts;
 pub mod gate;
 pub mod grid;
 pub mod guard;
+pub mod ledger;
 pub mod policies;
 pub mod policy;
 pub mod serve;
+pub mod shadow;
 pub mod swap;
 pub mod tracker;
 pub mod vectors;

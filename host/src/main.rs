@@ -55,6 +55,10 @@ enum Command {
     Serve {
         #[command(flatten)]
         paths: Paths,
+        /// Also run this candidate policy on every decision, off the answers' path, and
+        /// report where it disagrees (it must pass the gate).
+        #[arg(long, value_name = "CANDIDATE.wasm")]
+        shadow: Option<PathBuf>,
     },
     /// Run a candidate policy through the gate: exit 0 with a summary, 1 with the reason.
     Check {
@@ -68,9 +72,28 @@ enum Command {
         /// The candidate.
         new: PathBuf,
     },
+    /// Run every decision recorded in a ledger through a candidate policy: what would
+    /// have changed. Exit 0 if nothing, 1 if something, 2 on trouble.
+    Replay {
+        /// The ledger (`DEPLOY_GUARD_LEDGER` of a running deploy-guard).
+        #[arg(long, value_name = "PATH")]
+        ledger: PathBuf,
+        /// The candidate policy.
+        #[arg(long, value_name = "NEW.wasm")]
+        against: PathBuf,
+    },
+    /// Put back the policy that was live before the last swap (kept beside the active
+    /// policy file as `.<name>.previous`); a running serve picks it up.
+    Rollback {
+        #[command(flatten)]
+        paths: Paths,
+    },
     /// The main job on an embedded example: a fresh database with the seed's story, the
     /// decision table, then a hot swap to the next policy and what it changed.
     Demo,
+    /// Decision latency and throughput of a policy against the native Rust reference,
+    /// in one run, on a generated database of 10,000 tasks.
+    Bench(cli::bench::BenchArgs),
     /// Write the embedded policies as deployable files (`<dir>/<name>.wasm`).
     ExportPolicies {
         /// Where to write them.
@@ -88,10 +111,13 @@ fn main() -> ExitCode {
             caller,
             paths,
         } => cli::decide::run(&work_item, target, caller.as_deref(), paths.into()),
-        Command::Serve { paths } => cli::serve::run(paths.into()),
+        Command::Serve { paths, shadow } => cli::serve::run(paths.into(), shadow.as_deref()),
+        Command::Replay { ledger, against } => cli::replay::run(&ledger, &against),
+        Command::Rollback { paths } => cli::rollback::run(paths.into()),
         Command::Check { policy } => cli::check::run(&policy),
         Command::Diff { old, new } => cli::diff::run(&old, &new),
         Command::Demo => cli::demo::run(),
+        Command::Bench(args) => cli::bench::run(args),
         Command::ExportPolicies { out } => cli::export::run(&out),
     };
     match result {

@@ -88,6 +88,10 @@ pub struct LoadedPolicy {
     pub name: String,
     /// What `info` answered.
     pub version: String,
+    /// `name@version`, made once.
+    identity: String,
+    /// The component's bytes (kept so that a swapped-out policy can be restored).
+    bytes: Arc<[u8]>,
 }
 
 impl std::fmt::Debug for LoadedPolicy {
@@ -111,6 +115,11 @@ pub fn digest(bytes: &[u8]) -> String {
     text
 }
 
+/// Compile `bytes` (a component) for the sandbox's engine.
+pub fn compile(sandbox: &Sandbox, bytes: &[u8]) -> Result<Component, LoadError> {
+    Component::new(sandbox.engine(), bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))
+}
+
 /// The first bytes of a component (magic, then version 0x0d and layer 1).
 const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 /// The first bytes of a core module (magic, version 1, layer 0).
@@ -119,11 +128,7 @@ const MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 impl LoadedPolicy {
     /// Compile `bytes` and check the shape: a component, importing nothing, exporting
     /// the `guard-policy` world, whose `info` answers within the limits.
-    pub fn load(
-        sandbox: &Arc<Sandbox>,
-        bytes: &[u8],
-        limits: Limits,
-    ) -> Result<LoadedPolicy, LoadError> {
+    pub fn load(sandbox: &Arc<Sandbox>, bytes: &[u8], limits: Limits) -> Result<LoadedPolicy, LoadError> {
         if bytes.is_empty() {
             return Err(LoadError::NotAComponent("the file is empty".into()));
         }
@@ -138,15 +143,26 @@ impl LoadedPolicy {
                 bytes.len()
             )));
         }
-        let component = Component::new(sandbox.engine(), bytes)
-            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
-        Self::from_component(sandbox, &component, digest(bytes), limits)
+        let digest = digest(bytes);
+        let cached = sandbox.cache().and_then(|cache| cache.load(sandbox.engine(), &digest));
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component = compile(sandbox, bytes)?;
+                if let Some(cache) = sandbox.cache() {
+                    cache.store(sandbox.engine(), &digest, &component);
+                }
+                component
+            }
+        };
+        Self::from_component(sandbox, &component, Arc::from(bytes), digest, limits)
     }
 
     /// Check an already compiled component (the precompiled cache gives these).
     pub fn from_component(
         sandbox: &Arc<Sandbox>,
         component: &Component,
+        bytes: Arc<[u8]>,
         digest: String,
         limits: Limits,
     ) -> Result<LoadedPolicy, LoadError> {
@@ -164,8 +180,7 @@ impl LoadedPolicy {
             .linker()
             .instantiate_pre(component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = GuardPolicyPre::new(instance_pre)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = GuardPolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let mut policy = LoadedPolicy {
             sandbox: Arc::clone(sandbox),
             pre,
@@ -173,6 +188,8 @@ impl LoadedPolicy {
             digest,
             name: String::new(),
             version: String::new(),
+            identity: String::new(),
+            bytes,
         };
         let info = policy.info().map_err(|e| match e {
             // The generated bindings typecheck the exports when the first instance is
@@ -183,24 +200,27 @@ impl LoadedPolicy {
             other => LoadError::Info(other.to_string()),
         })?;
         for (what, value) in [("name", &info.name), ("version", &info.version)] {
-            if value.trim().is_empty()
-                || value.len() > MAX_IDENTITY_BYTES
-                || value.chars().any(char::is_control)
-            {
+            if value.trim().is_empty() || value.len() > MAX_IDENTITY_BYTES || value.chars().any(char::is_control) {
                 return Err(LoadError::Info(format!(
                     "the {what} must be 1 to {MAX_IDENTITY_BYTES} bytes of printable text ({} bytes given)",
                     value.len()
                 )));
             }
         }
+        policy.identity = format!("{}@{}", info.name, info.version);
         policy.name = info.name;
         policy.version = info.version;
         Ok(policy)
     }
 
     /// `name@version`.
-    pub fn identity(&self) -> String {
-        format!("{}@{}", self.name, self.version)
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The component's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The limits decisions of this policy run under.
@@ -217,6 +237,8 @@ impl LoadedPolicy {
             digest: self.digest.clone(),
             name: self.name.clone(),
             version: self.version.clone(),
+            identity: self.identity.clone(),
+            bytes: Arc::clone(&self.bytes),
         }
     }
 
@@ -294,30 +316,21 @@ pub const POLICY_INTERFACE: &str = "orchestrator:deploy-guard/policy@1.0.0";
 /// component of another world is refused with the name of what differs.
 fn check_export_shapes(component: &Component, engine: &wasmtime::Engine) -> Result<(), LoadError> {
     let ty = component.component_type();
-    let Some(policy) = ty
-        .exports(engine)
-        .find_map(|(name, export)| match export.ty {
-            ComponentItem::ComponentInstance(instance) if name == POLICY_INTERFACE => {
-                Some(instance)
-            }
-            _ => None,
-        })
-    else {
-        return Err(LoadError::WrongWorld(format!(
-            "it does not export {POLICY_INTERFACE}"
-        )));
+    let Some(policy) = ty.exports(engine).find_map(|(name, export)| match export.ty {
+        ComponentItem::ComponentInstance(instance) if name == POLICY_INTERFACE => Some(instance),
+        _ => None,
+    }) else {
+        return Err(LoadError::WrongWorld(format!("it does not export {POLICY_INTERFACE}")));
     };
     // (function, parameters the world gives, results the world gives)
     for (function, params, results) in [
         ("decide", ["record"].as_slice(), "record"),
         ("info", [].as_slice(), "record"),
     ] {
-        let func = policy
-            .exports(engine)
-            .find_map(|(name, export)| match export.ty {
-                ComponentItem::ComponentFunc(func) if name == function => Some(func),
-                _ => None,
-            });
+        let func = policy.exports(engine).find_map(|(name, export)| match export.ty {
+            ComponentItem::ComponentFunc(func) if name == function => Some(func),
+            _ => None,
+        });
         let Some(func) = func else {
             return Err(LoadError::WrongWorld(format!(
                 "{POLICY_INTERFACE} does not export the function `{function}`"
@@ -329,10 +342,7 @@ fn check_export_shapes(component: &Component, engine: &wasmtime::Engine) -> Resu
             .collect();
         let found_results: Vec<&str> = func.results().map(|ty| type_kind(&ty)).collect();
         let params_match = found_params.len() == params.len()
-            && func
-                .params()
-                .zip(params)
-                .all(|((_, ty), kind)| type_kind(&ty) == *kind);
+            && func.params().zip(params).all(|((_, ty), kind)| type_kind(&ty) == *kind);
         if !params_match || found_results != [results] {
             return Err(LoadError::WrongWorld(format!(
                 "`{function}` takes ({}) and returns ({}); the guard-policy world's takes ({}) and returns ({results})",
@@ -357,14 +367,7 @@ fn type_kind(ty: &wasmtime::component::Type) -> &'static str {
         Type::Variant(_) => "variant",
         Type::Result(_) => "result",
         Type::Tuple(_) => "tuple",
-        Type::U8
-        | Type::U16
-        | Type::U32
-        | Type::U64
-        | Type::S8
-        | Type::S16
-        | Type::S32
-        | Type::S64 => "integer",
+        Type::U8 | Type::U16 | Type::U32 | Type::U64 | Type::S8 | Type::S16 | Type::S32 | Type::S64 => "integer",
         Type::Float32 | Type::Float64 => "float",
         _ => "another type",
     }

@@ -38,8 +38,7 @@ struct RawRequest {
 
 /// Parse one request line (without its newline).
 pub fn parse_request(line: &[u8]) -> Result<ServeRequest, String> {
-    let text =
-        std::str::from_utf8(line).map_err(|e| format!("the request is not valid UTF-8: {e}"))?;
+    let text = std::str::from_utf8(line).map_err(|e| format!("the request is not valid UTF-8: {e}"))?;
     if text.trim().is_empty() {
         return Err("empty request line".to_owned());
     }
@@ -47,8 +46,8 @@ pub fn parse_request(line: &[u8]) -> Result<ServeRequest, String> {
     if !text.trim_start().starts_with('{') {
         return Err("the request is not a valid JSON request: expected a JSON object".to_owned());
     }
-    let raw: RawRequest = serde_json::from_str(text)
-        .map_err(|e| format!("the request is not a valid JSON request: {e}"))?;
+    let raw: RawRequest =
+        serde_json::from_str(text).map_err(|e| format!("the request is not a valid JSON request: {e}"))?;
     let work_item = raw.work_item.ok_or("missing field `work_item`")?;
     let target = raw.target.ok_or("missing field `target`")?;
     let target = target.parse::<Target>()?;
@@ -116,11 +115,7 @@ fn read_line(input: &mut impl BufRead) -> std::io::Result<Option<Line>> {
 /// one per batch. Answers are written in order and flushed at the end of each batch,
 /// that is whenever no further request is waiting, so a client that waits for its
 /// answer always gets it.
-pub fn serve<R: Read>(
-    guard: &Guard,
-    input: &mut BufReader<R>,
-    output: &mut impl Write,
-) -> std::io::Result<u64> {
+pub fn serve<R: Read>(guard: &Guard, input: &mut BufReader<R>, output: &mut impl Write) -> std::io::Result<u64> {
     let mut answered = 0;
     let mut lines = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -182,10 +177,9 @@ fn answer_batch(guard: &Guard, lines: &[Line]) -> Vec<String> {
     parsed
         .iter()
         .map(|p| match p {
-            Ok(_) => decisions.next().map_or_else(
-                || error_line("internal: no decision was made"),
-                |d| d.to_json(),
-            ),
+            Ok(_) => decisions
+                .next()
+                .map_or_else(|| error_line("internal: no decision was made"), |d| d.to_json()),
             Err(message) => {
                 tracing::warn!(target: "deploy_guard::serve", "malformed request: {message}");
                 error_line(message)

@@ -16,6 +16,7 @@ use arc_swap::ArcSwapOption;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,9 +79,28 @@ impl ChangeDetector {
 #[derive(Debug, Default)]
 pub struct PolicySlot {
     live: ArcSwapOption<LoadedPolicy>,
+    /// The policy live before the current one: what a roll back returns to.
+    previous: ArcSwapOption<LoadedPolicy>,
+    /// Set while the decisions right after a swap are watched.
+    on_probation: AtomicBool,
+    probation: Mutex<Option<Probation>>,
     /// Why no policy is live (start-up with a bad or missing file).
     problem: ArcSwapOption<String>,
     refused: Mutex<Refused>,
+}
+
+/// The decisions after a swap are watched: if [`ROLLBACK_FAILURES`] of the first
+/// [`PROBATION_DECISIONS`] fail safe because of the policy (a trap, a limit, an invalid
+/// result; not a database error), the host returns to the previous policy by itself.
+pub const PROBATION_DECISIONS: u32 = 100;
+/// See [`PROBATION_DECISIONS`].
+pub const ROLLBACK_FAILURES: u32 = 10;
+
+#[derive(Debug)]
+struct Probation {
+    digest: String,
+    decisions: u32,
+    failures: u32,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +114,14 @@ struct Refused {
 /// What a look at the policy file did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The live policy failed too often after its swap, or an operator asked: the
+    /// previous policy is live again.
+    RolledBack {
+        /// The policy that was put back.
+        to: String,
+        /// The policy that was taken out (its digest is refused from now on).
+        from: String,
+    },
     /// A new policy went live (its identity and digest).
     Activated {
         /// `name@version`.
@@ -120,10 +148,22 @@ impl PolicySlot {
 
     /// Replace the live policy (already admitted) and say so.
     pub fn activate(&self, policy: LoadedPolicy, path: &Path) -> Outcome {
-        let identity = policy.identity();
+        let identity = policy.identity().to_owned();
         let digest = policy.digest.clone();
         let previous = self.live.swap(Some(Arc::new(policy)));
         self.problem.store(None);
+        if let Some(old) = &previous {
+            self.previous.store(Some(Arc::clone(old)));
+            if let Ok(mut probation) = self.probation.lock() {
+                *probation = Some(Probation {
+                    digest: digest.clone(),
+                    decisions: 0,
+                    failures: 0,
+                });
+                self.on_probation.store(true, Ordering::Release);
+            }
+            save_previous(path, old.bytes());
+        }
         match previous {
             Some(old) => tracing::warn!(
                 target: "deploy_guard::policy",
@@ -138,6 +178,64 @@ impl PolicySlot {
             ),
         }
         Outcome::Activated { identity, digest }
+    }
+
+    /// Count one decision of the policy `digest`; roll back if it is on probation and
+    /// has failed too often. Cheap when no probation runs (one atomic load).
+    pub fn observe(&self, digest: &str, policy_failed: bool) {
+        if !self.on_probation.load(Ordering::Acquire) {
+            return;
+        }
+        let verdict = {
+            let Ok(mut probation) = self.probation.lock() else { return };
+            let Some(watched) = probation.as_mut().filter(|p| p.digest == digest) else {
+                return;
+            };
+            watched.decisions += 1;
+            watched.failures += u32::from(policy_failed);
+            let verdict = if watched.failures >= ROLLBACK_FAILURES {
+                Some(format!(
+                    "{} of its first {} decisions failed safe",
+                    watched.failures, watched.decisions
+                ))
+            } else if watched.decisions >= PROBATION_DECISIONS {
+                tracing::info!(target: "deploy_guard::policy", digest, failures = watched.failures, "policy passed its probation");
+                None
+            } else {
+                return;
+            };
+            *probation = None;
+            self.on_probation.store(false, Ordering::Release);
+            verdict
+        };
+        if let Some(why) = verdict {
+            self.roll_back(&why);
+        }
+    }
+
+    /// Put the previous policy back in place of the live one, whose digest is refused
+    /// from then on (its file is not re-admitted until its content changes).
+    pub fn roll_back(&self, why: &str) -> Option<Outcome> {
+        let previous = self.previous.swap(None)?;
+        let Some(bad) = self.live.swap(Some(Arc::clone(&previous))) else {
+            return None;
+        };
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.digests.insert(bad.digest.clone());
+        }
+        if let Ok(mut probation) = self.probation.lock() {
+            *probation = None;
+            self.on_probation.store(false, Ordering::Release);
+        }
+        tracing::error!(
+            target: "deploy_guard::policy",
+            from = %bad.identity(), from_digest = %bad.digest, to = %previous.identity(), to_digest = %previous.digest,
+            "policy rolled back: {} -> {}: {why}", bad.identity(), previous.identity()
+        );
+        Some(Outcome::RolledBack {
+            to: previous.identity().to_owned(),
+            from: bad.identity().to_owned(),
+        })
     }
 
     /// Keep the same policy under new limits (a configuration reload).
@@ -181,10 +279,7 @@ impl PolicySlot {
         let vectors = crate::vectors::vectors_path(path);
         match gate::admit(sandbox, &bytes, limits, Some(&vectors)) {
             Ok(admitted) => self.activate(admitted.policy, path),
-            Err(e) => self.refuse(
-                Some(digest),
-                format!("policy refused: {}: {e}", path.display()),
-            ),
+            Err(e) => self.refuse(Some(digest), format!("policy refused: {}: {e}", path.display())),
         }
     }
 
@@ -221,22 +316,42 @@ impl PolicySlot {
     }
 }
 
+/// Where the policy swapped out of `path` is kept, for an operator's roll back
+/// (`deploy-guard rollback`): `.<file name>.previous` beside it.
+pub fn previous_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.previous"))
+}
+
+fn save_previous(path: &Path, bytes: &[u8]) {
+    let target = previous_path(path);
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let written = tempfile::NamedTempFile::new_in(dir).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.persist(&target).map_err(|e| e.error)?;
+        Ok(())
+    });
+    if let Err(e) = written {
+        tracing::warn!(target: "deploy_guard::policy", path = %target.display(), "cannot keep the previous policy: {e}");
+    }
+}
+
 /// A background thread that calls `refresh` every [`POLL_INTERVAL`] until dropped.
 #[derive(Debug)]
 pub struct Watcher {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watcher {
     /// Start polling.
     pub fn spawn(mut refresh: impl FnMut() + Send + 'static) -> std::io::Result<Watcher> {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("deploy-guard-watch".into())
             .spawn(move || {
-                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(POLL_INTERVAL);
                     refresh();
                 }
@@ -250,7 +365,7 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -57,38 +57,21 @@ impl<'g, T: Tracker> GuardedSetters<'g, T> {
     }
 
     /// `set_issue_awaiting_deploy(work_item, reason)`.
-    pub fn set_issue_awaiting_deploy(
-        &mut self,
-        work_item: &str,
-        reason: Option<&str>,
-    ) -> Result<Decision, T::Error> {
+    pub fn set_issue_awaiting_deploy(&mut self, work_item: &str, reason: Option<&str>) -> Result<Decision, T::Error> {
         self.set(work_item, Target::Awaiting, reason)
     }
 
     /// `set_issue_deploying(work_item, reason)`.
-    pub fn set_issue_deploying(
-        &mut self,
-        work_item: &str,
-        reason: Option<&str>,
-    ) -> Result<Decision, T::Error> {
+    pub fn set_issue_deploying(&mut self, work_item: &str, reason: Option<&str>) -> Result<Decision, T::Error> {
         self.set(work_item, Target::Deploying, reason)
     }
 
     /// `set_issue_monitoring(work_item, reason)`.
-    pub fn set_issue_monitoring(
-        &mut self,
-        work_item: &str,
-        reason: Option<&str>,
-    ) -> Result<Decision, T::Error> {
+    pub fn set_issue_monitoring(&mut self, work_item: &str, reason: Option<&str>) -> Result<Decision, T::Error> {
         self.set(work_item, Target::Monitoring, reason)
     }
 
-    fn set(
-        &mut self,
-        work_item: &str,
-        target: Target,
-        reason: Option<&str>,
-    ) -> Result<Decision, T::Error> {
+    fn set(&mut self, work_item: &str, target: Target, reason: Option<&str>) -> Result<Decision, T::Error> {
         let decision = self.guard.decide(work_item, target, reason);
         match decision.verdict {
             Verdict::Allow => self.tracker.stamp(work_item, Status::of(target))?,

@@ -13,7 +13,7 @@
 
 use crate::decision::{Target, Verdict};
 use crate::policy::{Facts, Task};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// A vectors file.
@@ -28,13 +28,23 @@ pub struct Vectors {
     pub cases: Vec<VectorCase>,
 }
 
-/// One case.
+/// One case: facts, and what the policy must answer.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VectorCase {
     /// A name for messages (optional).
     #[serde(default)]
     pub name: Option<String>,
+    /// The facts.
+    #[serde(flatten)]
+    pub facts: FactsRecord,
+    /// What the policy must answer.
+    pub expect: Expectation,
+}
+
+/// The facts of one decision in their canonical JSON form, as vectors give them and
+/// the decision ledger records them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactsRecord {
     /// The work item.
     #[serde(default = "default_work_item")]
     pub work_item: String,
@@ -44,6 +54,7 @@ pub struct VectorCase {
     #[serde(default)]
     pub caller: Option<String>,
     /// The task, null for none.
+    #[serde(default)]
     pub task: Option<VectorTask>,
     /// The window.
     #[serde(default)]
@@ -54,12 +65,10 @@ pub struct VectorCase {
     /// The self-hosting repos.
     #[serde(default = "default_self_hosting")]
     pub self_hosting_repos: Vec<String>,
-    /// What the policy must answer.
-    pub expect: Expectation,
 }
 
 /// A task of a vector.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VectorTask {
     /// Repo as stored.
@@ -87,9 +96,9 @@ fn default_self_hosting() -> Vec<String> {
     vec![crate::config::DEFAULT_SELF_HOSTING.to_owned()]
 }
 
-impl VectorCase {
-    /// The facts of this case.
-    pub fn facts(&self) -> Facts {
+impl FactsRecord {
+    /// The facts for the policy.
+    pub fn to_facts(&self) -> Facts {
         Facts {
             work_item_id: self.work_item.clone(),
             target: crate::guard::wit_target(self.target),
@@ -104,6 +113,24 @@ impl VectorCase {
         }
     }
 
+    /// The record of the facts a policy was given.
+    pub fn from_facts(facts: &Facts) -> FactsRecord {
+        FactsRecord {
+            work_item: facts.work_item_id.clone(),
+            target: crate::guard::host_target(facts.target),
+            caller: facts.caller.clone(),
+            task: facts.task.as_ref().map(|t| VectorTask {
+                repo: t.repo.clone(),
+                stage: t.stage.clone(),
+            }),
+            window_active: facts.window_active,
+            scope_repos: facts.scope_repos.clone(),
+            self_hosting_repos: facts.self_hosting_repos.clone(),
+        }
+    }
+}
+
+impl VectorCase {
     /// How messages name this case.
     pub fn describe(&self, index: usize) -> String {
         match &self.name {

@@ -1,9 +1,7 @@
 //! The `deploy-guard` binary as a process: `decide`, `serve`, `check`, `diff`, `demo`
 //! and `export-policies`, per CONTRACT.md (stdout answers only, exit codes).
 
-use deploy_guard_e2e::{
-    NEXT, REFERENCE, Row, Workspace, binary, insert_sentinel, insert_task, write_atomically,
-};
+use deploy_guard_e2e::{NEXT, REFERENCE, Row, Workspace, binary, insert_sentinel, insert_task, write_atomically};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
@@ -63,10 +61,7 @@ fn decide(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> (Value, Output
         1,
         "stdout carries exactly one answer: {stdout:?}"
     );
-    (
-        serde_json::from_str(&stdout).expect("one JSON object"),
-        output,
-    )
+    (serde_json::from_str(&stdout).expect("one JSON object"), output)
 }
 
 #[test]
@@ -78,24 +73,12 @@ fn decide_answers_every_rule_with_one_json_object() {
         ("ENDURO-12", "deploying", "ALLOW", "out-of-scope"),
         ("ORCH-072", "deploying", "ALLOW", "non-terminal"),
         ("ORCH-055", "monitoring", "SUPPRESS", "cancelled"),
-        (
-            "ORCH-090",
-            "monitoring",
-            "ALLOW",
-            "monitoring-window-active",
-        ),
+        ("ORCH-090", "monitoring", "ALLOW", "monitoring-window-active"),
         ("ORCH-061", "monitoring", "CONVERGE_DONE", "converge-done"),
     ] {
         let (json, output) = decide(
             &ws,
-            &[
-                "--work-item",
-                work_item,
-                "--target",
-                target,
-                "--caller",
-                "monitor-tick",
-            ],
+            &["--work-item", work_item, "--target", target, "--caller", "monitor-tick"],
             &[],
         );
         assert_eq!(
@@ -112,10 +95,7 @@ fn decide_answers_every_rule_with_one_json_object() {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .find(|l| l["target"] == "deploy_guard::decision")
             .unwrap_or_else(|| panic!("no decision line in {stderr}"));
-        assert_eq!(
-            line["level"],
-            if verdict == "ALLOW" { "INFO" } else { "WARN" }
-        );
+        assert_eq!(line["level"], if verdict == "ALLOW" { "INFO" } else { "WARN" });
         let fields = &line["fields"];
         for (field, value) in [
             ("verdict", verdict),
@@ -163,9 +143,7 @@ fn decide_honours_the_kill_switch_and_the_flags() {
     );
     assert_eq!(json["rule"], "fail-safe");
     assert!(
-        json["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("nowhere.db")),
+        json["error"].as_str().is_some_and(|e| e.contains("nowhere.db")),
         "{json}"
     );
     assert!(!missing.exists());
@@ -223,11 +201,7 @@ impl Serve {
             .expect("serve starts");
         let stdin = child.stdin.take().expect("stdin");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Serve {
-            child,
-            stdin,
-            stdout,
-        }
+        Serve { child, stdin, stdout }
     }
 
     fn ask(&mut self, line: &[u8]) -> Value {
@@ -257,30 +231,20 @@ fn serve_answers_in_order_and_survives_malformed_lines() {
     );
     let malformed: Vec<(&[u8], &str)> = vec![
         (b"{not json", "not a valid JSON request"),
-        (
-            br#"{"work_item": "ORCH-061", "target": "done"}"#,
-            "unknown target",
-        ),
+        (br#"{"work_item": "ORCH-061", "target": "done"}"#, "unknown target"),
         (br#"{"target": "awaiting"}"#, "missing field `work_item`"),
         (br#"{"work_item": "ORCH-061"}"#, "missing field `target`"),
         (b"", "empty request line"),
         (b"\xff\xfe{}", "not valid UTF-8"),
         (huge.as_bytes(), "more than"),
         (br#"[1, 2]"#, "not a valid JSON request"),
-        (
-            br#"{"work_item": 5, "target": "awaiting"}"#,
-            "not a valid JSON request",
-        ),
+        (br#"["ORCH-061", "awaiting", null]"#, "expected a JSON object"),
+        (br#"{"work_item": 5, "target": "awaiting"}"#, "not a valid JSON request"),
     ];
     for (line, expected) in malformed {
         let answer = serve.ask(line);
-        let error = answer["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{answer}"));
-        assert!(
-            error.contains(expected),
-            "{error:?} should contain {expected:?}"
-        );
+        let error = answer["error"].as_str().unwrap_or_else(|| panic!("{answer}"));
+        assert!(error.contains(expected), "{error:?} should contain {expected:?}");
         // The loop goes on.
         assert_eq!(serve.ask(good)["rule"], "converge-done");
     }
@@ -302,23 +266,14 @@ fn serve_answers_a_batch_in_order() {
         .stderr(Stdio::null())
         .spawn()
         .expect("serve starts");
-    let items = [
-        "ORCH-061",
-        "ORCH-072",
-        "ORCH-055",
-        "ORCH-090",
-        "bad",
-        "ENDURO-12",
-    ];
+    let items = ["ORCH-061", "ORCH-072", "ORCH-055", "ORCH-090", "bad", "ENDURO-12"];
     let mut input = String::new();
     for _ in 0..50 {
         for item in items {
             if item == "bad" {
                 input.push_str("{oops\n");
             } else {
-                input.push_str(&format!(
-                    "{{\"work_item\":\"{item}\",\"target\":\"monitoring\"}}\n"
-                ));
+                input.push_str(&format!("{{\"work_item\":\"{item}\",\"target\":\"monitoring\"}}\n"));
             }
         }
     }
@@ -357,10 +312,7 @@ fn serve_swaps_the_policy_when_its_file_is_replaced() {
             break answer;
         }
         assert_eq!(answer["policy"], "deploy-status-guard@1.0.0");
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no swap within 5 s"
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "no swap within 5 s");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(
@@ -389,9 +341,7 @@ fn check_passes_the_reference_and_refuses_garbage() {
             env!("CARGO_MANIFEST_DIR"),
             "/../policies/deploy-status-guard.vectors.json"
         ),
-        ws.dir
-            .path()
-            .join("policies/deploy-status-guard.vectors.json"),
+        ws.dir.path().join("policies/deploy-status-guard.vectors.json"),
     )
     .expect("copy vectors");
     let output = command(&ws).arg("check").arg(&good).output().expect("runs");
@@ -417,20 +367,12 @@ fn diff_lists_exactly_the_failed_cases_between_the_versions() {
     let new = ws.dir.path().join("new.wasm");
     std::fs::write(&old, REFERENCE).expect("write");
     std::fs::write(&new, NEXT).expect("write");
-    let output = command(&ws)
-        .arg("diff")
-        .arg(&old)
-        .arg(&new)
-        .output()
-        .expect("runs");
+    let output = command(&ws).arg("diff").arg(&old).arg(&new).output().expect("runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     // failed x (orchestrator with empty scope, svc-a in scope) x 3 targets x 3 windows.
     assert!(stdout.contains("ALLOW -> SUPPRESS: 18 cases"), "{stdout}");
-    assert!(
-        stdout.contains("summary: 18 of 342 cases differ"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("summary: 18 of 342 cases differ"), "{stdout}");
     assert_eq!(
         stdout
             .lines()
@@ -438,12 +380,7 @@ fn diff_lists_exactly_the_failed_cases_between_the_versions() {
             .count(),
         18
     );
-    let output = command(&ws)
-        .arg("diff")
-        .arg(&old)
-        .arg(&old)
-        .output()
-        .expect("runs");
+    let output = command(&ws).arg("diff").arg(&old).arg(&old).output().expect("runs");
     assert_eq!(output.status.code(), Some(0));
     let output = command(&ws)
         .arg("diff")
@@ -475,8 +412,7 @@ fn demo_prints_the_table_and_the_swap_from_any_directory() {
         "{stdout}"
     );
     assert!(
-        stdout
-            .contains("ORCH-090   done       monitoring  ALLOW          monitoring-window-active"),
+        stdout.contains("ORCH-090   done       monitoring  ALLOW          monitoring-window-active"),
         "{stdout}"
     );
     assert!(stdout.contains("deploy-status-guard@1.1.0"), "{stdout}");

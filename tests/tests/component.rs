@@ -16,10 +16,7 @@ fn engine() -> Engine {
 #[test]
 fn the_components_start_with_the_component_header() {
     for bytes in [REFERENCE, NEXT] {
-        assert_eq!(
-            &bytes[..8],
-            &[0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]
-        );
+        assert_eq!(&bytes[..8], &[0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]);
     }
 }
 
@@ -29,23 +26,15 @@ fn the_reference_component_imports_nothing_and_exports_decide_and_info() {
     for bytes in [REFERENCE, NEXT] {
         let component = Component::new(&engine, bytes).expect("a valid component");
         let ty = component.component_type();
-        let imports: Vec<String> = ty
-            .imports(&engine)
-            .map(|(name, _)| name.to_owned())
-            .collect();
+        let imports: Vec<String> = ty.imports(&engine).map(|(name, _)| name.to_owned()).collect();
         assert!(imports.is_empty(), "imports: {imports:?}");
-        let exports: Vec<(String, ComponentItem)> = ty
-            .exports(&engine)
-            .map(|(n, e)| (n.to_owned(), e.ty))
-            .collect();
+        let exports: Vec<(String, ComponentItem)> = ty.exports(&engine).map(|(n, e)| (n.to_owned(), e.ty)).collect();
         let names: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&TYPES_INTERFACE), "{names:?}");
         let policy = exports
             .iter()
             .find_map(|(name, item)| match item {
-                ComponentItem::ComponentInstance(instance) if name == POLICY_INTERFACE => {
-                    Some(instance)
-                }
+                ComponentItem::ComponentInstance(instance) if name == POLICY_INTERFACE => Some(instance),
                 _ => None,
             })
             .expect("the policy interface is exported");
@@ -62,20 +51,14 @@ fn the_reference_component_imports_nothing_and_exports_decide_and_info() {
 #[test]
 fn info_answers_the_name_and_the_crate_version() {
     let sandbox = deploy_guard::engine::Sandbox::new().expect("sandbox");
-    let reference = deploy_guard::policy::LoadedPolicy::load(
-        &sandbox,
-        REFERENCE,
-        deploy_guard::Limits::DEFAULT,
-    )
-    .expect("loads");
+    let reference =
+        deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, deploy_guard::Limits::DEFAULT).expect("loads");
     assert_eq!(
         (reference.name.as_str(), reference.version.as_str()),
         ("deploy-status-guard", "1.0.0")
     );
     assert_eq!(reference.version, deploy_status_guard::POLICY_VERSION);
-    let next =
-        deploy_guard::policy::LoadedPolicy::load(&sandbox, NEXT, deploy_guard::Limits::DEFAULT)
-            .expect("loads");
+    let next = deploy_guard::policy::LoadedPolicy::load(&sandbox, NEXT, deploy_guard::Limits::DEFAULT).expect("loads");
     assert_eq!(next.identity(), "deploy-status-guard@1.1.0");
 }
 
@@ -88,8 +71,7 @@ fn a_decision_never_grows_the_guest_memory() {
         memory_bytes: 4 * 65536,
         ..deploy_guard::Limits::DEFAULT
     };
-    let policy = deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, limits)
-        .expect("fits in 4 pages");
+    let policy = deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, limits).expect("fits in 4 pages");
     let long = "r".repeat(4000);
     let facts = deploy_guard::policy::Facts {
         work_item_id: "W".repeat(1000),
@@ -103,8 +85,6 @@ fn a_decision_never_grows_the_guest_memory() {
         scope_repos: vec![long.clone(), "svc".into()],
         self_hosting_repos: vec!["orchestrator".into()],
     };
-    let ruling = policy
-        .decide(&facts)
-        .expect("decides within its initial memory");
+    let ruling = policy.decide(&facts).expect("decides within its initial memory");
     assert_eq!(ruling.rule, "monitoring-window-active");
 }

@@ -1,9 +1,7 @@
 //! `Guard::decide` end to end: a real SQLite file in the orchestrator's schema, the real
 //! reference component, every rule of the seed, and the facts the seed is subtle about.
 
-use deploy_guard::{
-    Config, Decision, Guard, GuardedSetters, Overrides, Status, Target, Tracker, Verdict,
-};
+use deploy_guard::{Config, Decision, Guard, GuardedSetters, Overrides, Status, Target, Tracker, Verdict};
 use deploy_guard_e2e::{Row, Workspace, insert_sentinel, insert_task};
 use std::collections::HashMap;
 
@@ -48,62 +46,23 @@ fn every_rule_of_the_seed_end_to_end() {
     let ws = story();
     let guard = guard(&ws, ws.config());
     let cases = [
-        (
-            "ORCH-404",
-            Target::Awaiting,
-            Verdict::Allow,
-            "task-not-found",
-        ),
-        (
-            "ENDURO-12",
-            Target::Monitoring,
-            Verdict::Allow,
-            "out-of-scope",
-        ),
-        (
-            "ORCH-072",
-            Target::Deploying,
-            Verdict::Allow,
-            "non-terminal",
-        ),
-        (
-            "ORCH-055",
-            Target::Monitoring,
-            Verdict::Suppress,
-            "cancelled",
-        ),
+        ("ORCH-404", Target::Awaiting, Verdict::Allow, "task-not-found"),
+        ("ENDURO-12", Target::Monitoring, Verdict::Allow, "out-of-scope"),
+        ("ORCH-072", Target::Deploying, Verdict::Allow, "non-terminal"),
+        ("ORCH-055", Target::Monitoring, Verdict::Suppress, "cancelled"),
         (
             "ORCH-090",
             Target::Monitoring,
             Verdict::Allow,
             "monitoring-window-active",
         ),
-        (
-            "ORCH-090",
-            Target::Awaiting,
-            Verdict::ConvergeDone,
-            "converge-done",
-        ),
-        (
-            "ORCH-061",
-            Target::Monitoring,
-            Verdict::ConvergeDone,
-            "converge-done",
-        ),
-        (
-            "ORCH-061",
-            Target::Awaiting,
-            Verdict::ConvergeDone,
-            "converge-done",
-        ),
+        ("ORCH-090", Target::Awaiting, Verdict::ConvergeDone, "converge-done"),
+        ("ORCH-061", Target::Monitoring, Verdict::ConvergeDone, "converge-done"),
+        ("ORCH-061", Target::Awaiting, Verdict::ConvergeDone, "converge-done"),
     ];
     for (work_item, target, verdict, rule) in cases {
         let d = guard.decide(work_item, target, Some("monitor-tick"));
-        assert_eq!(
-            verdict_and_rule(&d),
-            (verdict, rule),
-            "{work_item} {target}: {d:?}"
-        );
+        assert_eq!(verdict_and_rule(&d), (verdict, rule), "{work_item} {target}: {d:?}");
         assert_eq!(d.error, None, "{d:?}");
         assert_eq!(d.caller.as_deref(), Some("monitor-tick"));
         assert_eq!(d.policy.as_deref(), Some("deploy-status-guard@1.0.0"));
@@ -113,10 +72,7 @@ fn every_rule_of_the_seed_end_to_end() {
         );
     }
     let d = guard.decide("ORCH-061", Target::Monitoring, None);
-    assert_eq!(
-        (d.db_stage.as_deref(), d.window_active),
-        (Some("done"), Some(false))
-    );
+    assert_eq!((d.db_stage.as_deref(), d.window_active), (Some("done"), Some(false)));
     let d = guard.decide("ORCH-404", Target::Monitoring, None);
     assert_eq!((d.db_stage, d.window_active), (None, None));
 }
@@ -170,10 +126,7 @@ fn an_unreadable_boolean_disables_the_guard() {
     .into();
     let config = Config::load_from(|n| vars.get(n).cloned(), &Overrides::default());
     let guard = guard(&ws, config);
-    assert_eq!(
-        guard.decide("ORCH-061", Target::Awaiting, None).rule,
-        "kill-switch"
-    );
+    assert_eq!(guard.decide("ORCH-061", Target::Awaiting, None).rule, "kill-switch");
 }
 
 #[test]
@@ -196,24 +149,15 @@ fn the_scope_is_sanitised_and_replaces_the_self_hosting_repos() {
         guard.decide("SVC-1", Target::Awaiting, None).verdict,
         Verdict::ConvergeDone
     );
-    assert_eq!(
-        guard.decide("ORCH-061", Target::Awaiting, None).rule,
-        "out-of-scope"
-    );
+    assert_eq!(guard.decide("ORCH-061", Target::Awaiting, None).rule, "out-of-scope");
     // Sanitised to nothing: self-hosting only, as in the seed.
     let guard = Guard::new(Config {
         scope_repos: Vec::new(),
         ..guard.config().as_ref().clone()
     })
     .expect("guard");
-    assert_eq!(
-        guard.decide("SVC-1", Target::Awaiting, None).rule,
-        "out-of-scope"
-    );
-    assert_eq!(
-        guard.decide("ORCH-061", Target::Awaiting, None).rule,
-        "converge-done"
-    );
+    assert_eq!(guard.decide("SVC-1", Target::Awaiting, None).rule, "out-of-scope");
+    assert_eq!(guard.decide("ORCH-061", Target::Awaiting, None).rule, "converge-done");
 }
 
 #[test]
@@ -253,14 +197,8 @@ fn the_newest_row_of_a_work_item_counts() {
         },
     );
     let guard = guard(&ws, ws.config());
-    assert_eq!(
-        guard.decide("ORCH-1", Target::Awaiting, None).rule,
-        "non-terminal"
-    );
-    assert_eq!(
-        guard.decide("ORCH-2", Target::Awaiting, None).rule,
-        "cancelled"
-    );
+    assert_eq!(guard.decide("ORCH-1", Target::Awaiting, None).rule, "non-terminal");
+    assert_eq!(guard.decide("ORCH-2", Target::Awaiting, None).rule, "cancelled");
 }
 
 #[test]
@@ -305,19 +243,10 @@ fn padded_upper_case_and_null_stages_are_read_as_the_seed_reads_them() {
         (verdict_and_rule(&d), d.db_stage.as_deref()),
         ((Verdict::ConvergeDone, "converge-done"), Some("done"))
     );
-    assert_eq!(
-        guard.decide("UPPER", Target::Awaiting, None).rule,
-        "non-terminal"
-    );
+    assert_eq!(guard.decide("UPPER", Target::Awaiting, None).rule, "non-terminal");
     let d = guard.decide("NULL-STAGE", Target::Awaiting, None);
-    assert_eq!(
-        (d.rule.as_str(), d.db_stage.as_deref()),
-        ("non-terminal", Some(""))
-    );
-    assert_eq!(
-        guard.decide("NULL-REPO", Target::Awaiting, None).rule,
-        "out-of-scope"
-    );
+    assert_eq!((d.rule.as_str(), d.db_stage.as_deref()), ("non-terminal", Some("")));
+    assert_eq!(guard.decide("NULL-REPO", Target::Awaiting, None).rule, "out-of-scope");
 }
 
 #[test]
@@ -337,10 +266,7 @@ fn the_window_is_read_for_the_repo_as_stored() {
     insert_sentinel(&db, "orchestrator", "W-2", "ARMED");
     let guard = guard(&ws, ws.config());
     let d = guard.decide("W-1", Target::Monitoring, None);
-    assert_eq!(
-        (d.rule.as_str(), d.window_active),
-        ("converge-done", Some(false))
-    );
+    assert_eq!((d.rule.as_str(), d.window_active), ("converge-done", Some(false)));
     insert_sentinel(&db, "orchestrator", "W-1", "ARMED");
     let d = guard.decide("W-1", Target::Monitoring, None);
     assert_eq!(
@@ -349,10 +275,7 @@ fn the_window_is_read_for_the_repo_as_stored() {
     );
     insert_sentinel(&db, "orchestrator", "W-1", "DONE");
     let d = guard.decide("W-1", Target::Monitoring, None);
-    assert_eq!(
-        (d.rule.as_str(), d.window_active),
-        ("converge-done", Some(false))
-    );
+    assert_eq!((d.rule.as_str(), d.window_active), ("converge-done", Some(false)));
 }
 
 #[test]
@@ -374,10 +297,7 @@ fn a_missing_database_fails_safe_and_no_file_appears() {
             stage: Some("done"),
         },
     );
-    assert_eq!(
-        guard.decide("ORCH-061", Target::Awaiting, None).rule,
-        "converge-done"
-    );
+    assert_eq!(guard.decide("ORCH-061", Target::Awaiting, None).rule, "converge-done");
 }
 
 #[test]
@@ -391,9 +311,7 @@ fn a_database_without_the_tables_fails_safe() {
     let d = guard.decide("ORCH-061", Target::Awaiting, None);
     assert_eq!(d.rule, "fail-safe");
     assert!(
-        d.error
-            .as_deref()
-            .is_some_and(|e| e.contains("no such table: tasks")),
+        d.error.as_deref().is_some_and(|e| e.contains("no such table: tasks")),
         "{d:?}"
     );
 }
@@ -426,9 +344,7 @@ fn a_database_without_the_sentinels_table_decides_as_the_seed_would() {
     assert_eq!(verdict_and_rule(&d), (Verdict::Allow, "window-unknown"));
     assert_eq!(d.window_active, None);
     assert!(
-        d.error
-            .as_deref()
-            .is_some_and(|e| e.contains("post_deploy_sentinels")),
+        d.error.as_deref().is_some_and(|e| e.contains("post_deploy_sentinels")),
         "{d:?}"
     );
     // Elsewhere the seed never reads it: the verdicts are the ordinary ones.
@@ -436,10 +352,7 @@ fn a_database_without_the_sentinels_table_decides_as_the_seed_would() {
         verdict_and_rule(&guard.decide("DONE-1", Target::Awaiting, None)),
         (Verdict::ConvergeDone, "converge-done")
     );
-    assert_eq!(
-        guard.decide("LIVE-1", Target::Monitoring, None).rule,
-        "non-terminal"
-    );
+    assert_eq!(guard.decide("LIVE-1", Target::Monitoring, None).rule, "non-terminal");
 }
 
 #[test]
@@ -497,10 +410,7 @@ fn a_missing_policy_fails_safe_and_recovers_when_a_good_file_lands() {
         guard.policy().is_some()
     });
     assert!(noticed, "the good policy was never loaded");
-    assert_eq!(
-        guard.decide("ORCH-061", Target::Awaiting, None).rule,
-        "converge-done"
-    );
+    assert_eq!(guard.decide("ORCH-061", Target::Awaiting, None).rule, "converge-done");
 }
 
 #[derive(Default)]
@@ -526,12 +436,8 @@ fn the_guarded_setters_act_on_the_verdict() {
         (d.verdict, d.caller.as_deref()),
         (Verdict::ConvergeDone, Some("stale-retry"))
     );
-    setters
-        .set_issue_deploying("ORCH-072", None)
-        .expect("infallible");
-    setters
-        .set_issue_monitoring("ORCH-055", None)
-        .expect("infallible");
+    setters.set_issue_deploying("ORCH-072", None).expect("infallible");
+    setters.set_issue_monitoring("ORCH-055", None).expect("infallible");
     setters
         .set_issue_monitoring("ORCH-090", Some("post-deploy"))
         .expect("infallible");
@@ -554,10 +460,7 @@ fn many_threads_decide_at_once() {
         for _ in 0..4 {
             scope.spawn(|| {
                 for _ in 0..200 {
-                    assert_eq!(
-                        guard.decide("ORCH-061", Target::Monitoring, None).rule,
-                        "converge-done"
-                    );
+                    assert_eq!(guard.decide("ORCH-061", Target::Monitoring, None).rule, "converge-done");
                     assert_eq!(
                         guard.decide("ORCH-090", Target::Monitoring, None).rule,
                         "monitoring-window-active"

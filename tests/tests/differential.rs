@@ -12,10 +12,9 @@ use std::sync::OnceLock;
 
 /// CPython 3's `str.isspace()` characters.
 const PY_WHITESPACE: &[char] = &[
-    '\t', '\n', '\u{b}', '\u{c}', '\r', '\u{1c}', '\u{1d}', '\u{1e}', '\u{1f}', ' ', '\u{85}',
-    '\u{a0}', '\u{1680}', '\u{2000}', '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}', '\u{2005}',
-    '\u{2006}', '\u{2007}', '\u{2008}', '\u{2009}', '\u{200a}', '\u{2028}', '\u{2029}', '\u{202f}',
-    '\u{205f}', '\u{3000}',
+    '\t', '\n', '\u{b}', '\u{c}', '\r', '\u{1c}', '\u{1d}', '\u{1e}', '\u{1f}', ' ', '\u{85}', '\u{a0}', '\u{1680}',
+    '\u{2000}', '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}', '\u{2005}', '\u{2006}', '\u{2007}', '\u{2008}',
+    '\u{2009}', '\u{200a}', '\u{2028}', '\u{2029}', '\u{202f}', '\u{205f}', '\u{3000}',
 ];
 
 fn strip(s: &str) -> &str {
@@ -63,8 +62,7 @@ fn policy() -> &'static LoadedPolicy {
     static POLICY: OnceLock<LoadedPolicy> = OnceLock::new();
     POLICY.get_or_init(|| {
         let sandbox = Sandbox::new().expect("sandbox");
-        LoadedPolicy::load(&sandbox, deploy_guard_e2e::REFERENCE, Limits::DEFAULT)
-            .expect("reference loads")
+        LoadedPolicy::load(&sandbox, deploy_guard_e2e::REFERENCE, Limits::DEFAULT).expect("reference loads")
     })
 }
 
@@ -86,13 +84,11 @@ fn word(words: &'static [&'static str]) -> impl Strategy<Value = String> {
         any::<bool>(),
         "\\PC{0,6}",
     )
-        .prop_map(|(a, w, b, arbitrary, noise)| {
-            if arbitrary {
-                noise
-            } else {
-                format!("{a}{w}{b}")
-            }
-        })
+        .prop_map(
+            |(a, w, b, arbitrary, noise)| {
+                if arbitrary { noise } else { format!("{a}{w}{b}") }
+            },
+        )
 }
 
 const STAGES: &[&str] = &[
@@ -106,14 +102,7 @@ const STAGES: &[&str] = &[
     "",
     "review",
 ];
-const REPOS: &[&str] = &[
-    "orchestrator",
-    "svc-a",
-    "svc-b",
-    "enduro-trails",
-    "",
-    "Orchestrator",
-];
+const REPOS: &[&str] = &["orchestrator", "svc-a", "svc-b", "enduro-trails", "", "Orchestrator"];
 
 fn facts() -> impl Strategy<Value = Facts> {
     (

@@ -41,10 +41,8 @@ fn sandbox() -> &'static Arc<Sandbox> {
 /// The reference policy, loaded on the shared sandbox.
 fn reference() -> &'static LoadedPolicy {
     static REFERENCE_POLICY: OnceLock<LoadedPolicy> = OnceLock::new();
-    REFERENCE_POLICY.get_or_init(|| {
-        LoadedPolicy::load(sandbox(), REFERENCE, Limits::DEFAULT)
-            .expect("the reference policy loads")
-    })
+    REFERENCE_POLICY
+        .get_or_init(|| LoadedPolicy::load(sandbox(), REFERENCE, Limits::DEFAULT).expect("the reference policy loads"))
 }
 
 /// A finished task of a self-hosting repo stamped Monitoring with its window closed:
@@ -66,9 +64,7 @@ fn facts() -> Facts {
 
 /// The sandbox is still sound: the reference policy, on the same engine, decides right.
 fn assert_reference_still_right() {
-    let ruling = reference()
-        .decide(&facts())
-        .expect("the reference policy decides");
+    let ruling = reference().decide(&facts()).expect("the reference policy decides");
     assert_eq!(
         ruling,
         Ruling {
@@ -80,27 +76,23 @@ fn assert_reference_still_right() {
 
 /// Loading `bytes` fails; the error is returned for the caller's exact assertion.
 fn load_error(bytes: &[u8]) -> LoadError {
-    let error = LoadedPolicy::load(sandbox(), bytes, Limits::DEFAULT)
-        .expect_err("a hostile policy must not load");
+    let error = LoadedPolicy::load(sandbox(), bytes, Limits::DEFAULT).expect_err("a hostile policy must not load");
     assert_reference_still_right();
     error
 }
 
 /// `bytes` loads (it is well-formed) but `decide` fails under `limits`.
 fn decide_error(bytes: &[u8], limits: Limits) -> RunError {
-    let policy =
-        LoadedPolicy::load(sandbox(), bytes, limits).expect("this hostile policy passes loading");
-    let error = policy
-        .decide(&facts())
-        .expect_err("a hostile decision must fail");
+    let policy = LoadedPolicy::load(sandbox(), bytes, limits).expect("this hostile policy passes loading");
+    let error = policy.decide(&facts()).expect_err("a hostile decision must fail");
     assert_reference_still_right();
     error
 }
 
 /// The gate refuses `bytes` (default limits, no vectors).
 fn gate_error(bytes: &[u8]) -> GateError {
-    let error = gate::admit(sandbox(), bytes, Limits::DEFAULT, None)
-        .expect_err("the gate must refuse a hostile policy");
+    let error =
+        gate::admit(sandbox(), bytes, Limits::DEFAULT, None).expect_err("the gate must refuse a hostile policy");
     eprintln!("gate refused: {error}");
     assert_reference_still_right();
     error
@@ -122,8 +114,7 @@ fn workspace() -> Workspace {
 }
 
 fn start_guard(ws: &Workspace) -> Guard {
-    Guard::with_sandbox(Arc::clone(sandbox()), ws.config(), Overrides::default())
-        .expect("starting a guard")
+    Guard::with_sandbox(Arc::clone(sandbox()), ws.config(), Overrides::default()).expect("starting a guard")
 }
 
 /// Through a [`Guard`]: a guard started with `bytes` as its policy fails safe with
@@ -135,10 +126,7 @@ fn assert_guard_refuses(bytes: &[u8], names_problem: impl Fn(&str) -> bool) {
     let ws = workspace();
     write_atomically(&ws.policy(), bytes);
     let guard = start_guard(&ws);
-    assert!(
-        guard.policy().is_none(),
-        "a hostile policy went live at start-up"
-    );
+    assert!(guard.policy().is_none(), "a hostile policy went live at start-up");
     for target in Target::ALL {
         let decision = guard.decide("ORCH-061", target, Some("hostile-test"));
         assert_eq!(
@@ -170,10 +158,7 @@ fn assert_guard_refuses(bytes: &[u8], names_problem: impl Fn(&str) -> bool) {
         (Verdict::ConvergeDone, "converge-done"),
         "{before:?}"
     );
-    let digest = before
-        .policy_digest
-        .clone()
-        .expect("the reference policy ran");
+    let digest = before.policy_digest.clone().expect("the reference policy ran");
     write_atomically(&ws.policy(), bytes);
     // The first look notices the change, the next one (its metadata held still) acts.
     let mut outcome = guard.refresh();
@@ -191,10 +176,7 @@ fn assert_guard_refuses(bytes: &[u8], names_problem: impl Fn(&str) -> bool) {
         ),
         other => panic!("the swap to a hostile policy was not refused: {other:?}"),
     }
-    assert_eq!(
-        guard.policy().map(|p| p.digest.clone()),
-        Some(digest.clone())
-    );
+    assert_eq!(guard.policy().map(|p| p.digest.clone()), Some(digest.clone()));
     for _ in 0..3 {
         let after = guard.decide("ORCH-061", Target::Monitoring, Some("hostile-test"));
         assert_eq!(
@@ -218,13 +200,10 @@ fn grid_failure(class: &'static str) -> impl Fn(&str) -> bool {
 
 #[test]
 fn the_control_built_by_the_same_harness_passes_the_gate() {
-    let admitted = gate::admit(sandbox(), hostile::WELL_BEHAVED, Limits::DEFAULT, None)
-        .expect("the control is admitted");
+    let admitted =
+        gate::admit(sandbox(), hostile::WELL_BEHAVED, Limits::DEFAULT, None).expect("the control is admitted");
     assert_eq!(admitted.policy.identity(), "well-behaved@1.0.0");
-    let ruling = admitted
-        .policy
-        .decide(&facts())
-        .expect("the control decides");
+    let ruling = admitted.policy.decide(&facts()).expect("the control decides");
     assert_eq!(
         ruling,
         Ruling {
@@ -249,9 +228,7 @@ fn a_core_module_is_refused_as_a_core_module() {
         gate_error(hostile::CORE_MODULE),
         GateError::Load(LoadError::NotAComponent(_))
     ));
-    assert_guard_refuses(hostile::CORE_MODULE, |r| {
-        r.contains("core WebAssembly module")
-    });
+    assert_guard_refuses(hostile::CORE_MODULE, |r| r.contains("core WebAssembly module"));
 }
 
 #[test]
@@ -261,10 +238,7 @@ fn empty_bytes_are_refused_as_empty() {
         panic!("wrong class: {error:?}")
     };
     assert!(reason.contains("empty"), "{reason}");
-    assert!(matches!(
-        gate_error(b""),
-        GateError::Load(LoadError::NotAComponent(_))
-    ));
+    assert!(matches!(gate_error(b""), GateError::Load(LoadError::NotAComponent(_))));
     assert_guard_refuses(b"", |r| r.contains("empty"));
 }
 
@@ -276,18 +250,9 @@ fn truncated_bytes_are_refused() {
         panic!("wrong class: {error:?}")
     };
     // It has the component header, so it is the parser that refuses it.
-    assert!(
-        !reason.contains("component header") && !reason.is_empty(),
-        "{reason}"
-    );
-    assert!(
-        error.to_string().starts_with("not a component: "),
-        "{error}"
-    );
-    assert!(matches!(
-        gate_error(half),
-        GateError::Load(LoadError::NotAComponent(_))
-    ));
+    assert!(!reason.contains("component header") && !reason.is_empty(), "{reason}");
+    assert!(error.to_string().starts_with("not a component: "), "{error}");
+    assert!(matches!(gate_error(half), GateError::Load(LoadError::NotAComponent(_))));
     assert_guard_refuses(half, |r| r.contains("not a component: "));
 }
 
@@ -368,10 +333,7 @@ fn an_unknown_import_is_refused_by_name() {
 #[test]
 fn decide_with_another_signature_is_of_the_wrong_world() {
     // Safe whatever the class: refused at the gate, never live in a guard.
-    assert!(matches!(
-        gate_error(hostile::WRONG_SIGNATURE),
-        GateError::Load(_)
-    ));
+    assert!(matches!(gate_error(hostile::WRONG_SIGNATURE), GateError::Load(_)));
     assert_guard_refuses(hostile::WRONG_SIGNATURE, |r| {
         r.contains("decide") || r.contains("type mismatch")
     });
@@ -445,10 +407,7 @@ fn a_huge_initial_memory_is_refused_at_load() {
 fn a_giant_initial_memory_is_refused_at_load() {
     let error = load_error(hostile::GIANT_MEMORY);
     assert!(error.to_string().contains("memory"), "{error}");
-    assert!(matches!(
-        gate_error(hostile::GIANT_MEMORY),
-        GateError::Load(_)
-    ));
+    assert!(matches!(gate_error(hostile::GIANT_MEMORY), GateError::Load(_)));
     assert_guard_refuses(hostile::GIANT_MEMORY, |r| r.contains("memory"));
 }
 
@@ -475,10 +434,7 @@ fn a_huge_initial_table_is_refused_at_load() {
 fn a_giant_initial_table_is_refused_at_load() {
     let error = load_error(hostile::GIANT_TABLE);
     assert!(error.to_string().contains("table"), "{error}");
-    assert!(matches!(
-        gate_error(hostile::GIANT_TABLE),
-        GateError::Load(_)
-    ));
+    assert!(matches!(gate_error(hostile::GIANT_TABLE), GateError::Load(_)));
     assert_guard_refuses(hostile::GIANT_TABLE, |r| r.contains("table"));
 }
 
@@ -491,10 +447,7 @@ fn an_endless_loop_runs_out_of_fuel_or_time_with_the_default_limits() {
     let started = Instant::now();
     let error = decide_error(hostile::ENDLESS_LOOP, Limits::DEFAULT);
     let elapsed = started.elapsed();
-    assert!(
-        matches!(error, RunError::Fuel(_) | RunError::Deadline(_)),
-        "{error:?}"
-    );
+    assert!(matches!(error, RunError::Fuel(_) | RunError::Deadline(_)), "{error:?}");
     assert!(
         elapsed < Duration::from_secs(1),
         "the default limits let it run {elapsed:?}"
@@ -531,9 +484,7 @@ fn an_endless_loop_with_all_the_fuel_in_the_world_is_stopped_at_the_deadline() {
     };
     let policy = LoadedPolicy::load(sandbox(), hostile::ENDLESS_LOOP, limits).expect("it loads");
     let started = Instant::now();
-    let error = policy
-        .decide(&facts())
-        .expect_err("an endless loop cannot decide");
+    let error = policy.decide(&facts()).expect_err("an endless loop cannot decide");
     let elapsed = started.elapsed();
     eprintln!("endless loop stopped after {elapsed:?} (deadline 50 ms)");
     assert!(matches!(error, RunError::Deadline(50)), "{error:?}");
@@ -653,10 +604,7 @@ fn a_rule_out_of_bounds_is_an_invalid_result() {
             ..
         }
     ));
-    assert_guard_refuses(
-        hostile::RULE_OUT_OF_BOUNDS,
-        grid_failure("invalid-result: "),
-    );
+    assert_guard_refuses(hostile::RULE_OUT_OF_BOUNDS, grid_failure("invalid-result: "));
 }
 
 #[test]
@@ -726,9 +674,7 @@ fn resident_memory_child() {
         let facts = facts();
         let run = |n: usize| {
             for _ in 0..n {
-                let error = policy
-                    .decide(&facts)
-                    .expect_err("a hostile decision must fail");
+                let error = policy.decide(&facts).expect_err("a hostile decision must fail");
                 assert!(error.to_string().starts_with(class), "{error}");
             }
         };

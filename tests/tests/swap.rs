@@ -78,10 +78,7 @@ fn deciding_threads_see_exactly_one_policy_per_answer_across_100_swaps() {
             // Hold the live lock across the swap so that deciders see a consistent "live".
             let mut current = live.lock().expect("lock");
             let outcome = guard_refresh_until_swapped(&guard, digest);
-            assert!(
-                matches!(outcome, Outcome::Activated { .. }),
-                "swap {swap}: {outcome:?}"
-            );
+            assert!(matches!(outcome, Outcome::Activated { .. }), "swap {swap}: {outcome:?}");
             *current = digest.clone();
         }
         stop.store(true, Ordering::Relaxed);
@@ -140,11 +137,7 @@ fn bad_candidates_never_go_live_and_the_last_write_wins() {
         write_atomically(&ws.policy(), bytes);
         std::thread::sleep(Duration::from_millis(350));
         let d = guard.decide("ORCH-081", Target::Awaiting, None);
-        assert_eq!(
-            d.policy_digest.as_deref(),
-            Some(reference.as_str()),
-            "{what} went live"
-        );
+        assert_eq!(d.policy_digest.as_deref(), Some(reference.as_str()), "{what} went live");
         assert_eq!(d.rule, "non-terminal", "{what}");
     }
     // A rapid series of writes ends on the last one.
@@ -170,10 +163,7 @@ fn a_file_copied_in_place_goes_live_only_when_complete() {
     // Half the bytes, left half-written long enough to be looked at: refused.
     std::fs::write(ws.policy(), &NEXT[..NEXT.len() / 2]).expect("write");
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(
-        guard.policy().map(|p| p.version.clone()).as_deref(),
-        Some("1.0.0")
-    );
+    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.0.0"));
     // The copy completes in place (same inode): now it goes live.
     let mut file = std::fs::OpenOptions::new()
         .append(true)
@@ -195,13 +185,7 @@ fn a_policy_that_fails_its_vectors_is_refused() {
     // Vectors that say a failed task is ALLOWed: the next policy disagrees.
     let vectors = r#"{"cases": [{"target": "awaiting", "task": {"repo": "orchestrator", "stage": "failed"},
         "expect": {"verdict": "ALLOW", "rule": "non-terminal"}}]}"#;
-    std::fs::write(
-        ws.dir
-            .path()
-            .join("policies/deploy-status-guard.vectors.json"),
-        vectors,
-    )
-    .expect("write");
+    std::fs::write(ws.dir.path().join("policies/deploy-status-guard.vectors.json"), vectors).expect("write");
     write_atomically(&ws.policy(), NEXT);
     let outcome = guard_refresh(&guard);
     let Outcome::Refused(reason) = outcome else {
@@ -211,10 +195,7 @@ fn a_policy_that_fails_its_vectors_is_refused() {
         reason.contains("vectors: vector 1: expected ALLOW (non-terminal), got SUPPRESS (failed)"),
         "{reason}"
     );
-    assert_eq!(
-        guard.policy().map(|p| p.version.clone()).as_deref(),
-        Some("1.0.0")
-    );
+    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.0.0"));
     // The same content is not re-examined (its refusal was logged once).
     assert_eq!(guard.refresh(), None);
 }
@@ -235,11 +216,7 @@ fn the_config_file_is_reloaded_and_a_bad_one_keeps_the_running_configuration() {
     let file = ws.dir.path().join("guard.toml");
     std::fs::write(
         &file,
-        format!(
-            "db = {:?}\npolicy = {:?}\nenabled = true\n",
-            ws.db(),
-            ws.policy()
-        ),
+        format!("db = {:?}\npolicy = {:?}\nenabled = true\n", ws.db(), ws.policy()),
     )
     .expect("write");
     let config = deploy_guard::Config::load_from(
@@ -248,21 +225,13 @@ fn the_config_file_is_reloaded_and_a_bad_one_keeps_the_running_configuration() {
     );
     assert_eq!(config.problem, None);
     let guard = Arc::new(Guard::new(config).expect("guard"));
-    assert_eq!(
-        guard.decide("ORCH-081", Target::Awaiting, None).rule,
-        "non-terminal"
-    );
+    assert_eq!(guard.decide("ORCH-081", Target::Awaiting, None).rule, "non-terminal");
     // Reload reads DEPLOY_GUARD_CONFIG from the process environment.
     // SAFETY: this test binary sets the variable once, before any other thread reads it.
     unsafe { std::env::set_var("DEPLOY_GUARD_CONFIG", &file) };
     write_atomically(
         &file,
-        format!(
-            "db = {:?}\npolicy = {:?}\nenabled = false\n",
-            ws.db(),
-            ws.policy()
-        )
-        .as_bytes(),
+        format!("db = {:?}\npolicy = {:?}\nenabled = false\n", ws.db(), ws.policy()).as_bytes(),
     );
     let switched = (0..50).any(|_| {
         std::thread::sleep(Duration::from_millis(30));

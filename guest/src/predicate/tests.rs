@@ -305,9 +305,7 @@ fn exhaustive_grid_matches_the_seed_table() {
         (RepoIs::Outside, _) => false,
     };
     // The verdict for an applicable task: (stage, target is monitoring, window) -> expected.
-    let terminal_table = |stage: StageIs, monitoring: bool, window: Option<bool>| match (
-        stage, monitoring, window,
-    ) {
+    let terminal_table = |stage: StageIs, monitoring: bool, window: Option<bool>| match (stage, monitoring, window) {
         (StageIs::Live, _, _) => (Verdict::Allow, "non-terminal"),
         (StageIs::Cancelled, _, _) => (Verdict::Suppress, "cancelled"),
         (StageIs::Done, true, Some(true)) => (Verdict::Allow, "monitoring-window-active"),

@@ -14,19 +14,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     match admit_file(&sandbox, path, config.limits) {
         Ok(admitted) => {
             let policy = &admitted.policy;
-            println!(
-                "ok: {} is {} ({})",
-                path.display(),
-                policy.identity(),
-                policy.digest
-            );
-            println!(
-                "  a component of orchestrator:deploy-guard/guard-policy@1.0.0 that imports nothing"
-            );
-            println!(
-                "  info answers name {:?}, version {:?}",
-                policy.name, policy.version
-            );
+            println!("ok: {} is {} ({})", path.display(), policy.identity(), policy.digest);
+            println!("  a component of orchestrator:deploy-guard/guard-policy@1.0.0 that imports nothing");
+            println!("  info answers name {:?}, version {:?}", policy.name, policy.version);
             println!(
                 "  fact grid: {} of {GRID_CASES} cases decided within the limits",
                 admitted.grid.len()

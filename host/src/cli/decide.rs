@@ -3,12 +3,7 @@
 use deploy_guard::{Config, Decision, Guard, Overrides, Request, Target};
 use std::process::ExitCode;
 
-pub fn run(
-    work_item: &str,
-    target: Target,
-    caller: Option<&str>,
-    overrides: Overrides,
-) -> anyhow::Result<ExitCode> {
+pub fn run(work_item: &str, target: Target, caller: Option<&str>, overrides: Overrides) -> anyhow::Result<ExitCode> {
     let config = Config::load(&overrides);
     super::init_logging(config.log, "info");
     let decision = match Guard::with_overrides(config, overrides) {

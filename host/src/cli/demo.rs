@@ -21,13 +21,7 @@ const STORY: &[(&str, &str, &str, &[&str], &str)] = &[
         &["ARMED", "DONE"],
         "done, window over: must hold Done",
     ),
-    (
-        "ORCH-072",
-        "orchestrator",
-        "deploy",
-        &["ARMED"],
-        "mid-deploy",
-    ),
+    ("ORCH-072", "orchestrator", "deploy", &["ARMED"], "mid-deploy"),
     ("ORCH-055", "orchestrator", "cancelled", &[], "cancelled"),
     (
         "ORCH-090",
@@ -36,20 +30,8 @@ const STORY: &[(&str, &str, &str, &[&str], &str)] = &[
         &["ARMED"],
         "done, inside its monitoring window",
     ),
-    (
-        "ORCH-081",
-        "orchestrator",
-        "failed",
-        &[],
-        "deployment given up",
-    ),
-    (
-        "ENDURO-12",
-        "enduro-trails",
-        "done",
-        &[],
-        "a repo out of scope",
-    ),
+    ("ORCH-081", "orchestrator", "failed", &[], "deployment given up"),
+    ("ENDURO-12", "enduro-trails", "done", &[], "a repo out of scope"),
     ("ORCH-404", "", "", &[], "no task in the database"),
 ];
 
@@ -98,8 +80,7 @@ fn print_table(decisions: &[Decision]) {
             d.target,
             d.verdict,
             d.rule,
-            d.window_active
-                .map_or("-", |w| if w { "active" } else { "closed" }),
+            d.window_active.map_or("-", |w| if w { "active" } else { "closed" }),
         );
     }
 }
@@ -117,10 +98,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies)?;
     let active = policies.join("deploy-status-guard.wasm");
-    std::fs::write(
-        policies.join("deploy-status-guard.vectors.json"),
-        REFERENCE_VECTORS,
-    )?;
+    std::fs::write(policies.join("deploy-status-guard.vectors.json"), REFERENCE_VECTORS)?;
     write_atomically(&active, DEPLOY_STATUS_GUARD)?;
 
     println!(
@@ -146,14 +124,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         warnings: Vec::new(),
         ..config
     })?;
-    let before_policy = guard
-        .policy()
-        .context("the embedded reference policy did not load")?;
-    println!(
-        "\npolicy {} ({})",
-        before_policy.identity(),
-        before_policy.digest
-    );
+    let before_policy = guard.policy().context("the embedded reference policy did not load")?;
+    println!("\npolicy {} ({})", before_policy.identity(), before_policy.digest);
     let before = table(&guard);
     print_table(&before);
 

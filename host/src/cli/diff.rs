@@ -11,9 +11,7 @@ pub fn run(old: &Path, new: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(&Overrides::default());
     super::init_logging(config.log, "warn");
     let sandbox = Sandbox::new()?;
-    let load = |path: &Path| {
-        admit_file(&sandbox, path, config.limits).map_err(|e| format!("{}: {e}", path.display()))
-    };
+    let load = |path: &Path| admit_file(&sandbox, path, config.limits).map_err(|e| format!("{}: {e}", path.display()));
     let (old_admitted, new_admitted) = match (load(old), load(new)) {
         (Ok(o), Ok(n)) => (o, n),
         (Err(e), _) | (_, Err(e)) => {

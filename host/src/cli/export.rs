@@ -26,16 +26,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut file, bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let mut file =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut file, bytes).with_context(|| format!("writing {}", path.display()))?;
     // Readable by the orchestrator's user too (a temporary file starts as 0600).
-    std::fs::set_permissions(
-        file.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .with_context(|| format!("setting the mode of {}", path.display()))?;
+    std::fs::set_permissions(file.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
     file.persist(path)
         .with_context(|| format!("renaming onto {}", path.display()))?;
     Ok(())

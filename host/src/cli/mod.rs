@@ -1,10 +1,13 @@
 //! One file per command.
 
+pub mod bench;
 pub mod check;
 pub mod decide;
 pub mod demo;
 pub mod diff;
 pub mod export;
+pub mod replay;
+pub mod rollback;
 pub mod serve;
 
 use deploy_guard::LogFormat;
@@ -13,8 +16,7 @@ use tracing_subscriber::EnvFilter;
 /// Log lines to stderr (never stdout: it carries the answers), text or JSON,
 /// filtered by RUST_LOG (default: `default_filter`).
 pub fn init_logging(format: LogFormat, default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colours only on a terminal: a pipe or a log file gets plain text.

@@ -1,12 +1,26 @@
-//! `deploy-guard serve`: the JSON-lines loop with hot swap.
+//! `deploy-guard serve`: the JSON-lines loop with hot swap, and shadow mode.
 
+use deploy_guard::gate::admit_file;
 use deploy_guard::{Config, Guard, Overrides};
+use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
+pub fn run(overrides: Overrides, shadow: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = Config::load(&overrides);
     super::init_logging(config.log, "info");
-    let guard = Guard::with_overrides(config, overrides)?;
+    let guard = Guard::with_overrides(config.clone(), overrides)?;
+    if let Some(candidate) = shadow {
+        match admit_file(guard.sandbox(), candidate, config.limits) {
+            Ok(admitted) => {
+                let shadow = guard.start_shadow(admitted.policy)?;
+                tracing::info!(target: "deploy_guard::shadow", candidate = shadow.candidate(), "shadowing");
+            }
+            Err(e) => {
+                eprintln!("deploy-guard: the shadow candidate is refused: {}: {e}", candidate.display());
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     let _watcher = guard.watch()?;
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
@@ -14,5 +28,13 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
     let mut output = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let answered = deploy_guard::serve::serve(&guard, &mut input, &mut output)?;
     tracing::info!(target: "deploy_guard::serve", answered, "end of input");
+    if let Some(stats) = guard.finish_shadow() {
+        let candidate = shadow.map(|p| p.display().to_string()).unwrap_or_default();
+        // A summary for the operator: stderr, since stdout carries answers only.
+        eprintln!("{}", stats.summary(&candidate));
+    }
+    if let Some(ledger) = guard.ledger() {
+        ledger.flush();
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,9 +19,7 @@ pub const POLICY_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// suppressed.
 pub fn decide<S: AsRef<str>>(facts: &Facts<'_, S>) -> (Verdict, &'static str) {
     let ruling = predicate::decide(facts);
-    let failed = facts
-        .task
-        .is_some_and(|task| predicate::py_strip(task.stage) == FAILED);
+    let failed = facts.task.is_some_and(|task| predicate::py_strip(task.stage) == FAILED);
     // NonTerminal means: a task exists and the guard applies to its repo.
     if ruling.rule == Rule::NonTerminal && failed {
         return (Verdict::Suppress, RULE_FAILED);

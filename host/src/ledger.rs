@@ -1,0 +1,304 @@
+//! The decision ledger: every decision with the canonical facts it was made on, kept in
+//! an SQLite file of deploy-guard's own (never the orchestrator's database), so that a
+//! candidate policy can be replayed against real history (`deploy-guard replay`).
+//!
+//! Off the decision path: a decision hands its record to a bounded queue and goes on;
+//! a writer thread takes whatever is waiting and commits it in one transaction. A full
+//! queue drops the record (counted, and said once per 1,000), it never blocks or fails
+//! a decision. Retention: the newest `max_rows` decisions are kept.
+//!
+//! What a crash can lose: the records still in the queue and the transaction being
+//! written, that is the decisions of the last moments (the writer commits as soon as
+//! anything waits, so in steady state a few milliseconds' worth). What was committed
+//! stays: the file is in WAL mode, and a process crash (even `kill -9`) loses no
+//! committed transaction and never corrupts the file; the ledger always holds a prefix
+//! of the decisions, in order.
+
+use crate::decision::Decision;
+use crate::vectors::FactsRecord;
+use rusqlite::{Connection, OpenFlags, params};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Records that may wait for the writer before new ones are dropped.
+pub const QUEUE_CAPACITY: usize = 65_536;
+/// The most records committed in one transaction.
+const BATCH: usize = 1024;
+/// Default retention, in decisions.
+pub const DEFAULT_MAX_ROWS: u64 = 1_000_000;
+
+/// Why the ledger could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// SQLite refused.
+    #[error("ledger: {path}: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The ledger would be the orchestrator's database.
+    #[error("ledger: {0} is the orchestrator's database; the ledger needs a file of its own")]
+    IsTheOrchestratorsDatabase(PathBuf),
+}
+
+/// One decision as recorded.
+#[derive(Debug)]
+struct Entry {
+    time_ms: i64,
+    facts: Option<FactsRecord>,
+    decision: Decision,
+}
+
+enum Message {
+    Record(Box<Entry>),
+    Flush(SyncSender<()>),
+}
+
+/// The ledger writer. Dropping it commits what waits and stops the thread.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    sender: Option<SyncSender<Message>>,
+    dropped: AtomicU64,
+    thread: Option<JoinHandle<()>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    work_item TEXT NOT NULL,
+    caller TEXT,
+    target TEXT NOT NULL,
+    facts TEXT,
+    db_stage TEXT,
+    window_active INTEGER,
+    verdict TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    policy TEXT,
+    policy_digest TEXT,
+    error TEXT
+);";
+
+fn open_error(path: &Path, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Open {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl Ledger {
+    /// Open (or create) the ledger at `path`, refusing the orchestrator's `db`.
+    pub fn open(path: &Path, db: &Path, max_rows: u64) -> Result<Ledger, LedgerError> {
+        if let (Ok(a), Ok(b)) = (std::fs::canonicalize(path), std::fs::canonicalize(db))
+            && a == b
+        {
+            return Err(LedgerError::IsTheOrchestratorsDatabase(path.to_owned()));
+        }
+        let connection = Connection::open(path).map_err(|e| open_error(path, e))?;
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .and_then(|()| connection.execute_batch(SCHEMA))
+            .map_err(|e| open_error(path, e))?;
+        let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name("deploy-guard-ledger".into())
+            .spawn(move || write_loop(connection, receiver, max_rows))
+            .map_err(|e| open_error(path, e))?;
+        Ok(Ledger {
+            path: path.to_owned(),
+            sender: Some(sender),
+            dropped: AtomicU64::new(0),
+            thread: Some(thread),
+        })
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Hand a decision to the writer; never blocks.
+    pub fn record(&self, decision: &Decision, facts: Option<FactsRecord>) {
+        let Some(sender) = &self.sender else { return };
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let entry = Box::new(Entry {
+            time_ms,
+            facts,
+            decision: decision.clone(),
+        });
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(Message::Record(entry)) {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped % 1000 == 1 {
+                tracing::warn!(target: "deploy_guard::ledger", dropped, "ledger queue full: decisions not recorded");
+            }
+        }
+    }
+
+    /// Wait until everything recorded so far is committed.
+    pub fn flush(&self) {
+        if let Some(sender) = &self.sender {
+            let (done, wait) = sync_channel(1);
+            if sender.send(Message::Flush(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_loop(mut connection: Connection, receiver: Receiver<Message>, max_rows: u64) {
+    let mut batch: Vec<Box<Entry>> = Vec::with_capacity(BATCH);
+    let mut flushes: Vec<SyncSender<()>> = Vec::new();
+    let mut since_trim = 0usize;
+    while let Ok(first) = receiver.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Record(entry) => batch.push(entry),
+                Message::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < BATCH {
+                next = receiver.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            since_trim += batch.len();
+            if let Err(e) = commit(&mut connection, &batch) {
+                tracing::error!(target: "deploy_guard::ledger", "cannot write {} decisions to the ledger: {e}", batch.len());
+            }
+            batch.clear();
+            if since_trim >= 1000 {
+                since_trim = 0;
+                if let Err(e) = connection.execute(
+                    "DELETE FROM decisions WHERE id <= (SELECT MAX(id) FROM decisions) - ?1",
+                    [i64::try_from(max_rows).unwrap_or(i64::MAX)],
+                ) {
+                    tracing::error!(target: "deploy_guard::ledger", "cannot trim the ledger: {e}");
+                }
+            }
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn commit(connection: &mut Connection, batch: &[Box<Entry>]) -> rusqlite::Result<()> {
+    let tx = connection.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO decisions (time_ms, work_item, caller, target, facts, db_stage, window_active,
+                                    verdict, rule, policy, policy_digest, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for entry in batch {
+            let d = &entry.decision;
+            let facts = entry.facts.as_ref().and_then(|f| serde_json::to_string(f).ok());
+            insert.execute(params![
+                entry.time_ms,
+                d.work_item,
+                d.caller,
+                d.target.as_str(),
+                facts,
+                d.db_stage,
+                d.window_active,
+                d.verdict.as_str(),
+                d.rule,
+                d.policy,
+                d.policy_digest,
+                d.error,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// A recorded decision, read back.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Row id (order of recording).
+    pub id: i64,
+    /// Milliseconds since the epoch.
+    pub time_ms: i64,
+    /// The facts the policy was given; none when no policy ran.
+    pub facts: Option<FactsRecord>,
+    /// The decision as it was made.
+    pub decision: Decision,
+}
+
+/// Read a ledger (read-only), oldest first.
+pub fn read_ledger(path: &Path) -> Result<Vec<Recorded>, LedgerError> {
+    let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| open_error(path, e))?;
+    let mut statement = connection
+        .prepare(
+            "SELECT id, time_ms, work_item, caller, target, facts, db_stage, window_active, verdict, rule,
+                    policy, policy_digest, error FROM decisions ORDER BY id",
+        )
+        .map_err(|e| open_error(path, e))?;
+    let rows = statement
+        .query_map([], |row| {
+            let target: String = row.get(4)?;
+            let verdict: String = row.get(8)?;
+            let facts: Option<String> = row.get(5)?;
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                facts,
+                target,
+                verdict,
+                Decision {
+                    work_item: row.get(2)?,
+                    caller: row.get(3)?,
+                    target: crate::Target::Awaiting,
+                    db_stage: row.get(6)?,
+                    window_active: row.get(7)?,
+                    verdict: crate::Verdict::Allow,
+                    rule: row.get(9)?,
+                    policy: row.get(10)?,
+                    policy_digest: row.get(11)?,
+                    error: row.get(12)?,
+                },
+            ))
+        })
+        .map_err(|e| open_error(path, e))?;
+    let mut recorded = Vec::new();
+    for row in rows {
+        let (id, time_ms, facts, target, verdict, mut decision) = row.map_err(|e| open_error(path, e))?;
+        decision.target = target.parse().map_err(|e: String| open_error(path, e))?;
+        decision.verdict = serde_json::from_value(serde_json::Value::String(verdict))
+            .map_err(|e| open_error(path, format!("row {id}: {e}")))?;
+        let facts = match facts {
+            Some(json) => Some(serde_json::from_str(&json).map_err(|e| open_error(path, format!("row {id}: {e}")))?),
+            None => None,
+        };
+        recorded.push(Recorded {
+            id,
+            time_ms,
+            facts,
+            decision,
+        });
+    }
+    Ok(recorded)
+}

@@ -1,0 +1,157 @@
+//! Shadow mode: a candidate policy judges the same facts as the live one, off the
+//! answer's path, and every disagreement is logged and counted. The candidate passed
+//! the same gate as a swap; whatever it does (a trap, a limit) never touches an answer.
+//!
+//! The live decision hands (facts, live ruling) to a bounded queue; a thread of its own
+//! runs the candidate. A full queue drops the comparison (counted), it never waits.
+
+use crate::decision::Verdict;
+use crate::policy::{Facts, LoadedPolicy};
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Comparisons that may wait before new ones are dropped.
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// What the shadow saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShadowStats {
+    /// Decisions judged by both.
+    pub compared: u64,
+    /// Of those, where the verdict or the rule differed.
+    pub disagreements: u64,
+    /// Disagreements by transition (`ALLOW -> SUPPRESS`).
+    pub by_transition: BTreeMap<String, u64>,
+    /// Decisions the candidate could not make (it would have failed safe).
+    pub candidate_failures: u64,
+    /// Comparisons dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl ShadowStats {
+    /// One line for the end of a run.
+    pub fn summary(&self, candidate: &str) -> String {
+        let transitions: Vec<String> = self.by_transition.iter().map(|(t, n)| format!("{t}: {n}")).collect();
+        format!(
+            "shadow {candidate}: {} decisions compared, {} disagreements{}{}, {} candidate failures, {} dropped",
+            self.compared,
+            self.disagreements,
+            if transitions.is_empty() { "" } else { " (" },
+            if transitions.is_empty() {
+                String::new()
+            } else {
+                transitions.join(", ") + ")"
+            },
+            self.candidate_failures,
+            self.dropped
+        )
+    }
+}
+
+struct Comparison {
+    facts: Facts,
+    verdict: Verdict,
+    rule: String,
+}
+
+/// A running shadow. [`Shadow::finish`] waits for the queue to drain.
+#[derive(Debug)]
+pub struct Shadow {
+    candidate: String,
+    sender: Mutex<Option<SyncSender<Comparison>>>,
+    stats: Arc<Mutex<ShadowStats>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Shadow {
+    /// Start shadowing with `candidate` (already admitted by the gate).
+    pub fn start(candidate: LoadedPolicy) -> std::io::Result<Shadow> {
+        let identity = format!("{} ({})", candidate.identity(), candidate.digest);
+        let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
+        let stats = Arc::new(Mutex::new(ShadowStats::default()));
+        let shared = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("deploy-guard-shadow".into())
+            .spawn(move || compare_loop(&candidate, &receiver, &shared))?;
+        Ok(Shadow {
+            candidate: identity,
+            sender: Mutex::new(Some(sender)),
+            stats,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The candidate, as `name@version (digest)`.
+    pub fn candidate(&self) -> &str {
+        &self.candidate
+    }
+
+    /// Queue a comparison of the live answer `(verdict, rule)` on `facts`.
+    pub fn compare(&self, facts: Facts, verdict: Verdict, rule: &str) {
+        let Ok(sender) = self.sender.lock() else { return };
+        let Some(sender) = sender.as_ref() else { return };
+        let comparison = Comparison {
+            facts,
+            verdict,
+            rule: rule.to_owned(),
+        };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(comparison)
+            && let Ok(mut stats) = self.stats.lock()
+        {
+            stats.dropped += 1;
+        }
+    }
+
+    /// What was seen so far (comparisons still queued are not in it).
+    pub fn stats(&self) -> ShadowStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Stop taking comparisons, wait for the queued ones, and return the totals.
+    pub fn finish(&self) -> ShadowStats {
+        if let Ok(mut sender) = self.sender.lock() {
+            sender.take();
+        }
+        if let Ok(mut thread) = self.thread.lock()
+            && let Some(thread) = thread.take()
+        {
+            let _ = thread.join();
+        }
+        self.stats()
+    }
+}
+
+fn compare_loop(candidate: &LoadedPolicy, receiver: &Receiver<Comparison>, stats: &Mutex<ShadowStats>) {
+    while let Ok(comparison) = receiver.recv() {
+        let outcome = candidate.decide(&comparison.facts);
+        let Ok(mut stats) = stats.lock() else { return };
+        stats.compared += 1;
+        match outcome {
+            Ok(ruling) if ruling.verdict == comparison.verdict && ruling.rule == comparison.rule => {}
+            Ok(ruling) => {
+                stats.disagreements += 1;
+                let transition = format!("{} -> {}", comparison.verdict, ruling.verdict);
+                *stats.by_transition.entry(transition).or_default() += 1;
+                tracing::warn!(
+                    target: "deploy_guard::shadow",
+                    work_item = %comparison.facts.work_item_id,
+                    live_verdict = comparison.verdict.as_str(),
+                    live_rule = %comparison.rule,
+                    candidate_verdict = ruling.verdict.as_str(),
+                    candidate_rule = %ruling.rule,
+                    "shadow disagreement"
+                );
+            }
+            Err(e) => {
+                stats.candidate_failures += 1;
+                tracing::warn!(
+                    target: "deploy_guard::shadow",
+                    work_item = %comparison.facts.work_item_id,
+                    "shadow candidate failed: {e}"
+                );
+            }
+        }
+    }
+}
