@@ -52,6 +52,7 @@ const CASES: &[(&str, World)] = &[
     ("invalid-utf8", World::Guard),
     ("rule-out-of-bounds", World::Guard),
     ("huge-rule", World::Guard),
+    ("live-trap", World::Guard),
 ];
 
 fn main() {

@@ -71,7 +71,11 @@ impl ArtifactCache {
             path: dir.to_owned(),
             reason: e.to_string(),
         };
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
         let meta = std::fs::symlink_metadata(dir).map_err(io)?;
         let uid = current_uid().unwrap_or(u32::MAX);
         let mode = meta.permissions().mode() & 0o777;
@@ -84,7 +88,10 @@ impl ArtifactCache {
                 mode,
             });
         }
-        Ok(ArtifactCache { dir: dir.to_owned(), uid })
+        Ok(ArtifactCache {
+            dir: dir.to_owned(),
+            uid,
+        })
     }
 
     /// The directory.
@@ -159,6 +166,10 @@ pub fn default_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let base = env("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| env("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+        .or_else(|| {
+            env("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
     Some(base.join("deploy-guard"))
 }

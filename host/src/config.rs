@@ -44,7 +44,9 @@ pub struct Limits {
     /// epoch interruption. `DEPLOY_GUARD_TIMEOUT_MS`, default 100.
     pub timeout: Duration,
     /// WebAssembly fuel (about one unit per instruction) for one decision.
-    /// `DEPLOY_GUARD_FUEL`, default 10,000,000.
+    /// `DEPLOY_GUARD_FUEL`, default 100,000,000: enough to strip a stage padded with
+    /// the most whitespace that fits in the memory limit (about 8 fuel per byte), still
+    /// spent in tens of milliseconds by an endless loop.
     pub fuel: u64,
     /// Linear memory of one instance, in bytes. `DEPLOY_GUARD_MEMORY_MIB`, default 16.
     pub memory_bytes: usize,
@@ -57,7 +59,7 @@ impl Limits {
     /// thousand instructions, in 3 pages (192 KiB) of memory, in microseconds.
     pub const DEFAULT: Limits = Limits {
         timeout: Duration::from_millis(100),
-        fuel: 10_000_000,
+        fuel: 100_000_000,
         memory_bytes: 16 << 20,
         table_elements: 10_000,
     };
@@ -297,9 +299,11 @@ impl Config {
         ) {
             config.busy_timeout = Duration::from_millis(ms);
         }
-        config.ledger = file
-            .ledger
-            .or_else(|| env("DEPLOY_GUARD_LEDGER").filter(|v| !v.trim().is_empty()).map(PathBuf::from));
+        config.ledger = file.ledger.or_else(|| {
+            env("DEPLOY_GUARD_LEDGER")
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from)
+        });
         if let Some(rows) = limit(
             "ledger_max_rows",
             &file.ledger_max_rows,
@@ -309,7 +313,14 @@ impl Config {
             config.ledger_max_rows = rows;
         }
         config.cache = match file.cache.or_else(|| env("DEPLOY_GUARD_CACHE")) {
-            Some(dir) if matches!(dir.trim().to_ascii_lowercase().as_str(), "" | "off" | "none" | "false" | "0") => None,
+            Some(dir)
+                if matches!(
+                    dir.trim().to_ascii_lowercase().as_str(),
+                    "" | "off" | "none" | "false" | "0"
+                ) =>
+            {
+                None
+            }
             Some(dir) => Some(PathBuf::from(dir)),
             None => crate::cache::default_dir(&env),
         };
@@ -402,9 +413,18 @@ mod tests {
 
     #[test]
     fn the_cache_defaults_to_the_user_cache_dir_and_can_be_turned_off() {
-        assert_eq!(load(&[("HOME", "/h")]).cache, Some(PathBuf::from("/h/.cache/deploy-guard")));
-        assert_eq!(load(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]).cache, Some(PathBuf::from("/x/deploy-guard")));
-        assert_eq!(load(&[("HOME", "/h"), ("DEPLOY_GUARD_CACHE", "/c")]).cache, Some(PathBuf::from("/c")));
+        assert_eq!(
+            load(&[("HOME", "/h")]).cache,
+            Some(PathBuf::from("/h/.cache/deploy-guard"))
+        );
+        assert_eq!(
+            load(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]).cache,
+            Some(PathBuf::from("/x/deploy-guard"))
+        );
+        assert_eq!(
+            load(&[("HOME", "/h"), ("DEPLOY_GUARD_CACHE", "/c")]).cache,
+            Some(PathBuf::from("/c"))
+        );
         assert_eq!(load(&[("HOME", "/h"), ("DEPLOY_GUARD_CACHE", "OFF")]).cache, None);
     }
 

@@ -126,8 +126,8 @@ impl Sandbox {
             .max_memory_size(MEMORY_CEILING)
             // Keep what a policy touches mapped between instances: resetting it is a
             // memset instead of an munmap and page faults.
-            .linear_memory_keep_resident(128 << 10)
-            .table_keep_resident(64 << 10)
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 20)
             // Reset only the pages a decision dirtied (Linux 6.7+), where the kernel offers it.
             .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = wasmtime::Config::new();

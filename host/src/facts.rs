@@ -151,11 +151,22 @@ impl FactsSource {
             Err(e) => return work_items.iter().map(|_| Err(e.clone())).collect(),
         };
         let begun = pooled.connection.execute_batch("BEGIN DEFERRED");
+        // Once one read of the batch fails (a writer's lock that outlasted the busy
+        // timeout, a broken file), the others fail with it instead of waiting again.
+        let mut failed: Option<FactsError> = begun.as_ref().err().map(|e| FactsError::Transaction(e.to_string()));
         let results: Vec<Result<Option<TaskFacts>>> = work_items
             .iter()
-            .map(|work_item| match &begun {
-                Ok(()) => read_task(&pooled.connection, work_item),
-                Err(e) => Err(FactsError::Transaction(e.to_string())),
+            .map(|work_item| {
+                if let Some(error) = &failed {
+                    return Err(error.clone());
+                }
+                let result = read_task(&pooled.connection, work_item);
+                if let Err(error) = &result
+                    && !matches!(error, FactsError::WrongType { .. })
+                {
+                    failed = Some(error.clone());
+                }
+                result
             })
             .collect();
         let ended = begun.is_ok() && pooled.connection.execute_batch("COMMIT").is_ok();
@@ -195,20 +206,12 @@ fn file_identity(path: &Path) -> Result<(u64, u64)> {
     Ok((meta.dev(), meta.ino()))
 }
 
-fn read_task(connection: &Connection, work_item: &str) -> Result<Option<TaskFacts>> {
-    let (mut statement, window_error) = match connection.prepare_cached(TASK_AND_WINDOW) {
-        Ok(statement) => (statement, None),
-        Err(combined) => {
-            // Either the tasks or the sentinels cannot be read. The task alone decides.
-            let statement = connection.prepare_cached(TASK_ONLY)?;
-            let why = connection.prepare(WINDOW_ONLY).err().unwrap_or(combined);
-            (
-                statement,
-                Some(format!("database: post-deploy window unreadable: {why}")),
-            )
-        }
-    };
-    let row = statement
+/// A row as read: repo, stage (each text or the reason it is not), window.
+type RawRow = (Result<String>, Result<String>, Option<bool>);
+
+fn query(connection: &Connection, sql: &str, work_item: &str) -> rusqlite::Result<Option<RawRow>> {
+    connection
+        .prepare_cached(sql)?
         .query_row([work_item], |row| {
             Ok((
                 text(row.get_ref(0)?, "repo"),
@@ -219,7 +222,35 @@ fn read_task(connection: &Connection, work_item: &str) -> Result<Option<TaskFact
                 },
             ))
         })
-        .optional()?;
+        .optional()
+}
+
+/// Whether SQLite gave up waiting for a lock: the same wait would fail again, so
+/// there is no second attempt (one decision waits one busy timeout, not two).
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn read_task(connection: &Connection, work_item: &str) -> Result<Option<TaskFacts>> {
+    let (row, window_error) = match query(connection, TASK_AND_WINDOW, work_item) {
+        Ok(row) => (row, None),
+        Err(e) if is_busy(&e) => return Err(e.into()),
+        Err(combined) => {
+            // The tasks or the sentinels cannot be read (missing, malformed). The seed
+            // reads the sentinels only when it needs them: the task alone decides, and
+            // the window is unknown. If the task cannot be read either, that fails.
+            let row = query(connection, TASK_ONLY, work_item)?;
+            let why = match connection.prepare(WINDOW_ONLY) {
+                Err(e) => e,
+                Ok(_) => combined,
+            };
+            (row, Some(format!("database: post-deploy window unreadable: {why}")))
+        }
+    };
     let Some((repo, stage, window_active)) = row else {
         return Ok(None);
     };

@@ -249,8 +249,9 @@ pub struct Recorded {
 
 /// Read a ledger (read-only), oldest first.
 pub fn read_ledger(path: &Path) -> Result<Vec<Recorded>, LedgerError> {
-    let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| open_error(path, e))?;
+    let connection =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| open_error(path, e))?;
     let mut statement = connection
         .prepare(
             "SELECT id, time_ms, work_item, caller, target, facts, db_stage, window_active, verdict, rule,

@@ -75,7 +75,12 @@ fn read_line(input: &mut impl BufRead) -> std::io::Result<Option<Line>> {
     let mut skipped = 0usize;
     let mut read_any = false;
     loop {
-        let chunk = input.fill_buf()?;
+        let chunk = match input.fill_buf() {
+            Ok(chunk) => chunk,
+            // Interrupted before anything was read: the bytes of this line so far stay.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if chunk.is_empty() {
             return Ok(match (read_any, skipped) {
                 (false, _) => None,

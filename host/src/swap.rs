@@ -187,7 +187,9 @@ impl PolicySlot {
             return;
         }
         let verdict = {
-            let Ok(mut probation) = self.probation.lock() else { return };
+            let Ok(mut probation) = self.probation.lock() else {
+                return;
+            };
             let Some(watched) = probation.as_mut().filter(|p| p.digest == digest) else {
                 return;
             };
@@ -217,9 +219,7 @@ impl PolicySlot {
     /// from then on (its file is not re-admitted until its content changes).
     pub fn roll_back(&self, why: &str) -> Option<Outcome> {
         let previous = self.previous.swap(None)?;
-        let Some(bad) = self.live.swap(Some(Arc::clone(&previous))) else {
-            return None;
-        };
+        let bad = self.live.swap(Some(Arc::clone(&previous)))?;
         if let Ok(mut refused) = self.refused.lock() {
             refused.digests.insert(bad.digest.clone());
         }
@@ -319,13 +319,19 @@ impl PolicySlot {
 /// Where the policy swapped out of `path` is kept, for an operator's roll back
 /// (`deploy-guard rollback`): `.<file name>.previous` beside it.
 pub fn previous_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.previous"))
 }
 
 fn save_previous(path: &Path, bytes: &[u8]) {
     let target = previous_path(path);
-    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let written = tempfile::NamedTempFile::new_in(dir).and_then(|mut file| {
         std::io::Write::write_all(&mut file, bytes)?;
         file.persist(&target).map_err(|e| e.error)?;

@@ -24,7 +24,10 @@ fn the_first_load_stores_and_the_next_one_hits() {
     let path = entry(&sandbox);
     assert!(path.exists(), "no entry written");
     let cache = ArtifactCache::open(&cache_dir).expect("open");
-    assert!(cache.load(sandbox.engine(), &digest(REFERENCE)).is_some(), "the entry does not load");
+    assert!(
+        cache.load(sandbox.engine(), &digest(REFERENCE)).is_some(),
+        "the entry does not load"
+    );
     // The cached component decides like the compiled one.
     let policy = LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads from the cache");
     assert_eq!(policy.identity(), "deploy-status-guard@1.0.0");
@@ -45,7 +48,10 @@ fn a_damaged_or_truncated_entry_is_recompiled_not_deserialized() {
         flipped
     }] {
         std::fs::write(&path, &damaged).expect("damage");
-        assert!(cache.load(sandbox.engine(), &digest(REFERENCE)).is_none(), "a damaged entry was used");
+        assert!(
+            cache.load(sandbox.engine(), &digest(REFERENCE)).is_none(),
+            "a damaged entry was used"
+        );
         assert!(!path.exists(), "the damaged entry was kept");
         // The next load recompiles and rewrites a sound entry.
         LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("recompiles");
@@ -61,11 +67,23 @@ fn bytes_not_written_by_the_cache_are_never_deserialized() {
     // A raw wasmtime artifact without the cache's header and digest: refused.
     let component = deploy_guard::policy::compile(&sandbox, REFERENCE).expect("compiles");
     std::fs::write(&path, component.serialize().expect("serialize")).expect("plant");
-    assert!(sandbox.cache().expect("cache").load(sandbox.engine(), &digest(REFERENCE)).is_none());
+    assert!(
+        sandbox
+            .cache()
+            .expect("cache")
+            .load(sandbox.engine(), &digest(REFERENCE))
+            .is_none()
+    );
     // A sound entry made writable by others: refused.
     LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    assert!(sandbox.cache().expect("cache").load(sandbox.engine(), &digest(REFERENCE)).is_none());
+    assert!(
+        sandbox
+            .cache()
+            .expect("cache")
+            .load(sandbox.engine(), &digest(REFERENCE))
+            .is_none()
+    );
 }
 
 #[test]

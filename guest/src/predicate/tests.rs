@@ -254,6 +254,43 @@ fn python_whitespace_is_unicode_white_space_plus_the_separators() {
     assert_eq!(ours, python_isspace);
 }
 
+#[test]
+fn strip_agrees_with_the_char_by_char_definition() {
+    let samples = [
+        "",
+        " ",
+        "done",
+        "  done  ",
+        "\u{1c}\u{1f}x\u{1e}",
+        "\u{3000}a\u{2028}",
+        "\u{200b}x\u{200b}",
+        " \u{e9}t\u{e9} ",
+        "\u{85}",
+        "a b",
+        "\t\n\u{b}\u{c}\r",
+        "\u{a0}\u{a0}é",
+        "é\u{a0}",
+        "日本\u{3000}",
+    ];
+    for sample in samples {
+        assert_eq!(py_strip(sample), sample.trim_matches(is_py_space), "{sample:?}");
+    }
+    let padded = format!("{}done{}", " ".repeat(100_000), "\u{3000}".repeat(1000));
+    assert_eq!(py_strip(&padded), "done");
+    // Every mix of lengths around the 8-byte words, uniform and mixed padding.
+    for before in 0..20 {
+        for after in 0..20 {
+            for (pad_a, pad_b) in [(" ", " "), ("\t", "\n"), (" \t", "\u{1f}\r"), ("\u{a0}", " ")] {
+                let text = format!("{}x y{}", pad_a.repeat(before), pad_b.repeat(after));
+                assert_eq!(py_strip(&text), "x y", "{text:?}");
+                assert_eq!(py_strip(&text), text.trim_matches(is_py_space), "{text:?}");
+            }
+            let blank = " ".repeat(before + after);
+            assert_eq!(py_strip(&blank), "");
+        }
+    }
+}
+
 // The exhaustive grid, against a table written from the seed, not from this code.
 
 /// How the seed sees each stage once stripped.

@@ -117,7 +117,18 @@ fn create_database(path: &Path) -> anyhow::Result<()> {
     for i in 0..TASKS {
         let work_item = format!("ORCH-{i}");
         let repo = ["orchestrator", "orchestrator", "orchestrator", "svc-a", "enduro-trails"][rng.below(5)];
-        let stage = ["done", "done", "done", "done", "cancelled", "deploy", "review", "build", "deploy", "failed"][rng.below(10)];
+        let stage = [
+            "done",
+            "done",
+            "done",
+            "done",
+            "cancelled",
+            "deploy",
+            "review",
+            "build",
+            "deploy",
+            "failed",
+        ][rng.below(10)];
         tx.execute(
             "INSERT INTO tasks (work_item_id, repo, stage, title) VALUES (?1, ?2, ?3, ?4)",
             (&work_item, repo, stage, format!("task {i}")),
@@ -128,7 +139,10 @@ fn create_database(path: &Path) -> anyhow::Result<()> {
                 (repo, &work_item),
             )?;
             if rng.below(2) == 0 {
-                tx.execute("INSERT INTO post_deploy_sentinels VALUES (?1, ?2, 'DONE')", (repo, &work_item))?;
+                tx.execute(
+                    "INSERT INTO post_deploy_sentinels VALUES (?1, ?2, 'DONE')",
+                    (repo, &work_item),
+                )?;
             }
         }
     }
@@ -197,7 +211,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         guard.decide_native_unlogged(request(r)).log();
         guard.decide(&r.0, r.1, Some("bench"));
     }
-    let native = measure(n, args.batches, |i| guard.decide_native_unlogged(request(&reqs[i])).log());
+    let native = measure(n, args.batches, |i| {
+        guard.decide_native_unlogged(request(&reqs[i])).log()
+    });
     let sandboxed = measure(n, args.batches, |i| {
         guard.decide(&reqs[i].0, reqs[i].1, Some("bench"));
     });
@@ -218,7 +234,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 },
                 caller: Some("bench".into()),
                 window_active: task.as_ref().and_then(|t| t.window_active),
-                task: task.map(|t| Task { repo: t.repo, stage: t.stage }),
+                task: task.map(|t| Task {
+                    repo: t.repo,
+                    stage: t.stage,
+                }),
                 scope_repos: Vec::new(),
                 self_hosting_repos: vec!["orchestrator".into()],
             }
@@ -260,14 +279,32 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         batched.median / native.median
     );
 
-    let one = throughput(&guard, &reqs, 1);
-    let many = throughput(&guard, &reqs, args.threads.max(1));
+    let threads = args.threads.max(1);
+    let sandboxed_decide = |r: &(String, Target)| {
+        guard.decide(&r.0, r.1, Some("bench"));
+    };
+    let native_decide = |r: &(String, Target)| guard.decide_native_unlogged(request(r)).log();
+    let one = throughput(&reqs, 1, sandboxed_decide);
+    let many = throughput(&reqs, threads, sandboxed_decide);
+    let native_one = throughput(&reqs, 1, native_decide);
+    let native_many = throughput(&reqs, threads, native_decide);
+    let alone_one = throughput(&prepared, 1, |f| {
+        let _ = policy.decide(f);
+    });
+    let alone_many = throughput(&prepared, threads, |f| {
+        let _ = policy.decide(f);
+    });
     println!();
     println!("throughput, 1 thread:                      {one:>9.0} decisions/s");
     println!(
-        "throughput, {} threads:                     {many:>9.0} decisions/s  ({:.2} x of 1 thread; target >= 1.6 on 2)",
-        args.threads,
+        "throughput, {threads} threads:                     {many:>9.0} decisions/s  ({:.2} x of 1 thread; target >= 1.6 on 2)",
         many / one
+    );
+    println!(
+        "  native reference: {native_one:.0}/s on 1, {native_many:.0}/s on {threads} ({:.2} x); \
+         sandbox alone: {alone_one:.0}/s on 1, {alone_many:.0}/s on {threads} ({:.2} x)",
+        native_many / native_one,
+        alone_many / alone_one
     );
 
     let (compile, cached) = startup(&policy_bytes, &cache_dir)?;
@@ -286,28 +323,30 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "serve, {SERVE_REQUESTS} piped requests, whole process:  {:.2} us per decision",
                 per_decision.as_nanos() as f64 / 1e3
             );
-            println!("serve, peak resident memory (VmHWM):       {:.1} MiB  (target <= 16)", peak_kib as f64 / 1024.0);
+            println!(
+                "serve, peak resident memory (VmHWM):       {:.1} MiB  (target <= 16)",
+                peak_kib as f64 / 1024.0
+            );
         }
         Err(e) => println!("serve: not measured: {e:#}"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn throughput(guard: &Guard, reqs: &[(String, Target)], threads: usize) -> f64 {
+/// Decisions per second of `decide` over `items`, split across `threads`.
+fn throughput<T: Sync>(items: &[T], threads: usize, decide: impl Fn(&T) + Sync) -> f64 {
     let started = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..threads {
+            let decide = &decide;
             scope.spawn(move || {
-                for (i, r) in reqs.iter().enumerate() {
-                    if i % threads == t || threads == 1 {
-                        guard.decide(&r.0, r.1, Some("bench"));
-                    }
+                for item in items.iter().skip(t).step_by(threads) {
+                    decide(item);
                 }
             });
         }
     });
-    let decisions = if threads == 1 { reqs.len() } else { reqs.len() };
-    decisions as f64 / started.elapsed().as_secs_f64()
+    items.len() as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Compiling the policy against deserializing it from the cache, 20 times each.
@@ -336,7 +375,9 @@ fn serve_whole_process(db: &Path, policy: &Path, cache: &Path) -> anyhow::Result
     let reqs = requests(SERVE_REQUESTS);
     let mut input = String::with_capacity(SERVE_REQUESTS * 64);
     for (work_item, target) in &reqs {
-        input.push_str(&format!("{{\"work_item\":\"{work_item}\",\"target\":\"{target}\",\"caller\":\"bench\"}}\n"));
+        input.push_str(&format!(
+            "{{\"work_item\":\"{work_item}\",\"target\":\"{target}\",\"caller\":\"bench\"}}\n"
+        ));
     }
     let started = Instant::now();
     let mut child = Command::new(exe)

@@ -70,7 +70,11 @@ pub fn run(ledger: &Path, candidate: &Path) -> anyhow::Result<ExitCode> {
     let mut total = 0;
     for (transition, cases) in &changed {
         total += cases.len();
-        println!("{transition}: {} decision{}", cases.len(), if cases.len() == 1 { "" } else { "s" });
+        println!(
+            "{transition}: {} decision{}",
+            cases.len(),
+            if cases.len() == 1 { "" } else { "s" }
+        );
         for example in cases.iter().take(EXAMPLES) {
             println!("{example}");
         }
@@ -82,5 +86,9 @@ pub fn run(ledger: &Path, candidate: &Path) -> anyhow::Result<ExitCode> {
         "summary: {total} of {replayed} replayed decisions would change; {not_replayable} not replayable \
          (no policy ran); {candidate_failures} candidate failures"
     );
-    Ok(if total == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if total == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

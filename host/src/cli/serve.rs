@@ -16,7 +16,10 @@ pub fn run(overrides: Overrides, shadow: Option<&Path>) -> anyhow::Result<ExitCo
                 tracing::info!(target: "deploy_guard::shadow", candidate = shadow.candidate(), "shadowing");
             }
             Err(e) => {
-                eprintln!("deploy-guard: the shadow candidate is refused: {}: {e}", candidate.display());
+                eprintln!(
+                    "deploy-guard: the shadow candidate is refused: {}: {e}",
+                    candidate.display()
+                );
                 return Ok(ExitCode::from(2));
             }
         }

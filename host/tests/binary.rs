@@ -1,0 +1,56 @@
+//! The `deploy-guard` binary's own command line. Having an integration test here also
+//! makes `cargo test` build the binary, which the end-to-end tests in `tests/` and the
+//! Python client's tests drive as a process.
+
+use std::process::Command;
+
+fn deploy_guard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_deploy-guard"))
+}
+
+#[test]
+fn help_lists_every_command_of_the_contract() {
+    let output = deploy_guard().arg("--help").output().expect("runs");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in [
+        "decide",
+        "serve",
+        "check",
+        "diff",
+        "demo",
+        "bench",
+        "replay",
+        "rollback",
+        "export-policies",
+    ] {
+        assert!(help.contains(command), "{command} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn decide_help_names_its_flags_and_targets() {
+    let output = deploy_guard().args(["decide", "--help"]).output().expect("runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--work-item",
+        "--target",
+        "--caller",
+        "--db",
+        "--policy",
+        "awaiting",
+        "deploying",
+        "monitoring",
+    ] {
+        assert!(help.contains(flag), "{flag} missing:\n{help}");
+    }
+}
+
+#[test]
+fn the_version_is_the_crate_version() {
+    let output = deploy_guard().arg("--version").output().expect("runs");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("deploy-guard {}", env!("CARGO_PKG_VERSION"))
+    );
+}

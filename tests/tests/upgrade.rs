@@ -1,0 +1,437 @@
+//! Upgrade safety: the decision ledger and `replay`, shadow mode, and roll back, with
+//! the real reference policy, its next version, and a policy that breaks live.
+
+use deploy_guard::ledger::{Ledger, read_ledger};
+use deploy_guard::swap::{Outcome, previous_path};
+use deploy_guard::{Config, Guard, Target, Verdict};
+use deploy_guard_e2e::{NEXT, REFERENCE, Row, Workspace, binary, insert_sentinel, insert_task, write_atomically};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use deploy_guard_e2e::hostile;
+
+/// The seed's story plus failed tasks, which the next version holds like cancelled.
+fn story() -> Workspace {
+    let ws = Workspace::new();
+    let db = ws.create_db();
+    for (work_item, repo, stage) in [
+        ("ORCH-061", "orchestrator", "done"),
+        ("ORCH-072", "orchestrator", "deploy"),
+        ("ORCH-055", "orchestrator", "cancelled"),
+        ("ORCH-081", "orchestrator", "failed"),
+        ("ORCH-082", "orchestrator", " failed\n"),
+        ("ENDURO-9", "enduro-trails", "failed"),
+    ] {
+        insert_task(
+            &db,
+            Row {
+                work_item,
+                repo: Some(repo),
+                stage: Some(stage),
+            },
+        );
+    }
+    insert_sentinel(&db, "orchestrator", "ORCH-061", "ARMED");
+    ws.install_reference();
+    ws
+}
+
+/// Requests: every work item of the story (and one unknown) for every target, `rounds` times.
+fn requests(rounds: usize) -> Vec<(String, &'static str)> {
+    let items = [
+        "ORCH-061", "ORCH-072", "ORCH-055", "ORCH-081", "ORCH-082", "ENDURO-9", "ORCH-404",
+    ];
+    let mut requests = Vec::new();
+    for _ in 0..rounds {
+        for item in items {
+            for target in ["awaiting", "deploying", "monitoring"] {
+                requests.push((item.to_owned(), target));
+            }
+        }
+    }
+    requests
+}
+
+/// Of those, the ones 1.1.0 answers differently: the failed tasks in scope.
+fn changed_by_next(requests: &[(String, &str)]) -> usize {
+    requests
+        .iter()
+        .filter(|(item, _)| item == "ORCH-081" || item == "ORCH-082")
+        .count()
+}
+
+fn serve(
+    ws: &Workspace,
+    extra: &[&str],
+    env: &[(&str, &std::path::Path)],
+    requests: &[(String, &str)],
+) -> (Vec<String>, String) {
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .args(extra)
+        .env_clear()
+        .env("DEPLOY_GUARD_DB", ws.db())
+        .env("DEPLOY_GUARD_POLICY", ws.policy())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut input = String::new();
+    for (item, target) in requests {
+        input.push_str(&format!(
+            "{{\"work_item\":\"{item}\",\"target\":\"{target}\",\"caller\":\"upgrade-test\"}}\n"
+        ));
+    }
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().expect("serve ends");
+    writer.join().expect("writer").expect("write");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: Vec<String> = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (answers, String::from_utf8(output.stderr).expect("utf-8"))
+}
+
+#[test]
+fn replay_over_a_ledger_written_by_serve_finds_exactly_what_the_next_version_changes() {
+    let ws = story();
+    let ledger = ws.dir.path().join("ledger.db");
+    let requests = requests(4);
+    let (answers, _) = serve(&ws, &[], &[("DEPLOY_GUARD_LEDGER", &ledger)], &requests);
+    assert_eq!(answers.len(), requests.len());
+    // Every answered decision is in the ledger, in order, with its facts.
+    let recorded = read_ledger(&ledger).expect("the ledger reads");
+    assert_eq!(recorded.len(), requests.len());
+    for (record, (item, target)) in recorded.iter().zip(&requests) {
+        assert_eq!(
+            (record.decision.work_item.as_str(), record.decision.target.as_str()),
+            (item.as_str(), *target)
+        );
+        let facts = record.facts.as_ref().expect("facts recorded");
+        assert_eq!(facts.work_item, *item);
+        assert_eq!(
+            record.decision.policy_digest,
+            Some(deploy_guard::policy::digest(REFERENCE))
+        );
+    }
+    let next = ws.dir.path().join("next.wasm");
+    std::fs::write(&next, NEXT).expect("write");
+    let output = Command::new(binary())
+        .arg("replay")
+        .arg("--ledger")
+        .arg(&ledger)
+        .arg("--against")
+        .arg(&next)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let expected = changed_by_next(&requests);
+    assert!(
+        stdout.contains(&format!("ALLOW -> SUPPRESS: {expected} decisions")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "summary: {expected} of {} replayed decisions would change",
+            requests.len()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ORCH-081 at ") && stdout.contains("ALLOW (non-terminal) -> SUPPRESS (failed)"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().filter(|l| l.contains("ENDURO-9")).count(), 0, "{stdout}");
+    // Against the policy that wrote it: nothing changes.
+    let same = ws.dir.path().join("same.wasm");
+    std::fs::write(&same, REFERENCE).expect("write");
+    let output = Command::new(binary())
+        .arg("replay")
+        .arg("--ledger")
+        .arg(&ledger)
+        .arg("--against")
+        .arg(&same)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    // Trouble: exit 2.
+    let output = Command::new(binary())
+        .arg("replay")
+        .arg("--ledger")
+        .arg(ws.dir.path().join("none.db"))
+        .arg("--against")
+        .arg(&same)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn shadow_counts_the_disagreements_exactly_and_never_changes_an_answer() {
+    let ws = story();
+    let next = ws.dir.path().join("next.wasm");
+    std::fs::write(&next, NEXT).expect("write");
+    let requests = requests(3);
+    let (answers, stderr) = serve(&ws, &["--shadow", next.to_str().expect("utf-8")], &[], &requests);
+    assert_eq!(answers.len(), requests.len());
+    for answer in &answers {
+        let json: serde_json::Value = serde_json::from_str(answer).expect("json");
+        assert_eq!(
+            json["policy"], "deploy-status-guard@1.0.0",
+            "the shadow answered: {answer}"
+        );
+    }
+    let expected = changed_by_next(&requests);
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("shadow "))
+        .unwrap_or_else(|| panic!("no summary in {stderr}"));
+    assert!(
+        summary.contains(&format!(
+            "{} decisions compared, {expected} disagreements (ALLOW -> SUPPRESS: {expected})",
+            requests.len()
+        )),
+        "{summary}"
+    );
+    assert!(summary.contains("0 candidate failures, 0 dropped"), "{summary}");
+}
+
+#[test]
+fn a_shadow_candidate_that_traps_never_affects_an_answer() {
+    let ws = story();
+    let trap = ws.dir.path().join("live-trap.wasm");
+    std::fs::write(&trap, hostile::LIVE_TRAP).expect("write");
+    let requests: Vec<(String, &str)> = (0..30).map(|i| (format!("B-{i}"), "awaiting")).collect();
+    let (answers, stderr) = serve(&ws, &["--shadow", trap.to_str().expect("utf-8")], &[], &requests);
+    for answer in &answers {
+        let json: serde_json::Value = serde_json::from_str(answer).expect("json");
+        assert_eq!(
+            (json["rule"].as_str(), json["policy"].as_str()),
+            (Some("task-not-found"), Some("deploy-status-guard@1.0.0"))
+        );
+    }
+    let summary = stderr.lines().find(|l| l.starts_with("shadow ")).expect("summary");
+    assert!(
+        summary.contains("30 decisions compared, 0 disagreements, 30 candidate failures"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn a_shadow_candidate_that_fails_the_gate_is_refused() {
+    let ws = story();
+    let bad = ws.dir.path().join("bad.wasm");
+    std::fs::write(&bad, &REFERENCE[..100]).expect("write");
+    let output = Command::new(binary())
+        .args(["serve", "--shadow"])
+        .arg(&bad)
+        .env("DEPLOY_GUARD_DB", ws.db())
+        .env("DEPLOY_GUARD_POLICY", ws.policy())
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("the shadow candidate is refused"));
+}
+
+fn refresh_until(guard: &Guard, done: impl Fn(&Guard) -> bool) {
+    for _ in 0..100 {
+        guard.refresh();
+        if done(guard) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the policy file change was not acted on");
+}
+
+#[test]
+fn a_policy_that_starts_failing_after_a_swap_is_rolled_back() {
+    let ws = story();
+    let guard = Guard::new(ws.config()).expect("guard");
+    let reference = deploy_guard::policy::digest(REFERENCE);
+    write_atomically(&ws.policy(), hostile::LIVE_TRAP);
+    refresh_until(&guard, |g| g.policy().is_some_and(|p| p.name == "live-trap"));
+    // The previous policy is kept beside the active file for an operator.
+    assert_eq!(std::fs::read(previous_path(&ws.policy())).expect("kept"), REFERENCE);
+    // Healthy traffic first: the policy answers.
+    for _ in 0..5 {
+        assert_eq!(guard.decide("ORCH-061", Target::Awaiting, None).rule, "live-trap");
+    }
+    // Then it breaks: 9 failures do not roll back, the 10th does.
+    for i in 0..9 {
+        let d = guard.decide(&format!("B-{i}"), Target::Awaiting, None);
+        assert_eq!((d.verdict, d.rule.as_str()), (Verdict::Allow, "fail-safe"));
+        assert!(d.error.as_deref().is_some_and(|e| e.starts_with("trap: ")), "{d:?}");
+    }
+    assert_eq!(guard.policy().map(|p| p.name.clone()).as_deref(), Some("live-trap"));
+    guard.decide("B-9", Target::Awaiting, None);
+    let d = guard.decide("ORCH-061", Target::Awaiting, None);
+    assert_eq!(
+        d.policy_digest.as_deref(),
+        Some(reference.as_str()),
+        "not rolled back: {d:?}"
+    );
+    assert_eq!(d.rule, "converge-done");
+    // The bad file is still there: it is not re-admitted.
+    for _ in 0..5 {
+        guard.refresh();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(guard.policy().map(|p| p.digest.clone()), Some(reference));
+}
+
+#[test]
+fn a_policy_that_keeps_deciding_passes_its_probation() {
+    let ws = story();
+    let guard = Guard::new(ws.config()).expect("guard");
+    write_atomically(&ws.policy(), NEXT);
+    refresh_until(&guard, |g| g.policy().is_some_and(|p| p.version == "1.1.0"));
+    for _ in 0..200 {
+        assert_eq!(guard.decide("ORCH-081", Target::Awaiting, None).rule, "failed");
+    }
+    // Database failures are not the policy's: they never roll it back.
+    std::fs::remove_file(ws.db()).expect("remove");
+    for _ in 0..50 {
+        assert_eq!(guard.decide("ORCH-081", Target::Awaiting, None).rule, "fail-safe");
+    }
+    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.1.0"));
+    assert_eq!(
+        guard.roll_back("operator"),
+        Some(Outcome::RolledBack {
+            to: "deploy-status-guard@1.0.0".into(),
+            from: "deploy-status-guard@1.1.0".into(),
+        })
+    );
+    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn an_operator_rolls_back_with_the_rollback_command() {
+    let ws = story();
+    let policy = ws.policy();
+    let run = || {
+        Command::new(binary())
+            .args(["rollback", "--policy"])
+            .arg(&policy)
+            .env_clear()
+            .output()
+            .expect("runs")
+    };
+    let output = run();
+    assert_eq!(output.status.code(), Some(1), "nothing to roll back to yet");
+    // A running guard swaps to the next version and keeps the reference aside.
+    let guard = Guard::new(ws.config()).expect("guard");
+    write_atomically(&policy, NEXT);
+    refresh_until(&guard, |g| g.policy().is_some_and(|p| p.version == "1.1.0"));
+    let output = run();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("deploy-status-guard@1.0.0"), "{stdout}");
+    assert_eq!(std::fs::read(&policy).expect("policy"), REFERENCE);
+    refresh_until(&guard, |g| g.policy().is_some_and(|p| p.version == "1.0.0"));
+}
+
+#[test]
+fn the_ledger_keeps_a_prefix_of_the_decisions_through_a_kill() {
+    let ws = story();
+    let ledger = ws.dir.path().join("ledger.db");
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .env_clear()
+        .env("DEPLOY_GUARD_DB", ws.db())
+        .env("DEPLOY_GUARD_POLICY", ws.policy())
+        .env("DEPLOY_GUARD_LEDGER", &ledger)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let requests = requests(20);
+    let half = requests.len() / 2;
+    let mut line = String::new();
+    let mut ask = |(item, target): &(String, &str)| {
+        writeln!(stdin, "{{\"work_item\":\"{item}\",\"target\":\"{target}\"}}").expect("write");
+        stdin.flush().expect("flush");
+        line.clear();
+        stdout.read_line(&mut line).expect("answer");
+    };
+    requests[..half].iter().for_each(&mut ask);
+    // The writer commits what waits without being asked: the first half lands on disk.
+    let count = || -> usize {
+        rusqlite::Connection::open_with_flags(&ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|db| db.query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get::<_, i64>(0)))
+            .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+    };
+    let landed = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        count() == half
+    });
+    assert!(landed, "{} of {half} answered decisions reached the ledger", count());
+    requests[half..].iter().for_each(&mut ask);
+    // Killed the hard way right after its last answer.
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let integrity: String = rusqlite::Connection::open(&ledger)
+        .expect("open")
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(integrity, "ok");
+    let recorded = read_ledger(&ledger).expect("reads");
+    // What was committed stayed; what was lost is a suffix: the ledger is a prefix, in order.
+    assert!(
+        (half..=requests.len()).contains(&recorded.len()),
+        "{} recorded",
+        recorded.len()
+    );
+    for (record, (item, target)) in recorded.iter().zip(&requests) {
+        assert_eq!(
+            (record.decision.work_item.as_str(), record.decision.target.as_str()),
+            (item.as_str(), *target)
+        );
+    }
+}
+
+#[test]
+fn the_ledger_keeps_the_newest_rows_and_refuses_the_orchestrators_database() {
+    let ws = story();
+    let path = ws.dir.path().join("ledger.db");
+    let ledger = Ledger::open(&path, &ws.db(), 1000).expect("opens");
+    let guard = Guard::new(Config {
+        ledger: Some(path.clone()),
+        ledger_max_rows: 1000,
+        ..ws.config()
+    })
+    .expect("guard");
+    drop(ledger);
+    for i in 0..5000 {
+        guard.decide(&format!("W-{i}"), Target::Awaiting, None);
+    }
+    let guard_ledger = guard.ledger().expect("ledger in use");
+    guard_ledger.flush();
+    assert_eq!(guard_ledger.dropped(), 0);
+    let recorded = read_ledger(&path).expect("reads");
+    assert!((1000..2024).contains(&recorded.len()), "{} rows kept", recorded.len());
+    assert_eq!(recorded.last().map(|r| r.decision.work_item.as_str()), Some("W-4999"));
+    let error = Ledger::open(&ws.db(), &ws.db(), 1000).expect_err("refused");
+    assert!(error.to_string().contains("orchestrator's database"), "{error}");
+}
