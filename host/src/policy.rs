@@ -80,7 +80,8 @@ pub struct Ruling {
 /// identity. Decisions instantiate it afresh each time.
 pub struct LoadedPolicy {
     sandbox: Arc<Sandbox>,
-    pre: GuardPolicyPre<SandboxState>,
+    /// One per lane of the sandbox (see [`crate::engine`]).
+    pres: Vec<GuardPolicyPre<SandboxState>>,
     limits: Limits,
     /// `sha256:<hex>` of the module bytes.
     pub digest: String,
@@ -176,14 +177,33 @@ impl LoadedPolicy {
             return Err(LoadError::Imports(imports.join(", ")));
         }
         check_export_shapes(component, engine)?;
-        let instance_pre = sandbox
-            .linker()
-            .instantiate_pre(component)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = GuardPolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let mut pres = Vec::with_capacity(sandbox.lanes().len());
+        let artifact = if sandbox.lanes().len() > 1 {
+            Some(
+                component
+                    .serialize()
+                    .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?,
+            )
+        } else {
+            None
+        };
+        for (index, lane) in sandbox.lanes().iter().enumerate() {
+            let in_lane = match (&artifact, index) {
+                (_, 0) | (None, _) => component.clone(),
+                // SAFETY: `artifact` was serialized by this process a moment ago, from a
+                // component compiled for an engine of the very same configuration.
+                (Some(artifact), _) => unsafe { Component::deserialize(lane.engine(), artifact) }
+                    .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?,
+            };
+            let instance_pre = lane
+                .linker()
+                .instantiate_pre(&in_lane)
+                .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+            pres.push(GuardPolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?);
+        }
         let mut policy = LoadedPolicy {
             sandbox: Arc::clone(sandbox),
-            pre,
+            pres,
             limits,
             digest,
             name: String::new(),
@@ -232,7 +252,7 @@ impl LoadedPolicy {
     pub fn with_limits(&self, limits: Limits) -> LoadedPolicy {
         LoadedPolicy {
             sandbox: Arc::clone(&self.sandbox),
-            pre: self.pre.clone(),
+            pres: self.pres.clone(),
             limits,
             digest: self.digest.clone(),
             name: self.name.clone(),
@@ -242,9 +262,10 @@ impl LoadedPolicy {
         }
     }
 
-    fn instantiate(&self) -> Result<(wasmtime::Store<SandboxState>, GuardPolicy), RunError> {
-        let mut store = self.sandbox.store(self.limits);
-        match self.pre.instantiate(&mut store) {
+    fn instantiate(&self, lane: usize) -> Result<(wasmtime::Store<SandboxState>, GuardPolicy), RunError> {
+        let lane = lane % self.pres.len();
+        let mut store = self.sandbox.store(lane, self.limits);
+        match self.pres[lane].instantiate(&mut store) {
             Ok(instance) => Ok((store, instance)),
             Err(e) => Err(classify(&store, e, self.limits, RunError::Instantiate)),
         }
@@ -252,7 +273,7 @@ impl LoadedPolicy {
 
     /// Ask `info` in a fresh instance.
     pub fn info(&self) -> Result<PolicyInfo, RunError> {
-        let (mut store, instance) = self.instantiate()?;
+        let (mut store, instance) = self.instantiate(self.sandbox.current_lane())?;
         instance
             .orchestrator_deploy_guard_policy()
             .call_info(&mut store)
@@ -261,7 +282,12 @@ impl LoadedPolicy {
 
     /// One decision in a fresh instance; the Store is dropped afterwards, trap or not.
     pub fn decide(&self, facts: &Facts) -> Result<Ruling, RunError> {
-        let (mut store, instance) = self.instantiate()?;
+        self.decide_in_lane(self.sandbox.current_lane(), facts)
+    }
+
+    /// [`LoadedPolicy::decide`] in a given lane (taken modulo the number of lanes).
+    pub fn decide_in_lane(&self, lane: usize, facts: &Facts) -> Result<Ruling, RunError> {
+        let (mut store, instance) = self.instantiate(lane)?;
         let answer = instance
             .orchestrator_deploy_guard_policy()
             .call_decide(&mut store, facts)

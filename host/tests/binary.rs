@@ -54,3 +54,41 @@ fn the_version_is_the_crate_version() {
         format!("deploy-guard {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn bench_runs_and_prints_every_figure() {
+    // A benchmark, not a timed test: only that it runs (small N) and reports everything.
+    let output = deploy_guard()
+        .args(["bench", "--decisions", "400", "--batches", "4", "--threads", "2"])
+        .env("DEPLOY_GUARD_CACHE", "off")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for figure in [
+        "native reference, end to end",
+        "sandboxed, end to end ",
+        "sandboxed, end to end, 16 per transaction",
+        "facts read once",
+        "sandbox alone",
+        "ratio sandboxed / native, end to end:",
+        "ratio sandbox alone / facts read once:",
+        "throughput, 1 thread:",
+        "throughput, 2 threads:",
+        "start-up: compile the policy",
+        "start-up: load it from the cache",
+        "ratio compile / cached:",
+        "serve, 20000 piped requests, whole process:",
+        "serve, peak resident memory (VmHWM):",
+    ] {
+        assert!(stdout.contains(figure), "{figure:?} missing from:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("median") && stdout.contains("p99") && stdout.contains("spread"),
+        "{stdout}"
+    );
+}

@@ -88,3 +88,28 @@ fn a_decision_never_grows_the_guest_memory() {
     let ruling = policy.decide(&facts).expect("decides within its initial memory");
     assert_eq!(ruling.rule, "monitoring-window-active");
 }
+
+#[test]
+fn every_lane_runs_the_same_policy() {
+    let sandbox = deploy_guard::engine::Sandbox::new().expect("sandbox");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(sandbox.lanes().len(), cores.clamp(1, deploy_guard::engine::MAX_LANES));
+    let policy =
+        deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, deploy_guard::Limits::DEFAULT).expect("loads");
+    let facts = deploy_guard::policy::Facts {
+        work_item_id: "ORCH-061".into(),
+        target: deploy_guard::policy::TargetStatus::Monitoring,
+        caller: None,
+        task: Some(deploy_guard::policy::Task {
+            repo: "orchestrator".into(),
+            stage: "done".into(),
+        }),
+        window_active: Some(false),
+        scope_repos: Vec::new(),
+        self_hosting_repos: vec!["orchestrator".into()],
+    };
+    for lane in 0..sandbox.lanes().len() {
+        let ruling = policy.decide_in_lane(lane, &facts).expect("decides");
+        assert_eq!(ruling.rule, "converge-done", "lane {lane}");
+    }
+}
