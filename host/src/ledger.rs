@@ -95,6 +95,7 @@ fn open_error(path: &Path, e: impl std::fmt::Display) -> LedgerError {
 impl Ledger {
     /// Open (or create) the ledger at `path`, refusing the orchestrator's `db`.
     pub fn open(path: &Path, db: &Path, max_rows: u64) -> Result<Ledger, LedgerError> {
+        crate::sqlite_mutex::install();
         if let (Ok(a), Ok(b)) = (std::fs::canonicalize(path), std::fs::canonicalize(db))
             && a == b
         {

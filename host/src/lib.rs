@@ -52,6 +52,7 @@ pub mod policies;
 pub mod policy;
 pub mod serve;
 pub mod shadow;
+pub mod sqlite_mutex;
 pub mod swap;
 pub mod tracker;
 pub mod vectors;
