@@ -94,6 +94,7 @@ impl Drop for Ticker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
@@ -193,7 +194,8 @@ impl Sandbox {
             .name("deploy-guard-epoch".into())
             .spawn(move || {
                 while !stopped.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
+                    // Parked, not asleep: dropping the owner unparks it at once.
+                    std::thread::park_timeout(EPOCH_TICK);
                     ticking.iter().for_each(Engine::increment_epoch);
                 }
             })

@@ -358,7 +358,8 @@ impl Watcher {
             .name("deploy-guard-watch".into())
             .spawn(move || {
                 while !stopped.load(Ordering::Relaxed) {
-                    std::thread::sleep(POLL_INTERVAL);
+                    // Parked, not asleep: dropping the owner unparks it at once.
+                    std::thread::park_timeout(POLL_INTERVAL);
                     refresh();
                 }
             })?;
@@ -373,6 +374,7 @@ impl Drop for Watcher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }

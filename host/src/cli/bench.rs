@@ -35,6 +35,11 @@ pub struct BenchArgs {
     /// Batches the decisions of a measurement are split into.
     #[arg(long, default_value_t = 20)]
     batches: usize,
+    /// Write the generated database (`orchestrator.db`) and the `serve` requests
+    /// (`requests.jsonl`) to DIR and stop: the same workload for a comparison made
+    /// outside this repository (the original Python guard, say).
+    #[arg(long, value_name = "DIR")]
+    export_workload: Option<PathBuf>,
 }
 
 /// Median, p99 and spread of per-call latencies over batches, in nanoseconds.
@@ -170,6 +175,17 @@ fn request(r: &(String, Target)) -> Request<'_> {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.export_workload {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let db = dir.join("orchestrator.db");
+        if db.exists() {
+            anyhow::bail!("{} exists already", db.display());
+        }
+        create_database(&db)?;
+        std::fs::write(dir.join("requests.jsonl"), serve_input(&requests(SERVE_REQUESTS)))?;
+        println!("{} and {}", db.display(), dir.join("requests.jsonl").display());
+        return Ok(ExitCode::SUCCESS);
+    }
     // Decision lines are formatted and written to a sink: their cost is counted.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
@@ -368,24 +384,30 @@ fn startup(bytes: &[u8], cache_dir: &Path) -> anyhow::Result<(Figure, Figure)> {
     Ok((compile, cached))
 }
 
-/// `serve` as a child process fed `SERVE_REQUESTS` piped requests: wall time per
-/// decision from spawn to exit, and its peak resident memory.
-fn serve_whole_process(db: &Path, policy: &Path, cache: &Path) -> anyhow::Result<(Duration, u64)> {
-    let exe = std::env::current_exe()?;
-    let reqs = requests(SERVE_REQUESTS);
-    let mut input = String::with_capacity(SERVE_REQUESTS * 64);
-    for (work_item, target) in &reqs {
+/// The requests as `serve` reads them, one JSON object per line.
+fn serve_input(reqs: &[(String, Target)]) -> String {
+    let mut input = String::with_capacity(reqs.len() * 64);
+    for (work_item, target) in reqs {
         input.push_str(&format!(
             "{{\"work_item\":\"{work_item}\",\"target\":\"{target}\",\"caller\":\"bench\"}}\n"
         ));
     }
+    input
+}
+
+/// `serve` as a child process fed `SERVE_REQUESTS` piped requests: wall time per
+/// decision from spawn to exit, and its peak resident memory.
+fn serve_whole_process(db: &Path, policy: &Path, cache: &Path) -> anyhow::Result<(Duration, u64)> {
+    let exe = std::env::current_exe()?;
+    let input = serve_input(&requests(SERVE_REQUESTS));
     let started = Instant::now();
     let mut child = Command::new(exe)
         .arg("serve")
         .env("DEPLOY_GUARD_DB", db)
         .env("DEPLOY_GUARD_POLICY", policy)
         .env("DEPLOY_GUARD_CACHE", cache)
-        .env("RUST_LOG", "warn")
+        // Decision lines at their normal level, to a discarded stderr: as in production.
+        .env("RUST_LOG", "info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
