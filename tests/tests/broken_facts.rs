@@ -25,14 +25,12 @@
 //! hence [`stat_snapshot`] there, and never reading a `-shm`.
 
 use deploy_guard::{Config, Decision, Guard, Target, Verdict};
-use deploy_guard_e2e::{Workspace, binary};
+use deploy_guard_e2e::{ServeChild, Workspace, noise};
 use rusqlite::Connection;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -334,18 +332,6 @@ fn assert_story(guard: &Guard) {
     ] {
         assert_decides(&guard.decide(work_item, target, None), verdict, rule);
     }
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*).
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed >> 12;
-            seed ^= seed << 25;
-            seed ^= seed >> 27;
-            seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_be_bytes()[0]
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------
@@ -1041,57 +1027,6 @@ fn a_database_replaced_while_deciding_is_never_a_failure() {
 // The same through `serve`
 // ---------------------------------------------------------------------------------
 
-/// A `deploy-guard serve` child over a workspace.
-struct Serve {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Serve {
-    fn start(ws: &Workspace, env: &[(&str, &str)]) -> Serve {
-        let mut child = Command::new(binary())
-            .arg("serve")
-            .current_dir(ws.dir.path())
-            .env_clear()
-            .env("DEPLOY_GUARD_DB", ws.db())
-            .env("DEPLOY_GUARD_POLICY", ws.policy())
-            .env("DEPLOY_GUARD_LOG", "json")
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve starts");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Serve { child, stdin, stdout }
-    }
-
-    fn send(&mut self, lines: &str) {
-        self.stdin.write_all(lines.as_bytes()).expect("write");
-        self.stdin.flush().expect("flush");
-    }
-
-    fn answer(&mut self) -> Value {
-        let mut answer = String::new();
-        self.stdout.read_line(&mut answer).expect("read");
-        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"))
-    }
-
-    fn ask(&mut self, work_item: &str, target: &str) -> Value {
-        self.send(&format!(
-            "{{\"work_item\": \"{work_item}\", \"target\": \"{target}\"}}\n"
-        ));
-        self.answer()
-    }
-
-    fn finish(mut self) -> Option<i32> {
-        drop(self.stdin);
-        self.child.wait().expect("wait").code()
-    }
-}
-
 #[track_caller]
 fn assert_answer(answer: &Value, verdict: &str, rule: &str) {
     assert_eq!(
@@ -1117,7 +1052,7 @@ fn assert_answer_fails_safe(answer: &Value, cause: &str) {
 #[test]
 fn serve_fails_safe_while_the_database_is_missing_and_recovers_when_it_appears() {
     let ws = bare_workspace();
-    let mut serve = Serve::start(&ws, &[]);
+    let mut serve = ServeChild::start(ws.command());
     let before = snapshot(ws.dir.path());
     for _ in 0..3 {
         assert_answer_fails_safe(&serve.ask("ORCH-061", "awaiting"), "database: cannot open");
@@ -1137,7 +1072,7 @@ fn serve_fails_safe_while_the_database_is_missing_and_recovers_when_it_appears()
 #[test]
 fn serve_reads_a_database_renamed_over_it_on_the_next_request() {
     let ws = story(Journal::Rollback);
-    let mut serve = Serve::start(&ws, &[]);
+    let mut serve = ServeChild::start(ws.command());
     assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
     for (stage, verdict, rule) in [
         ("cancelled", "SUPPRESS", "cancelled"),
@@ -1162,7 +1097,11 @@ fn serve_reads_a_database_renamed_over_it_on_the_next_request() {
 #[test]
 fn serve_fails_safe_under_a_writers_lock_and_a_waiting_batch_waits_once() {
     let ws = story(Journal::Rollback);
-    let mut serve = Serve::start(&ws, &[("DEPLOY_GUARD_BUSY_TIMEOUT_MS", "100")]);
+    let mut serve = ServeChild::start({
+        let mut command = ws.command();
+        command.env("DEPLOY_GUARD_BUSY_TIMEOUT_MS", "100");
+        command
+    });
     assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
     let writer = hold_exclusive(&ws);
     // Metadata only: reading the database here would drop the writer's lock for the
@@ -1184,7 +1123,7 @@ fn serve_fails_safe_under_a_writers_lock_and_a_waiting_batch_waits_once() {
         .map(|_| "{\"work_item\": \"ORCH-061\", \"target\": \"awaiting\"}\n")
         .collect();
     let started = Instant::now();
-    serve.send(&batch);
+    serve.send(batch.as_bytes());
     for _ in 0..20 {
         assert_answer_fails_safe(&serve.answer(), "database is locked");
     }

@@ -1,49 +1,15 @@
 //! The `deploy-guard` binary as a process: `decide`, `serve`, `check`, `diff`, `demo`
 //! and `export-policies`, per CONTRACT.md (stdout answers only, exit codes).
 
-use deploy_guard_e2e::{NEXT, REFERENCE, Row, Workspace, binary, insert_sentinel, insert_task, write_atomically};
+use deploy_guard_e2e::{NEXT, REFERENCE, ServeChild, Workspace, binary, write_atomically};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn story() -> Workspace {
-    let ws = Workspace::new();
-    let db = ws.create_db();
-    for (work_item, repo, stage) in [
-        ("ORCH-061", "orchestrator", "done"),
-        ("ORCH-072", "orchestrator", "deploy"),
-        ("ORCH-055", "orchestrator", "cancelled"),
-        ("ORCH-090", "orchestrator", "done"),
-        ("ORCH-081", "orchestrator", "failed"),
-        ("ENDURO-12", "enduro-trails", "done"),
-    ] {
-        insert_task(
-            &db,
-            Row {
-                work_item,
-                repo: Some(repo),
-                stage: Some(stage),
-            },
-        );
-    }
-    insert_sentinel(&db, "orchestrator", "ORCH-090", "ARMED");
-    ws.install_reference();
-    ws
-}
-
-fn command(ws: &Workspace) -> Command {
-    let mut cmd = Command::new(binary());
-    cmd.current_dir(ws.dir.path())
-        .env_clear()
-        .env("DEPLOY_GUARD_DB", ws.db())
-        .env("DEPLOY_GUARD_POLICY", ws.policy())
-        .env("DEPLOY_GUARD_LOG", "json");
-    cmd
-}
-
 fn decide(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> (Value, Output) {
-    let output = command(ws)
+    let output = ws
+        .command()
         .arg("decide")
         .args(args)
         .envs(env.iter().copied())
@@ -66,7 +32,7 @@ fn decide(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> (Value, Output
 
 #[test]
 fn decide_answers_every_rule_with_one_json_object() {
-    let ws = story();
+    let ws = Workspace::story();
     for (work_item, target, verdict, rule) in [
         ("ORCH-404", "awaiting", "ALLOW", "task-not-found"),
         ("", "awaiting", "ALLOW", "task-not-found"),
@@ -116,7 +82,7 @@ fn decide_answers_every_rule_with_one_json_object() {
 
 #[test]
 fn decide_honours_the_kill_switch_and_the_flags() {
-    let ws = story();
+    let ws = Workspace::story();
     let (json, _) = decide(
         &ws,
         &["--work-item", "ORCH-061", "--target", "awaiting"],
@@ -168,14 +134,14 @@ fn decide_fails_safe_with_exit_0_when_everything_is_broken() {
 
 #[test]
 fn usage_errors_exit_2_with_a_clear_message() {
-    let ws = story();
+    let ws = Workspace::story();
     for args in [
         &["decide", "--work-item", "X", "--target", "done"][..],
         &["decide", "--target", "awaiting"][..],
         &["decide", "--work-item", "X"][..],
         &["frobnicate"][..],
     ] {
-        let output = command(&ws).args(args).output().expect("runs");
+        let output = ws.command().args(args).output().expect("runs");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(output.stdout.is_empty(), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -183,48 +149,12 @@ fn usage_errors_exit_2_with_a_clear_message() {
     }
 }
 
-/// A `serve` child with its pipes.
-struct Serve {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Serve {
-    fn start(ws: &Workspace) -> Serve {
-        let mut child = command(ws)
-            .arg("serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve starts");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Serve { child, stdin, stdout }
-    }
-
-    fn ask(&mut self, line: &[u8]) -> Value {
-        self.stdin.write_all(line).expect("write");
-        self.stdin.write_all(b"\n").expect("write");
-        self.stdin.flush().expect("flush");
-        let mut answer = String::new();
-        self.stdout.read_line(&mut answer).expect("read");
-        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"))
-    }
-
-    fn finish(mut self) -> std::process::ExitStatus {
-        drop(self.stdin);
-        self.child.wait().expect("wait")
-    }
-}
-
 #[test]
 fn serve_answers_in_order_and_survives_malformed_lines() {
-    let ws = story();
-    let mut serve = Serve::start(&ws);
+    let ws = Workspace::story();
+    let mut serve = ServeChild::start(ws.command());
     let good = br#"{"work_item": "ORCH-061", "target": "monitoring", "caller": "monitor-tick"}"#;
-    assert_eq!(serve.ask(good)["verdict"], "CONVERGE_DONE");
+    assert_eq!(serve.ask_line(good)["verdict"], "CONVERGE_DONE");
     let huge = format!(
         "{{\"work_item\": \"{}\", \"target\": \"awaiting\"}}",
         "x".repeat(3 << 20)
@@ -242,24 +172,25 @@ fn serve_answers_in_order_and_survives_malformed_lines() {
         (br#"{"work_item": 5, "target": "awaiting"}"#, "not a valid JSON request"),
     ];
     for (line, expected) in malformed {
-        let answer = serve.ask(line);
+        let answer = serve.ask_line(line);
         let error = answer["error"].as_str().unwrap_or_else(|| panic!("{answer}"));
         assert!(error.contains(expected), "{error:?} should contain {expected:?}");
         // The loop goes on.
-        assert_eq!(serve.ask(good)["rule"], "converge-done");
+        assert_eq!(serve.ask_line(good)["rule"], "converge-done");
     }
-    let answer = serve.ask(br#"{"work_item": "ORCH-055", "target": "awaiting", "caller": null}"#);
+    let answer = serve.ask_line(br#"{"work_item": "ORCH-055", "target": "awaiting", "caller": null}"#);
     assert_eq!(
         (answer["verdict"].as_str(), answer["caller"].is_null()),
         (Some("SUPPRESS"), true)
     );
-    assert_eq!(serve.finish().code(), Some(0));
+    assert_eq!(serve.finish(), Some(0));
 }
 
 #[test]
 fn serve_answers_a_batch_in_order() {
-    let ws = story();
-    let mut child = command(&ws)
+    let ws = Workspace::story();
+    let mut child = ws
+        .command()
         .arg("serve")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -300,14 +231,14 @@ fn serve_answers_a_batch_in_order() {
 
 #[test]
 fn serve_swaps_the_policy_when_its_file_is_replaced() {
-    let ws = story();
-    let mut serve = Serve::start(&ws);
+    let ws = Workspace::story();
+    let mut serve = ServeChild::start(ws.command());
     let ask = br#"{"work_item": "ORCH-081", "target": "awaiting"}"#;
-    assert_eq!(serve.ask(ask)["rule"], "non-terminal");
+    assert_eq!(serve.ask_line(ask)["rule"], "non-terminal");
     write_atomically(&ws.policy(), NEXT);
     let started = Instant::now();
     let swapped = loop {
-        let answer = serve.ask(ask);
+        let answer = serve.ask_line(ask);
         if answer["policy"] == "deploy-status-guard@1.1.0" {
             break answer;
         }
@@ -327,8 +258,8 @@ fn serve_swaps_the_policy_when_its_file_is_replaced() {
     // A bad file never goes live: the answers stay on 1.1.0.
     write_atomically(&ws.policy(), b"\0asm\x0d\0\x01\0 truncated");
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(serve.ask(ask)["policy"], "deploy-status-guard@1.1.0");
-    assert_eq!(serve.finish().code(), Some(0));
+    assert_eq!(serve.ask_line(ask)["policy"], "deploy-status-guard@1.1.0");
+    assert_eq!(serve.finish(), Some(0));
 }
 
 #[test]
@@ -344,7 +275,7 @@ fn check_passes_the_reference_and_refuses_garbage() {
         ws.dir.path().join("policies/deploy-status-guard.vectors.json"),
     )
     .expect("copy vectors");
-    let output = command(&ws).arg("check").arg(&good).output().expect("runs");
+    let output = ws.command().arg("check").arg(&good).output().expect("runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("deploy-status-guard@1.0.0"), "{stdout}");
@@ -355,7 +286,7 @@ fn check_passes_the_reference_and_refuses_garbage() {
 
     let bad = ws.dir.path().join("bad.wasm");
     std::fs::write(&bad, &REFERENCE[..REFERENCE.len() / 2]).expect("write");
-    let output = command(&ws).arg("check").arg(&bad).output().expect("runs");
+    let output = ws.command().arg("check").arg(&bad).output().expect("runs");
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("refused: "));
 }
@@ -367,7 +298,7 @@ fn diff_lists_exactly_the_failed_cases_between_the_versions() {
     let new = ws.dir.path().join("new.wasm");
     std::fs::write(&old, REFERENCE).expect("write");
     std::fs::write(&new, NEXT).expect("write");
-    let output = command(&ws).arg("diff").arg(&old).arg(&new).output().expect("runs");
+    let output = ws.command().arg("diff").arg(&old).arg(&new).output().expect("runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     // failed x (orchestrator with empty scope, svc-a in scope) x 3 targets x 3 windows.
@@ -380,9 +311,10 @@ fn diff_lists_exactly_the_failed_cases_between_the_versions() {
             .count(),
         18
     );
-    let output = command(&ws).arg("diff").arg(&old).arg(&old).output().expect("runs");
+    let output = ws.command().arg("diff").arg(&old).arg(&old).output().expect("runs");
     assert_eq!(output.status.code(), Some(0));
-    let output = command(&ws)
+    let output = ws
+        .command()
         .arg("diff")
         .arg(&old)
         .arg(ws.dir.path().join("missing.wasm"))

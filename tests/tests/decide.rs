@@ -10,40 +10,13 @@ fn guard(ws: &Workspace, config: Config) -> Guard {
     Guard::new(config).expect("guard")
 }
 
-/// A workspace with the seed's story.
-fn story() -> Workspace {
-    let ws = Workspace::new();
-    let db = ws.create_db();
-    for (work_item, repo, stage) in [
-        ("ORCH-061", "orchestrator", "done"),
-        ("ORCH-072", "orchestrator", "deploy"),
-        ("ORCH-055", "orchestrator", "cancelled"),
-        ("ORCH-090", "orchestrator", "done"),
-        ("ENDURO-12", "enduro-trails", "done"),
-        ("SVC-1", "svc-a", "done"),
-    ] {
-        insert_task(
-            &db,
-            Row {
-                work_item,
-                repo: Some(repo),
-                stage: Some(stage),
-            },
-        );
-    }
-    insert_sentinel(&db, "orchestrator", "ORCH-061", "ARMED");
-    insert_sentinel(&db, "orchestrator", "ORCH-061", "DONE");
-    insert_sentinel(&db, "orchestrator", "ORCH-090", "ARMED");
-    ws
-}
-
 fn verdict_and_rule(d: &Decision) -> (Verdict, &str) {
     (d.verdict, d.rule.as_str())
 }
 
 #[test]
 fn every_rule_of_the_seed_end_to_end() {
-    let ws = story();
+    let ws = Workspace::story();
     let guard = guard(&ws, ws.config());
     let cases = [
         ("ORCH-404", Target::Awaiting, Verdict::Allow, "task-not-found"),
@@ -79,7 +52,7 @@ fn every_rule_of_the_seed_end_to_end() {
 
 #[test]
 fn the_decision_object_has_the_contract_fields() {
-    let ws = story();
+    let ws = Workspace::story();
     let guard = guard(&ws, ws.config());
     let json: serde_json::Value = serde_json::from_str(
         &guard
@@ -99,7 +72,7 @@ fn the_decision_object_has_the_contract_fields() {
 
 #[test]
 fn the_kill_switch_allows_without_running_the_policy() {
-    let ws = story();
+    let ws = Workspace::story();
     let guard = guard(
         &ws,
         Config {
@@ -117,7 +90,7 @@ fn the_kill_switch_allows_without_running_the_policy() {
 
 #[test]
 fn an_unreadable_boolean_disables_the_guard() {
-    let ws = story();
+    let ws = Workspace::story();
     let vars: HashMap<&str, String> = [
         ("DEPLOY_GUARD_DB", ws.db().display().to_string()),
         ("DEPLOY_GUARD_POLICY", ws.policy().display().to_string()),
@@ -131,7 +104,7 @@ fn an_unreadable_boolean_disables_the_guard() {
 
 #[test]
 fn the_scope_is_sanitised_and_replaces_the_self_hosting_repos() {
-    let ws = story();
+    let ws = Workspace::story();
     let vars: HashMap<&str, String> = [
         ("DEPLOY_GUARD_DB", ws.db().display().to_string()),
         ("DEPLOY_GUARD_POLICY", ws.policy().display().to_string()),
@@ -392,7 +365,8 @@ fn values_of_the_wrong_type_fail_safe() {
 
 #[test]
 fn a_missing_policy_fails_safe_and_recovers_when_a_good_file_lands() {
-    let ws = story();
+    let ws = Workspace::story();
+    std::fs::remove_file(ws.policy()).expect("no policy yet");
     let guard = Guard::new(ws.config()).expect("guard");
     let d = guard.decide("ORCH-061", Target::Awaiting, None);
     assert_eq!(d.rule, "fail-safe");
@@ -426,7 +400,7 @@ impl Tracker for Recorder {
 
 #[test]
 fn the_guarded_setters_act_on_the_verdict() {
-    let ws = story();
+    let ws = Workspace::story();
     let guard = guard(&ws, ws.config());
     let mut setters = GuardedSetters::new(&guard, Recorder::default());
     let d = setters
@@ -454,7 +428,7 @@ fn the_guarded_setters_act_on_the_verdict() {
 
 #[test]
 fn many_threads_decide_at_once() {
-    let ws = story();
+    let ws = Workspace::story();
     let guard = guard(&ws, ws.config());
     std::thread::scope(|scope| {
         for _ in 0..4 {

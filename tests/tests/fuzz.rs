@@ -360,27 +360,16 @@ fn parse_request_handles_lone_surrogates_and_duplicate_keys_without_panicking() 
 
 /// A workspace with a story database and the reference policy, and a guard on it.
 fn story_guard() -> (Workspace, Guard) {
-    let ws = Workspace::new();
-    let db = ws.create_db();
-    for (work_item, repo, stage) in [
-        ("ORCH-061", "orchestrator", "done"),
-        ("ORCH-072", "orchestrator", "deploy"),
-        ("ORCH-055", "orchestrator", "cancelled"),
-        ("ORCH-090", "orchestrator", "done"),
-        ("SVC-1", "svc-a", "done"),
-        ("ÜNI-\u{1f980}\0\"", " orchestrator\u{3000}", "\u{1f}done\u{85}"),
-    ] {
-        insert_task(
-            &db,
-            Row {
-                work_item,
-                repo: Some(repo),
-                stage: Some(stage),
-            },
-        );
-    }
-    insert_sentinel(&db, "orchestrator", "ORCH-090", "ARMED");
-    ws.install_reference();
+    let ws = Workspace::story();
+    let db = Connection::open(ws.db()).expect("open");
+    insert_task(
+        &db,
+        Row {
+            work_item: "ÜNI-\u{1f980}\0\"",
+            repo: Some(" orchestrator\u{3000}"),
+            stage: Some("\u{1f}done\u{85}"),
+        },
+    );
     let guard = Guard::new(ws.config()).expect("guard");
     assert!(guard.policy().is_some(), "the reference policy loads");
     (ws, guard)

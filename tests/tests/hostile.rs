@@ -254,21 +254,9 @@ fn truncated_bytes_are_refused() {
     assert_guard_refuses(half, |r| r.contains("not a component: "));
 }
 
-/// Deterministic noise (xorshift64*).
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed >> 12;
-            seed ^= seed << 25;
-            seed ^= seed >> 27;
-            (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
-}
-
 #[test]
 fn random_bytes_are_refused() {
-    let noise = random_bytes(4096, 0x9e37_79b9_7f4a_7c15);
+    let noise = deploy_guard_e2e::noise(4096, 0x9e37_79b9_7f4a_7c15);
     let error = load_error(&noise);
     let LoadError::NotAComponent(reason) = &error else {
         panic!("wrong class: {error:?}")
@@ -282,7 +270,7 @@ fn random_bytes_are_refused() {
 
     // Noise behind a valid component header gets past the first check, not the parser.
     let mut disguised = REFERENCE[..8].to_vec();
-    disguised.extend(random_bytes(4096, 42));
+    disguised.extend(deploy_guard_e2e::noise(4096, 42));
     let error = load_error(&disguised);
     assert!(matches!(error, LoadError::NotAComponent(_)), "{error:?}");
     assert!(matches!(

@@ -4,38 +4,12 @@
 use deploy_guard::ledger::{Ledger, read_ledger};
 use deploy_guard::swap::{Outcome, previous_path};
 use deploy_guard::{Config, Guard, Target, Verdict};
-use deploy_guard_e2e::{NEXT, REFERENCE, Row, Workspace, binary, insert_sentinel, insert_task, write_atomically};
+use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, binary, write_atomically};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use deploy_guard_e2e::hostile;
-
-/// The seed's story plus failed tasks, which the next version holds like cancelled.
-fn story() -> Workspace {
-    let ws = Workspace::new();
-    let db = ws.create_db();
-    for (work_item, repo, stage) in [
-        ("ORCH-061", "orchestrator", "done"),
-        ("ORCH-072", "orchestrator", "deploy"),
-        ("ORCH-055", "orchestrator", "cancelled"),
-        ("ORCH-081", "orchestrator", "failed"),
-        ("ORCH-082", "orchestrator", " failed\n"),
-        ("ENDURO-9", "enduro-trails", "failed"),
-    ] {
-        insert_task(
-            &db,
-            Row {
-                work_item,
-                repo: Some(repo),
-                stage: Some(stage),
-            },
-        );
-    }
-    insert_sentinel(&db, "orchestrator", "ORCH-061", "ARMED");
-    ws.install_reference();
-    ws
-}
 
 /// Requests: every work item of the story (and one unknown) for every target, `rounds` times.
 fn requests(rounds: usize) -> Vec<(String, &'static str)> {
@@ -105,7 +79,7 @@ fn serve(
 
 #[test]
 fn replay_over_a_ledger_written_by_serve_finds_exactly_what_the_next_version_changes() {
-    let ws = story();
+    let ws = Workspace::story();
     let ledger = ws.dir.path().join("ledger.db");
     let requests = requests(4);
     let (answers, _) = serve(&ws, &[], &[("DEPLOY_GUARD_LEDGER", &ledger)], &requests);
@@ -185,7 +159,7 @@ fn replay_over_a_ledger_written_by_serve_finds_exactly_what_the_next_version_cha
 
 #[test]
 fn shadow_counts_the_disagreements_exactly_and_never_changes_an_answer() {
-    let ws = story();
+    let ws = Workspace::story();
     let next = ws.dir.path().join("next.wasm");
     std::fs::write(&next, NEXT).expect("write");
     let requests = requests(3);
@@ -215,7 +189,7 @@ fn shadow_counts_the_disagreements_exactly_and_never_changes_an_answer() {
 
 #[test]
 fn a_shadow_candidate_that_traps_never_affects_an_answer() {
-    let ws = story();
+    let ws = Workspace::story();
     let trap = ws.dir.path().join("live-trap.wasm");
     std::fs::write(&trap, hostile::LIVE_TRAP).expect("write");
     let requests: Vec<(String, &str)> = (0..30).map(|i| (format!("B-{i}"), "awaiting")).collect();
@@ -236,7 +210,7 @@ fn a_shadow_candidate_that_traps_never_affects_an_answer() {
 
 #[test]
 fn a_shadow_candidate_that_fails_the_gate_is_refused() {
-    let ws = story();
+    let ws = Workspace::story();
     let bad = ws.dir.path().join("bad.wasm");
     std::fs::write(&bad, &REFERENCE[..100]).expect("write");
     let output = Command::new(binary())
@@ -264,7 +238,7 @@ fn refresh_until(guard: &Guard, done: impl Fn(&Guard) -> bool) {
 
 #[test]
 fn a_policy_that_starts_failing_after_a_swap_is_rolled_back() {
-    let ws = story();
+    let ws = Workspace::story();
     let guard = Guard::new(ws.config()).expect("guard");
     let reference = deploy_guard::policy::digest(REFERENCE);
     write_atomically(&ws.policy(), hostile::LIVE_TRAP);
@@ -300,7 +274,7 @@ fn a_policy_that_starts_failing_after_a_swap_is_rolled_back() {
 
 #[test]
 fn a_policy_that_keeps_deciding_passes_its_probation() {
-    let ws = story();
+    let ws = Workspace::story();
     let guard = Guard::new(ws.config()).expect("guard");
     write_atomically(&ws.policy(), NEXT);
     refresh_until(&guard, |g| g.policy().is_some_and(|p| p.version == "1.1.0"));
@@ -325,7 +299,7 @@ fn a_policy_that_keeps_deciding_passes_its_probation() {
 
 #[test]
 fn an_operator_rolls_back_with_the_rollback_command() {
-    let ws = story();
+    let ws = Workspace::story();
     let policy = ws.policy();
     let run = || {
         Command::new(binary())
@@ -351,7 +325,7 @@ fn an_operator_rolls_back_with_the_rollback_command() {
 
 #[test]
 fn the_ledger_keeps_a_prefix_of_the_decisions_through_a_kill() {
-    let ws = story();
+    let ws = Workspace::story();
     let ledger = ws.dir.path().join("ledger.db");
     let mut child = Command::new(binary())
         .arg("serve")
@@ -413,7 +387,7 @@ fn the_ledger_keeps_a_prefix_of_the_decisions_through_a_kill() {
 
 #[test]
 fn the_ledger_keeps_the_newest_rows_and_refuses_the_orchestrators_database() {
-    let ws = story();
+    let ws = Workspace::story();
     let path = ws.dir.path().join("ledger.db");
     let ledger = Ledger::open(&path, &ws.db(), 1000).expect("opens");
     let guard = Guard::new(Config {
