@@ -148,12 +148,55 @@ impl Guard {
     }
 
     fn decide_many_unlogged(&self, requests: &[Request<'_>], runner: Runner) -> Vec<Decision> {
+        let judged = self.judge(requests, runner);
+        if runner == Runner::Native {
+            return judged.into_iter().map(|j| j.decision).collect();
+        }
+        // Every sandboxed-path decision, whatever its outcome, passes the observers:
+        // the ledger records it, the shadow compares it, the probation counts it.
+        let ledger = self.shared.ledger.load();
+        let shadow = self.shared.shadow.load();
+        judged
+            .into_iter()
+            .map(
+                |Judged {
+                     decision,
+                     facts,
+                     policy_failed,
+                 }| {
+                    if let Some(ledger) = ledger.as_ref() {
+                        ledger.record(&decision, facts.as_ref().map(FactsRecord::from_facts));
+                    }
+                    if let Some(digest) = &decision.policy_digest {
+                        self.shared.slot.observe(digest, policy_failed);
+                    }
+                    if let (Some(shadow), Some(facts)) = (shadow.as_ref(), facts)
+                        && !policy_failed
+                    {
+                        shadow.compare(facts, decision.verdict, &decision.rule);
+                    }
+                    decision
+                },
+            )
+            .collect()
+    }
+
+    /// The decisions, with the facts the policy was given (none when no policy ran).
+    fn judge(&self, requests: &[Request<'_>], runner: Runner) -> Vec<Judged> {
         let config = self.shared.config.load();
+        let unjudged = |decision| Judged {
+            decision,
+            facts: None,
+            policy_failed: false,
+        };
         if let Some(problem) = &config.problem {
-            return requests.iter().map(|r| Decision::fail_safe(*r, problem)).collect();
+            return requests
+                .iter()
+                .map(|r| unjudged(Decision::fail_safe(*r, problem)))
+                .collect();
         }
         if !config.enabled {
-            return requests.iter().map(|r| Decision::kill_switch(*r)).collect();
+            return requests.iter().map(|r| unjudged(Decision::kill_switch(*r))).collect();
         }
         let policy = match runner {
             Runner::Native => None,
@@ -164,41 +207,22 @@ impl Guard {
                         || "policy-unavailable: no policy is loaded".to_owned(),
                         |p| p.to_string(),
                     );
-                    return requests.iter().map(|r| Decision::fail_safe(*r, &cause)).collect();
+                    return requests
+                        .iter()
+                        .map(|r| unjudged(Decision::fail_safe(*r, &cause)))
+                        .collect();
                 }
             },
         };
         let work_items: Vec<&str> = requests.iter().map(|r| r.work_item).collect();
         let facts = self.shared.facts.load().read_many(&work_items);
-        let ledger = self.shared.ledger.load();
-        let shadow = self.shared.shadow.load();
         requests
             .iter()
             .zip(facts)
-            .map(|(request, task)| match task {
-                Err(e) => {
-                    let decision = Decision::fail_safe(*request, e);
-                    if let (Runner::Sandbox, Some(ledger)) = (runner, ledger.as_ref()) {
-                        ledger.record(&decision, None);
-                    }
-                    decision
-                }
-                Ok(task) => match &policy {
-                    None => run_native(&config, *request, task),
-                    Some(policy) => {
-                        let (decision, facts, policy_failed) = run_sandboxed(policy, &config, *request, task);
-                        if let Some(ledger) = ledger.as_ref() {
-                            ledger.record(&decision, Some(FactsRecord::from_facts(&facts)));
-                        }
-                        if let Some(shadow) = shadow.as_ref()
-                            && !policy_failed
-                        {
-                            shadow.compare(facts, decision.verdict, &decision.rule);
-                        }
-                        self.shared.slot.observe(&policy.digest, policy_failed);
-                        decision
-                    }
-                },
+            .map(|(request, task)| match (task, &policy) {
+                (Err(e), _) => unjudged(Decision::fail_safe(*request, e)),
+                (Ok(task), None) => unjudged(run_native(&config, *request, task)),
+                (Ok(task), Some(policy)) => run_sandboxed(policy, &config, *request, task),
             })
             .collect()
     }
@@ -330,13 +354,14 @@ fn with_facts(request: Request<'_>, task: Option<&TaskFacts>) -> Decision {
     decision
 }
 
-/// A sandboxed decision, the facts it was made on, and whether the policy failed.
-fn run_sandboxed(
-    policy: &LoadedPolicy,
-    config: &Config,
-    request: Request<'_>,
-    task: Option<TaskFacts>,
-) -> (Decision, Facts, bool) {
+/// A decision, the facts its policy was given, and whether the policy failed.
+struct Judged {
+    decision: Decision,
+    facts: Option<Facts>,
+    policy_failed: bool,
+}
+
+fn run_sandboxed(policy: &LoadedPolicy, config: &Config, request: Request<'_>, task: Option<TaskFacts>) -> Judged {
     let mut decision = with_facts(request, task.as_ref());
     decision.policy = Some(policy.identity().to_owned());
     decision.policy_digest = Some(policy.digest.clone());
@@ -356,9 +381,17 @@ fn run_sandboxed(
         Ok(ruling) => {
             decision.verdict = ruling.verdict;
             decision.rule = ruling.rule;
-            (decision, facts, false)
+            Judged {
+                decision,
+                facts: Some(facts),
+                policy_failed: false,
+            }
         }
-        Err(e) => (decision.into_fail_safe(e), facts, true),
+        Err(e) => Judged {
+            decision: decision.into_fail_safe(e),
+            facts: Some(facts),
+            policy_failed: true,
+        },
     }
 }
 

@@ -95,6 +95,9 @@ pub struct PolicySlot {
 pub const PROBATION_DECISIONS: u32 = 100;
 /// See [`PROBATION_DECISIONS`].
 pub const ROLLBACK_FAILURES: u32 = 10;
+/// Refused digests remembered (so that each is said once); forgotten all at once
+/// beyond this, after which a refused content may be said once more.
+const MAX_REFUSED_REMEMBERED: usize = 1024;
 
 #[derive(Debug)]
 struct Probation {
@@ -286,7 +289,13 @@ impl PolicySlot {
     fn refuse(&self, digest: Option<String>, reason: String) -> Outcome {
         let first_time = match self.refused.lock() {
             Ok(mut refused) => match digest {
-                Some(digest) => refused.digests.insert(digest),
+                Some(digest) => {
+                    // Bounded: a stream of distinct bad files must not grow the host.
+                    if refused.digests.len() >= MAX_REFUSED_REMEMBERED {
+                        refused.digests.clear();
+                    }
+                    refused.digests.insert(digest)
+                }
                 None => {
                     let new = refused.last_read_error.as_deref() != Some(reason.as_str());
                     refused.last_read_error = Some(reason.clone());

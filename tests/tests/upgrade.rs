@@ -409,3 +409,25 @@ fn the_ledger_keeps_the_newest_rows_and_refuses_the_orchestrators_database() {
     let error = Ledger::open(&ws.db(), &ws.db(), 1000).expect_err("refused");
     assert!(error.to_string().contains("orchestrator's database"), "{error}");
 }
+
+#[test]
+fn the_ledger_records_every_decision_even_those_no_policy_made() {
+    let ws = Workspace::story();
+    let path = ws.dir.path().join("ledger.db");
+    let guard = Guard::new(Config {
+        ledger: Some(path.clone()),
+        enabled: false,
+        ..ws.config()
+    })
+    .expect("guard");
+    guard.decide("ORCH-061", Target::Awaiting, Some("kill"));
+    let guard_ledger = guard.ledger().expect("ledger in use");
+    guard_ledger.flush();
+    let recorded = read_ledger(&path).expect("reads");
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(
+        (recorded[0].decision.rule.as_str(), recorded[0].facts.is_none()),
+        ("kill-switch", true)
+    );
+    assert_eq!(recorded[0].decision.caller.as_deref(), Some("kill"));
+}
