@@ -65,12 +65,19 @@ fn info_answers_the_name_and_the_crate_version() {
 #[test]
 fn a_decision_never_grows_the_guest_memory() {
     // The arena allocator keeps a decision inside the initial memory: instantiate with a
-    // limit of exactly the initial size and decide a case with long strings.
+    // limit of exactly the initial size (2 pages: a 64 KiB stack, the data, the 32 KiB
+    // arena) and decide a case with long strings. One page fewer does not even
+    // instantiate, so the limit is tight.
     let sandbox = deploy_guard::engine::Sandbox::new().expect("sandbox");
     let limits = deploy_guard::Limits {
-        memory_bytes: 4 * 65536,
+        memory_bytes: 2 * 65536,
         ..deploy_guard::Limits::DEFAULT
     };
+    let too_small = deploy_guard::Limits {
+        memory_bytes: 65536,
+        ..deploy_guard::Limits::DEFAULT
+    };
+    assert!(deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, too_small).is_err());
     let policy = deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, limits).expect("fits in 4 pages");
     let long = "r".repeat(4000);
     let facts = deploy_guard::policy::Facts {
