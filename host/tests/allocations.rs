@@ -76,7 +76,7 @@ fn a_decision_allocates_a_bounded_handful_and_a_filtered_line_nothing() {
     });
     let decision = guard.decide_unlogged(request());
     let line = per_call(|| decision.log());
-    println!("allocations per decision: native {native}, sandboxed {sandboxed}, filtered line {line}");
+    eprintln!("allocations per decision: native {native}, sandboxed {sandboxed}, filtered line {line}");
     assert_eq!(line, 0.0, "a filtered-out decision line allocates");
     // The decision object itself (work item, caller, stage, rule, identity, digest) and
     // the facts read take about a dozen; the sandbox adds the facts lowered to the guest
