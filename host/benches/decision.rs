@@ -1,0 +1,85 @@
+//! The decision paths under criterion: `cargo bench -p deploy-guard --bench decision`.
+//!
+//! The same paths as `deploy-guard bench` (native reference end to end, sandboxed end
+//! to end, the facts read alone, the sandbox alone), with criterion's statistics and its
+//! comparison against the previous run, for tuning one path at a time. `deploy-guard
+//! bench` stays the figure of record: it also measures threads, start-up and `serve`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use deploy_guard::facts::FactsSource;
+use deploy_guard::policy::{Facts, TargetStatus, Task};
+use deploy_guard::{Config, Guard, Request, Target};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn decision_paths(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db_path = dir.path().join("orchestrator.db");
+    let db = rusqlite::Connection::open(&db_path).expect("db");
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE tasks (work_item_id TEXT, repo TEXT, stage TEXT);
+         CREATE INDEX tasks_work_item ON tasks (work_item_id);
+         CREATE TABLE post_deploy_sentinels (repo TEXT, work_item_id TEXT, sentinel TEXT);
+         CREATE INDEX sentinels_work_item ON post_deploy_sentinels (work_item_id, repo);",
+    )
+    .expect("schema");
+    for i in 0..10_000 {
+        let stage = ["done", "deploy", "cancelled", "review"][i % 4];
+        db.execute(
+            "INSERT INTO tasks VALUES (?1, 'orchestrator', ?2)",
+            (format!("ORCH-{i}"), stage),
+        )
+        .expect("task");
+        if stage == "done" {
+            db.execute(
+                "INSERT INTO post_deploy_sentinels VALUES ('orchestrator', ?1, 'ARMED')",
+                [format!("ORCH-{i}")],
+            )
+            .expect("sentinel");
+        }
+    }
+    let policy_path = dir.path().join("policy.wasm");
+    std::fs::write(&policy_path, deploy_guard::policies::DEPLOY_STATUS_GUARD).expect("policy");
+    let guard = Guard::new(Config {
+        db: db_path.clone(),
+        policy: policy_path,
+        ..Config::default()
+    })
+    .expect("guard");
+    let policy = guard.policy().expect("the reference policy loads");
+    let facts_source = FactsSource::new(&db_path, Duration::from_millis(250));
+    let request = Request {
+        work_item: "ORCH-4000",
+        target: Target::Monitoring,
+        caller: Some("bench"),
+    };
+    let facts = Facts {
+        work_item_id: "ORCH-4000".into(),
+        target: TargetStatus::Monitoring,
+        caller: Some("bench".into()),
+        task: Some(Task {
+            repo: "orchestrator".into(),
+            stage: "done".into(),
+        }),
+        window_active: Some(true),
+        scope_repos: Vec::new(),
+        self_hosting_repos: vec!["orchestrator".into()],
+    };
+
+    let mut group = c.benchmark_group("decision");
+    group.bench_function("native reference, end to end", |b| {
+        b.iter(|| black_box(guard.decide_native_unlogged(request)))
+    });
+    group.bench_function("sandboxed, end to end", |b| {
+        b.iter(|| black_box(guard.decide_unlogged(request)))
+    });
+    group.bench_function("facts read once", |b| {
+        b.iter(|| black_box(facts_source.read("ORCH-4000")))
+    });
+    group.bench_function("sandbox alone", |b| b.iter(|| black_box(policy.decide(&facts))));
+    group.finish();
+}
+
+criterion_group!(benches, decision_paths);
+criterion_main!(benches);
