@@ -244,7 +244,9 @@ impl Sandbox {
         store.limiter(|state| state);
         // consume_fuel is on for this engine, so set_fuel cannot fail.
         let _ = store.set_fuel(limits.fuel);
-        let ticks = limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+        // One tick more than the timeout holds: the first tick may come at once, so
+        // `n` ticks guarantee only `(n - 1) * EPOCH_TICK` of running time.
+        let ticks = limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) + 1;
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
         store

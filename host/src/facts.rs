@@ -188,11 +188,43 @@ impl FactsSource {
                 return Ok(pooled);
             }
         }
+        refuse_closed_wal(&self.path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(&self.path, flags)?;
         connection.busy_timeout(self.busy_timeout)?;
         Ok(PooledConnection { connection, identity })
     }
+}
+
+/// A database in WAL mode is read through its `-wal` and `-shm` files. While the
+/// orchestrator has it open they exist; when it has closed it, SQLite removed them, and
+/// even a read-only connection would create them again: owned by deploy-guard's user,
+/// they could leave the orchestrator unable to write its own database. So such a
+/// database is not opened: the decision fails safe, naming why. (Bytes 18 and 19 of
+/// the header are 2 in WAL mode.)
+fn refuse_closed_wal(path: &Path) -> Result<()> {
+    let mut header = [0u8; 20];
+    let read = std::fs::File::open(path).and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header));
+    if read.is_err() || header[18] != 2 || header[19] != 2 {
+        // Not WAL, or too short to tell: SQLite opens it without side files.
+        return Ok(());
+    }
+    let side = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name).exists()
+    };
+    // The -wal file is there while the orchestrator has the database open (in its
+    // exclusive locking mode there is no -shm, and SQLite refuses the lock instead).
+    if side("-wal") {
+        return Ok(());
+    }
+    Err(FactsError::Missing {
+        path: path.to_owned(),
+        reason: "the database is in WAL mode and its -wal file is absent (the orchestrator has it \
+                 closed); reading it would create the -wal and -shm files"
+            .to_owned(),
+    })
 }
 
 fn file_identity(path: &Path) -> Result<(u64, u64)> {

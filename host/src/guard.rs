@@ -29,6 +29,7 @@ struct Shared {
     facts: ArcSwap<FactsSource>,
     slot: PolicySlot,
     watch: Mutex<WatchState>,
+    config_watch: Mutex<crate::swap::ChangeDetector>,
     ledger: ArcSwapOption<Ledger>,
     shadow: ArcSwapOption<Shadow>,
 }
@@ -92,6 +93,7 @@ impl Guard {
                 config: ArcSwap::from_pointee(config.clone()),
                 slot: PolicySlot::default(),
                 watch: Mutex::new(WatchState::default()),
+                config_watch: Mutex::new(crate::swap::ChangeDetector::default()),
                 ledger: ArcSwapOption::from(open_ledger(&config).map(Arc::new)),
                 shadow: ArcSwapOption::empty(),
             }),
@@ -99,9 +101,10 @@ impl Guard {
         if let Ok(mut watch) = guard.shared.watch.lock() {
             watch.policy_path = config.policy.clone();
             watch.policy.settle(&config.policy);
-            if let Some(file) = &config.file {
-                watch.config.settle(file);
-            }
+            watch.vectors.settle(&crate::vectors::vectors_path(&config.policy));
+        }
+        if let (Some(file), Ok(mut detector)) = (&config.file, guard.shared.config_watch.lock()) {
+            detector.settle(file);
         }
         guard
             .shared
@@ -269,22 +272,41 @@ impl Guard {
     /// a new configuration goes into force if it parses; a new policy goes live if it
     /// passes the gate. What [`Guard::watch`] calls every poll interval.
     pub fn refresh(&self) -> Option<Outcome> {
+        self.refresh_config();
+        self.refresh_policy()
+    }
+
+    /// Look at the config file once; a new configuration goes into force if it parses.
+    pub fn refresh_config(&self) {
+        let Ok(mut detector) = self.shared.config_watch.lock() else {
+            return;
+        };
+        let config = self.shared.config.load_full();
+        if let Some(file) = &config.file
+            && detector.poll(file)
+        {
+            self.reload_config(&config);
+        }
+    }
+
+    /// Look at the policy file and its vectors once; a new candidate goes live if it
+    /// passes the gate.
+    pub fn refresh_policy(&self) -> Option<Outcome> {
         let Ok(mut watch) = self.shared.watch.lock() else {
             return None;
         };
         let config = self.shared.config.load_full();
-        if let Some(file) = &config.file
-            && watch.config.poll(file)
-        {
-            self.reload_config(&config);
-        }
-        let config = self.shared.config.load_full();
+        let vectors = crate::vectors::vectors_path(&config.policy);
         let path_changed = watch.policy_path != config.policy;
         if path_changed {
             watch.policy_path = config.policy.clone();
             watch.policy.settle(&config.policy);
+            watch.vectors.settle(&vectors);
         }
-        if path_changed || watch.policy.poll(&config.policy) {
+        // Both are polled every time (each detector tracks its own file's stability).
+        let policy_changed = watch.policy.poll(&config.policy);
+        let vectors_changed = watch.vectors.poll(&vectors);
+        if path_changed || policy_changed || vectors_changed {
             return Some(
                 self.shared
                     .slot
@@ -324,12 +346,17 @@ impl Guard {
         self.shared.config.store(Arc::new(fresh));
     }
 
-    /// Start watching the policy and config files (hot swap); stops when dropped.
+    /// Start watching the policy and config files (hot swap); stops when dropped. The
+    /// config file has a thread of its own, so that a slow candidate under the gate never
+    /// delays the kill-switch.
     pub fn watch(&self) -> Result<Watcher, GuardError> {
-        let guard = self.clone();
-        Ok(Watcher::spawn(move || {
-            guard.refresh();
-        })?)
+        let config_guard = self.clone();
+        let policy_guard = self.clone();
+        Ok(
+            Watcher::spawn(move || config_guard.refresh_config())?.and(Watcher::spawn(move || {
+                policy_guard.refresh_policy();
+            })?),
+        )
     }
 }
 
@@ -388,9 +415,11 @@ fn run_sandboxed(policy: &LoadedPolicy, config: &Config, request: Request<'_>, t
             }
         }
         Err(e) => Judged {
+            // An instance that could not be had (the pool exhausted by the host's own
+            // load) is not the policy's failure; probation does not count it.
+            policy_failed: !matches!(e, crate::policy::RunError::Instantiate(_)),
             decision: decision.into_fail_safe(e),
             facts: Some(facts),
-            policy_failed: true,
         },
     }
 }

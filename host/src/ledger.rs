@@ -85,6 +85,25 @@ CREATE TABLE IF NOT EXISTS decisions (
     error TEXT
 );";
 
+/// Whether `a` and `b` name one file: the same (device, inode) if both exist, else the
+/// same path once its directory is resolved (neither exists yet, or one does not).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+        return (ma.dev(), ma.ino()) == (mb.dev(), mb.ino());
+    }
+    let normal = |p: &Path| {
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::canonicalize(dir)
+            .ok()
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    normal(a).is_some_and(|na| Some(na) == normal(b))
+}
+
 fn open_error(path: &Path, e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Open {
         path: path.to_owned(),
@@ -96,9 +115,7 @@ impl Ledger {
     /// Open (or create) the ledger at `path`, refusing the orchestrator's `db`.
     pub fn open(path: &Path, db: &Path, max_rows: u64) -> Result<Ledger, LedgerError> {
         crate::sqlite_mutex::install();
-        if let (Ok(a), Ok(b)) = (std::fs::canonicalize(path), std::fs::canonicalize(db))
-            && a == b
-        {
+        if same_file(path, db) {
             return Err(LedgerError::IsTheOrchestratorsDatabase(path.to_owned()));
         }
         let connection = Connection::open(path).map_err(|e| open_error(path, e))?;

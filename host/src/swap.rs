@@ -81,6 +81,9 @@ pub struct PolicySlot {
     live: ArcSwapOption<LoadedPolicy>,
     /// The policy live before the current one: what a roll back returns to.
     previous: ArcSwapOption<LoadedPolicy>,
+    /// Serialises the writers of `live` and `previous` (activate, roll back, relimit);
+    /// readers never take it. Holds the path of the live policy's file.
+    swapping: Mutex<Option<PathBuf>>,
     /// Set while the decisions right after a swap are watched.
     on_probation: AtomicBool,
     probation: Mutex<Option<Probation>>,
@@ -153,11 +156,18 @@ impl PolicySlot {
     pub fn activate(&self, policy: LoadedPolicy, path: &Path) -> Outcome {
         let identity = policy.identity().to_owned();
         let digest = policy.digest.clone();
+        let mut swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *swapping = Some(path.to_owned());
         let previous = self.live.swap(Some(Arc::new(policy)));
         self.problem.store(None);
         if let Some(old) = &previous {
-            self.previous.store(Some(Arc::clone(old)));
             if let Ok(mut probation) = self.probation.lock() {
+                // Return to the last policy that proved itself: one swapped out while
+                // still on probation is not it (unless there is no other).
+                let old_unproven = probation.as_ref().is_some_and(|p| p.digest == old.digest);
+                if !old_unproven || self.previous.load().is_none() {
+                    self.previous.store(Some(Arc::clone(old)));
+                }
                 *probation = Some(Probation {
                     digest: digest.clone(),
                     decisions: 0,
@@ -165,7 +175,9 @@ impl PolicySlot {
                 });
                 self.on_probation.store(true, Ordering::Release);
             }
-            save_previous(path, old.bytes());
+            if let Some(kept) = self.previous.load_full() {
+                save_previous(path, kept.bytes());
+            }
         }
         match previous {
             Some(old) => tracing::warn!(
@@ -214,21 +226,38 @@ impl PolicySlot {
             verdict
         };
         if let Some(why) = verdict {
-            self.roll_back(&why);
+            self.roll_back_from(Some(digest), &why);
         }
     }
 
     /// Put the previous policy back in place of the live one, whose digest is refused
-    /// from then on (its file is not re-admitted until its content changes).
+    /// from then on; the previous policy's bytes are written back over the active file,
+    /// so that a restart does not load the bad one again.
     pub fn roll_back(&self, why: &str) -> Option<Outcome> {
+        self.roll_back_from(None, why)
+    }
+
+    /// [`PolicySlot::roll_back`], only if the live policy is still `expected` (a swap
+    /// that happened since wins).
+    fn roll_back_from(&self, expected: Option<&str>, why: &str) -> Option<Outcome> {
+        let swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bad = self.live.load_full()?;
+        if expected.is_some_and(|digest| digest != bad.digest) {
+            return None;
+        }
         let previous = self.previous.swap(None)?;
-        let bad = self.live.swap(Some(Arc::clone(&previous)))?;
+        self.live.store(Some(Arc::clone(&previous)));
         if let Ok(mut refused) = self.refused.lock() {
             refused.digests.insert(bad.digest.clone());
         }
         if let Ok(mut probation) = self.probation.lock() {
             *probation = None;
             self.on_probation.store(false, Ordering::Release);
+        }
+        if let Some(path) = swapping.as_deref()
+            && let Err(e) = write_policy_file(path, previous.bytes())
+        {
+            tracing::error!(target: "deploy_guard::policy", path = %path.display(), "cannot write the rolled-back policy back: {e}");
         }
         tracing::error!(
             target: "deploy_guard::policy",
@@ -243,10 +272,13 @@ impl PolicySlot {
 
     /// Keep the same policy under new limits (a configuration reload).
     pub fn relimit(&self, limits: crate::config::Limits) {
-        if let Some(live) = self.current()
-            && live.limits() != limits
-        {
-            self.live.store(Some(Arc::new(live.with_limits(limits))));
+        let _swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for slot in [&self.live, &self.previous] {
+            if let Some(policy) = slot.load_full()
+                && policy.limits() != limits
+            {
+                slot.store(Some(Arc::new(policy.with_limits(limits))));
+            }
         }
     }
 
@@ -274,15 +306,20 @@ impl PolicySlot {
         if self.current().is_some_and(|live| live.digest == digest) {
             return Outcome::Unchanged;
         }
+        // A refusal is remembered for this content judged with these vectors: fixing the
+        // vectors (or the limits) gets the same module judged again. A digest refused on
+        // its own (rolled back after going live) stays refused whatever the vectors.
+        let vectors = crate::vectors::vectors_path(path);
+        let judged_with = std::fs::read(&vectors).map_or_else(|_| "none".to_owned(), |v| crate::policy::digest(&v));
+        let key = format!("{digest} vectors={judged_with} limits={limits:?}");
         if let Ok(refused) = self.refused.lock()
-            && refused.digests.contains(&digest)
+            && (refused.digests.contains(&key) || refused.digests.contains(&digest))
         {
             return Outcome::Refused(format!("{digest} was refused before"));
         }
-        let vectors = crate::vectors::vectors_path(path);
         match gate::admit(sandbox, &bytes, limits, Some(&vectors)) {
             Ok(admitted) => self.activate(admitted.policy, path),
-            Err(e) => self.refuse(Some(digest), format!("policy refused: {}: {e}", path.display())),
+            Err(e) => self.refuse(Some(key), format!("policy refused: {}: {e}", path.display())),
         }
     }
 
@@ -337,29 +374,34 @@ pub fn previous_path(path: &Path) -> PathBuf {
 
 fn save_previous(path: &Path, bytes: &[u8]) {
     let target = previous_path(path);
-    let dir = target
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let written = tempfile::NamedTempFile::new_in(dir).and_then(|mut file| {
-        std::io::Write::write_all(&mut file, bytes)?;
-        file.persist(&target).map_err(|e| e.error)?;
-        Ok(())
-    });
-    if let Err(e) = written {
+    if let Err(e) = write_policy_file(&target, bytes) {
         tracing::warn!(target: "deploy_guard::policy", path = %target.display(), "cannot keep the previous policy: {e}");
     }
 }
 
-/// A background thread that calls `refresh` every [`POLL_INTERVAL`] until dropped.
+/// Write a policy file atomically (temporary file, then rename), readable by all (0644)
+/// so that an operator's `deploy-guard rollback` can read it.
+fn write_policy_file(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644))?;
+    file.persist(target).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Background threads, each calling its `refresh` every [`POLL_INTERVAL`], until dropped.
 #[derive(Debug)]
 pub struct Watcher {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 impl Watcher {
-    /// Start polling.
+    /// Start polling with one thread.
     pub fn spawn(mut refresh: impl FnMut() + Send + 'static) -> std::io::Result<Watcher> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
@@ -367,23 +409,32 @@ impl Watcher {
             .name("deploy-guard-watch".into())
             .spawn(move || {
                 while !stopped.load(Ordering::Relaxed) {
-                    // Parked, not asleep: dropping the owner unparks it at once.
+                    // Parked, not asleep: dropping the watcher unparks it at once.
                     std::thread::park_timeout(POLL_INTERVAL);
-                    refresh();
+                    if !stopped.load(Ordering::Relaxed) {
+                        refresh();
+                    }
                 }
             })?;
         Ok(Watcher {
-            stop,
-            thread: Some(thread),
+            threads: vec![(stop, thread)],
         })
+    }
+
+    /// One watcher owning the threads of both.
+    pub fn and(mut self, mut other: Watcher) -> Watcher {
+        self.threads.append(&mut other.threads);
+        self
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
+        for (stop, thread) in &self.threads {
+            stop.store(true, Ordering::Relaxed);
             thread.thread().unpark();
+        }
+        for (_, thread) in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -393,6 +444,6 @@ impl Drop for Watcher {
 #[derive(Debug, Default)]
 pub(crate) struct WatchState {
     pub(crate) policy: ChangeDetector,
+    pub(crate) vectors: ChangeDetector,
     pub(crate) policy_path: PathBuf,
-    pub(crate) config: ChangeDetector,
 }

@@ -907,22 +907,39 @@ fn in_wal_mode_an_exclusive_locking_writer_blocks_the_guard_and_it_fails_safe() 
     }
     assert_untouched(ws.dir.path(), &before);
     writer.close().expect("the writer closes");
+    // Closed, the WAL database is not opened (that would create its -wal and -shm)...
+    assert_fail_safe(&timed(&guard).0, "in WAL mode and its -wal file is absent");
+    // ...until the orchestrator has it open again.
+    let orchestrator = Connection::open(ws.db()).expect("the orchestrator opens it");
+    let _: i64 = orchestrator
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .expect("the orchestrator reads");
     assert_decides(&timed(&guard).0, Verdict::Suppress, "cancelled");
 }
 
-/// A WAL database with no other connection: SQLite's read-only reader creates the
-/// wal-index (`-shm`) and an empty `-wal` to read it, and, being read-only, cannot
-/// remove them when it closes. That is SQLite's doing and harmless (the orchestrator's
-/// next connection uses and then removes them); what the guard must not do is change
-/// the database or write to the WAL.
+/// A WAL database with no other connection: SQLite's read-only reader would create the
+/// wal-index (`-shm`) and an empty `-wal` to read it, owned by the guard's user, which
+/// can leave the orchestrator (another user) unable to write. The guard does not open
+/// it: fail-safe, nothing created. With the orchestrator's connection open, the guard
+/// reads it and changes neither the database nor the WAL.
 #[test]
 fn a_wal_database_is_read_without_changing_it() {
     let ws = story(Journal::Wal);
     assert_no_side_files(&ws);
+    // Closed by the orchestrator: opening it, even read-only, would create its -wal and
+    // -shm files (owned by deploy-guard's user). It is not opened: fail-safe, nothing made.
+    let before = snapshot(ws.dir.path());
+    let guard = guard(&ws);
+    assert_all_fail_safe(&guard, "in WAL mode and its -wal file is absent");
+    assert_untouched(ws.dir.path(), &before);
+    // Open in the orchestrator (its connection holds the -wal and -shm): read, unchanged.
+    let orchestrator = Connection::open(ws.db()).expect("the orchestrator opens it");
+    let _: i64 = orchestrator
+        .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+        .expect("the orchestrator reads");
     let db_before = snapshot(ws.dir.path())
         .remove(Path::new("orchestrator.db"))
         .expect("the database");
-    let guard = guard(&ws);
     assert_story(&guard);
     drop(guard);
     let after = snapshot(ws.dir.path());
@@ -931,23 +948,10 @@ fn a_wal_database_is_read_without_changing_it() {
         Some(&db_before),
         "the guard changed the database file"
     );
-    let names = listing(ws.dir.path());
-    assert!(
-        names.iter().all(|n| [
-            "orchestrator.db",
-            "orchestrator.db-shm",
-            "orchestrator.db-wal",
-            "policies"
-        ]
-        .contains(&n.as_str())),
-        "{names:?}"
-    );
     if let Some(Entry::File { len, .. }) = after.get(Path::new("orchestrator.db-wal")) {
         assert_eq!(*len, 0, "the guard wrote to the WAL");
     }
-    // The orchestrator opens it again as usual.
-    let db = Connection::open(ws.db()).expect("open");
-    let n: i64 = db
+    let n: i64 = orchestrator
         .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
         .expect("count");
     assert_eq!(n, 2004);

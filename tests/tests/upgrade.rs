@@ -264,7 +264,13 @@ fn a_policy_that_starts_failing_after_a_swap_is_rolled_back() {
         "not rolled back: {d:?}"
     );
     assert_eq!(d.rule, "converge-done");
-    // The bad file is still there: it is not re-admitted.
+    // The rolled-back policy is written back over the active file: a restart loads it.
+    assert!(
+        std::fs::read(ws.policy()).expect("active file") == REFERENCE,
+        "the active file still holds the bad policy"
+    );
+    // Even the bad file written again is not re-admitted.
+    write_atomically(&ws.policy(), hostile::LIVE_TRAP);
     for _ in 0..5 {
         guard.refresh();
         std::thread::sleep(Duration::from_millis(20));

@@ -108,7 +108,9 @@ impl Rng {
 
 /// A database of `TASKS` tasks in WAL mode (the recommended mode) with sentinels:
 /// 60% self-hosting, 40% other repos; 40% done (half in their window), 10% cancelled.
-fn create_database(path: &Path) -> anyhow::Result<()> {
+/// The connection returned plays the orchestrator: keep it open while deciding (the
+/// -wal and -shm files of a WAL database exist only while someone has it open).
+fn create_database(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     let mut db = rusqlite::Connection::open(path).context("creating the bench database")?;
     db.execute_batch(
         "PRAGMA journal_mode = WAL;
@@ -152,7 +154,7 @@ fn create_database(path: &Path) -> anyhow::Result<()> {
         }
     }
     tx.commit()?;
-    Ok(())
+    Ok(db)
 }
 
 fn requests(n: usize) -> Vec<(String, Target)> {
@@ -181,7 +183,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         if db.exists() {
             anyhow::bail!("{} exists already", db.display());
         }
-        create_database(&db)?;
+        // Left in rollback-journal mode: whoever reads it next needs no open connection.
+        create_database(&db)?.execute_batch("PRAGMA journal_mode = DELETE;")?;
         std::fs::write(dir.join("requests.jsonl"), serve_input(&requests(SERVE_REQUESTS)))?;
         println!("{} and {}", db.display(), dir.join("requests.jsonl").display());
         return Ok(ExitCode::SUCCESS);
@@ -194,7 +197,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .try_init();
     let dir = tempfile::tempdir().context("creating a directory for the bench")?;
     let db = dir.path().join("orchestrator.db");
-    create_database(&db)?;
+    let _orchestrator = create_database(&db)?;
     let policy_path = match &args.policy {
         Some(path) => path.clone(),
         None => {

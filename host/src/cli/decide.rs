@@ -1,6 +1,7 @@
 //! `deploy-guard decide`: one decision as one JSON object; exit 0 whatever failed.
 
 use deploy_guard::{Config, Decision, Guard, Overrides, Request, Target};
+use std::io::Write;
 use std::process::ExitCode;
 
 pub fn run(work_item: &str, target: Target, caller: Option<&str>, overrides: Overrides) -> anyhow::Result<ExitCode> {
@@ -21,6 +22,8 @@ pub fn run(work_item: &str, target: Target, caller: Option<&str>, overrides: Ove
             decision
         }
     };
-    println!("{}", decision.to_json());
+    // A stdout that cannot be written (closed pipe, full disk) is not a reason to exit
+    // otherwise than 0: the decision line on stderr has the answer.
+    let _ = writeln!(std::io::stdout().lock(), "{}", decision.to_json());
     Ok(ExitCode::SUCCESS)
 }

@@ -35,7 +35,10 @@ const STORY: &[(&str, &str, &str, &[&str], &str)] = &[
     ("ORCH-404", "", "", &[], "no task in the database"),
 ];
 
-fn create_database(path: &Path) -> anyhow::Result<()> {
+/// Create the demo database and return the connection that plays the orchestrator: it
+/// stays open while the guard decides, as the orchestrator's does (the database is in
+/// WAL mode, whose -wal and -shm files exist only while someone has it open).
+fn create_database(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     let db = rusqlite::Connection::open(path).context("creating the demo database")?;
     db.execute_batch(
         "PRAGMA journal_mode = WAL;
@@ -57,7 +60,7 @@ fn create_database(path: &Path) -> anyhow::Result<()> {
             )?;
         }
     }
-    Ok(())
+    Ok(db)
 }
 
 fn table(guard: &Guard) -> Vec<Decision> {
@@ -94,7 +97,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     );
     let dir = tempfile::tempdir().context("creating a directory for the demo")?;
     let db = dir.path().join("orchestrator.db");
-    create_database(&db)?;
+    let _orchestrator = create_database(&db)?;
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies)?;
     let active = policies.join("deploy-status-guard.wasm");
