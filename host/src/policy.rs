@@ -146,17 +146,18 @@ impl LoadedPolicy {
         }
         let digest = digest(bytes);
         let cached = sandbox.cache().and_then(|cache| cache.load(sandbox.engine(), &digest));
+        let compiled = cached.is_none();
         let component = match cached {
             Some(component) => component,
-            None => {
-                let component = compile(sandbox, bytes)?;
-                if let Some(cache) = sandbox.cache() {
-                    cache.store(sandbox.engine(), &digest, &component);
-                }
-                component
-            }
+            None => compile(sandbox, bytes)?,
         };
-        Self::from_component(sandbox, &component, Arc::from(bytes), digest, limits)
+        let policy = Self::from_component(sandbox, &component, Arc::from(bytes), digest, limits)?;
+        // Kept only once it is a policy of this world whose `info` answers: a stream of
+        // malformed candidates leaves nothing behind.
+        if let (true, Some(cache)) = (compiled, sandbox.cache()) {
+            cache.store(sandbox.engine(), &policy.digest, &component);
+        }
+        Ok(policy)
     }
 
     /// Check an already compiled component (the precompiled cache gives these).

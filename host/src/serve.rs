@@ -4,7 +4,7 @@
 //! [`MAX_LINE_BYTES`]) gets `{"error": "..."}` and the loop goes on.
 
 use crate::decision::Request;
-use crate::decision::Target;
+use crate::decision::{Decision, Target};
 use crate::guard::Guard;
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -121,6 +121,34 @@ fn read_line(input: &mut impl BufRead) -> std::io::Result<Option<Line>> {
 /// that is whenever no further request is waiting, so a client that waits for its
 /// answer always gets it.
 pub fn serve<R: Read>(guard: &Guard, input: &mut BufReader<R>, output: &mut impl Write) -> std::io::Result<u64> {
+    serve_with(input, output, |requests| guard.decide_batch(requests))
+}
+
+/// Serve when no guard could be made (the sandbox could not be built): every request
+/// is answered with a fail-safe ALLOW naming `cause`, malformed lines as usual.
+pub fn serve_fail_safe<R: Read>(
+    cause: &str,
+    input: &mut BufReader<R>,
+    output: &mut impl Write,
+) -> std::io::Result<u64> {
+    serve_with(input, output, |requests| {
+        requests
+            .iter()
+            .map(|request| {
+                let decision = Decision::fail_safe(*request, cause);
+                decision.log();
+                decision
+            })
+            .collect()
+    })
+}
+
+/// The loop of [`serve`], deciding each batch of valid requests with `decide`.
+fn serve_with<R: Read>(
+    input: &mut BufReader<R>,
+    output: &mut impl Write,
+    mut decide: impl FnMut(&[Request<'_>]) -> Vec<Decision>,
+) -> std::io::Result<u64> {
     let mut answered = 0;
     let mut lines = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -135,7 +163,7 @@ pub fn serve<R: Read>(guard: &Guard, input: &mut BufReader<R>, output: &mut impl
                 None => break,
             }
         }
-        for answer in answer_batch(guard, &lines) {
+        for answer in answer_batch(&mut decide, &lines) {
             output.write_all(answer.as_bytes())?;
             output.write_all(b"\n")?;
             answered += 1;
@@ -159,7 +187,7 @@ fn next_line(input: &mut impl BufRead) -> Option<Line> {
 }
 
 /// The answers to a batch of lines, in order.
-fn answer_batch(guard: &Guard, lines: &[Line]) -> Vec<String> {
+fn answer_batch(decide: &mut impl FnMut(&[Request<'_>]) -> Vec<Decision>, lines: &[Line]) -> Vec<String> {
     let parsed: Vec<Result<ServeRequest, String>> = lines
         .iter()
         .map(|line| match line {
@@ -178,7 +206,7 @@ fn answer_batch(guard: &Guard, lines: &[Line]) -> Vec<String> {
             caller: r.caller.as_deref(),
         })
         .collect();
-    let mut decisions = guard.decide_batch(&requests).into_iter();
+    let mut decisions = decide(&requests).into_iter();
     parsed
         .iter()
         .map(|p| match p {

@@ -63,7 +63,12 @@ pub struct Shadow {
     sender: Mutex<Option<SyncSender<Comparison>>>,
     stats: Arc<Mutex<ShadowStats>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set when finishing takes too long: what still waits is dropped, not run.
+    abandon: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How long [`Shadow::finish`] lets the candidate work through what still waits.
+pub const FINISH_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Shadow {
     /// Start shadowing with `candidate` (already admitted by the gate).
@@ -72,14 +77,17 @@ impl Shadow {
         let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
         let stats = Arc::new(Mutex::new(ShadowStats::default()));
         let shared = Arc::clone(&stats);
+        let abandon = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let abandoned = Arc::clone(&abandon);
         let thread = std::thread::Builder::new()
             .name("deploy-guard-shadow".into())
-            .spawn(move || compare_loop(&candidate, &receiver, &shared))?;
+            .spawn(move || compare_loop(&candidate, &receiver, &shared, &abandoned))?;
         Ok(Shadow {
             candidate: identity,
             sender: Mutex::new(Some(sender)),
             stats,
             thread: Mutex::new(Some(thread)),
+            abandon,
         })
     }
 
@@ -109,7 +117,8 @@ impl Shadow {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Stop taking comparisons, wait for the queued ones, and return the totals.
+    /// Stop taking comparisons, let the queued ones run for up to [`FINISH_BUDGET`]
+    /// (what is left then is counted as dropped), and return the totals.
     pub fn finish(&self) -> ShadowStats {
         if let Ok(mut sender) = self.sender.lock() {
             sender.take();
@@ -117,14 +126,30 @@ impl Shadow {
         if let Ok(mut thread) = self.thread.lock()
             && let Some(thread) = thread.take()
         {
+            let started = std::time::Instant::now();
+            while !thread.is_finished() && started.elapsed() < FINISH_BUDGET {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            self.abandon.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = thread.join();
         }
         self.stats()
     }
 }
 
-fn compare_loop(candidate: &LoadedPolicy, receiver: &Receiver<Comparison>, stats: &Mutex<ShadowStats>) {
+fn compare_loop(
+    candidate: &LoadedPolicy,
+    receiver: &Receiver<Comparison>,
+    stats: &Mutex<ShadowStats>,
+    abandon: &std::sync::atomic::AtomicBool,
+) {
     while let Ok(comparison) = receiver.recv() {
+        if abandon.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(mut stats) = stats.lock() {
+                stats.dropped += 1;
+            }
+            continue;
+        }
         let outcome = candidate.decide(&comparison.facts);
         let Ok(mut stats) = stats.lock() else { return };
         stats.compared += 1;

@@ -366,3 +366,50 @@ fn export_policies_writes_the_deployable_files() {
     let written = std::fs::read(dir.path().join("deploy-status-guard-next.wasm")).expect("written");
     assert!(written == NEXT, "deploy-status-guard-next.wasm is not the next policy");
 }
+
+#[test]
+fn serve_answers_fail_safe_when_the_sandbox_cannot_be_built() {
+    // Under a 4 GB address-space limit the pooling allocator cannot reserve its slots.
+    let ws = Workspace::story();
+    let mut command = ws.command();
+    let program = command.get_program().to_owned();
+    let mut shell = Command::new("sh");
+    shell
+        .arg("-c")
+        .arg("ulimit -v 4000000 && exec \"$0\" serve")
+        .arg(program)
+        .current_dir(ws.dir.path())
+        .env_clear()
+        .env("DEPLOY_GUARD_DB", ws.db())
+        .env("DEPLOY_GUARD_POLICY", ws.policy())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    drop(command);
+    let mut child = shell.spawn().expect("sh starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"{\"work_item\": \"ORCH-061\", \"target\": \"awaiting\"}\n{oops\n")
+        .expect("write");
+    drop(stdin);
+    let output = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(answers.len(), 2, "{stdout}");
+    assert_eq!(
+        (answers[0]["verdict"].as_str(), answers[0]["rule"].as_str()),
+        (Some("ALLOW"), Some("fail-safe"))
+    );
+    assert!(
+        answers[0]["error"].as_str().is_some_and(|e| e.starts_with("engine: ")),
+        "{}",
+        answers[0]
+    );
+    assert!(answers[1]["error"].is_string());
+}

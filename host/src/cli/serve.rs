@@ -8,7 +8,19 @@ use std::process::ExitCode;
 pub fn run(overrides: Overrides, shadow: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = Config::load(&overrides);
     super::init_logging(config.log, "info");
-    let guard = Guard::with_overrides(config.clone(), overrides)?;
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut input = std::io::BufReader::with_capacity(1 << 16, stdin.lock());
+    let mut output = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let guard = match Guard::with_overrides(config.clone(), overrides) {
+        Ok(guard) => guard,
+        Err(e) => {
+            // Never raise: without a sandbox every answer is a fail-safe naming why.
+            tracing::error!(target: "deploy_guard::serve", "{e}: every decision fails safe");
+            deploy_guard::serve::serve_fail_safe(&e.to_string(), &mut input, &mut output)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     if let Some(candidate) = shadow {
         match admit_file(guard.sandbox(), candidate, config.limits) {
             Ok(admitted) => {
@@ -25,10 +37,6 @@ pub fn run(overrides: Overrides, shadow: Option<&Path>) -> anyhow::Result<ExitCo
         }
     }
     let _watcher = guard.watch()?;
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let mut input = std::io::BufReader::with_capacity(1 << 16, stdin.lock());
-    let mut output = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let answered = deploy_guard::serve::serve(&guard, &mut input, &mut output)?;
     tracing::info!(target: "deploy_guard::serve", answered, "end of input");
     if let Some(stats) = guard.finish_shadow() {
