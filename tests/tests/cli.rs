@@ -371,8 +371,7 @@ fn export_policies_writes_the_deployable_files() {
 fn serve_answers_fail_safe_when_the_sandbox_cannot_be_built() {
     // Under a 4 GB address-space limit the pooling allocator cannot reserve its slots.
     let ws = Workspace::story();
-    let mut command = ws.command();
-    let program = command.get_program().to_owned();
+    let program = binary();
     let mut shell = Command::new("sh");
     shell
         .arg("-c")
@@ -385,7 +384,6 @@ fn serve_answers_fail_safe_when_the_sandbox_cannot_be_built() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    drop(command);
     let mut child = shell.spawn().expect("sh starts");
     let mut stdin = child.stdin.take().expect("stdin");
     stdin
