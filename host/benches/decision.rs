@@ -74,6 +74,16 @@ fn decision_paths(c: &mut Criterion) {
     group.bench_function("sandboxed, end to end", |b| {
         b.iter(|| black_box(guard.decide_unlogged(request)))
     });
+    let batch: Vec<Request<'_>> = (0..16)
+        .map(|i| Request {
+            work_item: ["ORCH-4000", "ORCH-4001", "ORCH-4002", "ORCH-4003"][i % 4],
+            target: Target::Monitoring,
+            caller: Some("bench"),
+        })
+        .collect();
+    group.bench_function("sandboxed, 16 in one read transaction (per batch)", |b| {
+        b.iter(|| black_box(guard.decide_batch(&batch)))
+    });
     group.bench_function("facts read once", |b| {
         b.iter(|| black_box(facts_source.read("ORCH-4000")))
     });
