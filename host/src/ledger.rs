@@ -19,12 +19,16 @@ use crate::vectors::FactsRecord;
 use rusqlite::{Connection, OpenFlags, params};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Records that may wait for the writer before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 65_536;
+/// The most bytes of records that may wait for the writer: the queue is bounded in
+/// bytes as well as in count, so that records of huge facts cannot grow the host while
+/// the ledger's disk stalls.
+pub const QUEUE_BYTES: usize = 64 << 20;
 /// The most records committed in one transaction.
 const BATCH: usize = 1024;
 /// Default retention, in decisions.
@@ -54,6 +58,29 @@ struct Entry {
     decision: Decision,
 }
 
+impl Entry {
+    /// About how many bytes the record holds (its strings; the rest is small).
+    fn size(&self) -> usize {
+        let d = &self.decision;
+        let facts = self.facts.as_ref().map_or(0, |f| {
+            f.work_item.len()
+                + f.caller.as_ref().map_or(0, String::len)
+                + f.task.as_ref().map_or(0, |t| t.repo.len() + t.stage.len())
+                + f.scope_repos
+                    .iter()
+                    .chain(&f.self_hosting_repos)
+                    .map(String::len)
+                    .sum::<usize>()
+        });
+        256 + facts
+            + d.work_item.len()
+            + d.caller.as_ref().map_or(0, String::len)
+            + d.db_stage.as_ref().map_or(0, String::len)
+            + d.rule.len()
+            + d.error.as_ref().map_or(0, String::len)
+    }
+}
+
 enum Message {
     Record(Box<Entry>),
     Flush(SyncSender<()>),
@@ -65,6 +92,8 @@ pub struct Ledger {
     path: PathBuf,
     sender: Option<SyncSender<Message>>,
     dropped: AtomicU64,
+    /// Bytes of the records waiting for the writer (shared with it).
+    queued_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -119,19 +148,29 @@ impl Ledger {
             return Err(LedgerError::IsTheOrchestratorsDatabase(path.to_owned()));
         }
         let connection = Connection::open(path).map_err(|e| open_error(path, e))?;
+        // A lock held for a moment by a reader of the ledger (replay) is waited out
+        // rather than losing a batch; the decisions never wait for it.
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| open_error(path, e))?;
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .and_then(|()| connection.execute_batch(SCHEMA))
             .map_err(|e| open_error(path, e))?;
         let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
+        let queued_bytes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("deploy-guard-ledger".into())
-            .spawn(move || write_loop(connection, receiver, max_rows))
+            .spawn({
+                let queued_bytes = std::sync::Arc::clone(&queued_bytes);
+                move || write_loop(connection, receiver, max_rows, &queued_bytes)
+            })
             .map_err(|e| open_error(path, e))?;
         Ok(Ledger {
             path: path.to_owned(),
             sender: Some(sender),
             dropped: AtomicU64::new(0),
+            queued_bytes,
             thread: Some(thread),
         })
     }
@@ -157,7 +196,11 @@ impl Ledger {
             facts,
             decision: decision.clone(),
         });
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(Message::Record(entry)) {
+        let size = entry.size();
+        let within_budget = self.queued_bytes.fetch_add(size, Ordering::Relaxed) + size <= QUEUE_BYTES;
+        let sent = within_budget && sender.try_send(Message::Record(entry)).is_ok();
+        if !sent {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped % 1000 == 1 {
                 tracing::warn!(target: "deploy_guard::ledger", dropped, "ledger queue full: decisions not recorded");
@@ -185,7 +228,12 @@ impl Drop for Ledger {
     }
 }
 
-fn write_loop(mut connection: Connection, receiver: Receiver<Message>, max_rows: u64) {
+fn write_loop(
+    mut connection: Connection,
+    receiver: Receiver<Message>,
+    max_rows: u64,
+    queued_bytes: &std::sync::atomic::AtomicUsize,
+) {
     let mut batch: Vec<Box<Entry>> = Vec::with_capacity(BATCH);
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
     let mut since_trim = 0usize;
@@ -205,6 +253,7 @@ fn write_loop(mut connection: Connection, receiver: Receiver<Message>, max_rows:
             if let Err(e) = commit(&mut connection, &batch) {
                 tracing::error!(target: "deploy_guard::ledger", "cannot write {} decisions to the ledger: {e}", batch.len());
             }
+            queued_bytes.fetch_sub(batch.iter().map(|entry| entry.size()).sum(), Ordering::Relaxed);
             batch.clear();
             if since_trim >= 1000 {
                 since_trim = 0;

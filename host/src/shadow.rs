@@ -8,12 +8,29 @@
 use crate::decision::Verdict;
 use crate::policy::{Facts, LoadedPolicy};
 use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Comparisons that may wait before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 65_536;
+/// Bytes of facts that may wait: the queue is bounded in bytes too, so that huge facts
+/// cannot grow the host while a slow candidate works.
+pub const QUEUE_BYTES: usize = 64 << 20;
+
+/// About how many bytes a comparison holds (its strings; the rest is small).
+fn size(facts: &Facts, rule: &str) -> usize {
+    128 + rule.len()
+        + facts.work_item_id.len()
+        + facts.caller.as_ref().map_or(0, String::len)
+        + facts.task.as_ref().map_or(0, |t| t.repo.len() + t.stage.len())
+        + facts
+            .scope_repos
+            .iter()
+            .chain(&facts.self_hosting_repos)
+            .map(String::len)
+            .sum::<usize>()
+}
 
 /// What the shadow saw.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -65,6 +82,8 @@ pub struct Shadow {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Set when finishing takes too long: what still waits is dropped, not run.
     abandon: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes of the comparisons waiting (shared with the thread).
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How long [`Shadow::finish`] lets the candidate work through what still waits.
@@ -79,15 +98,18 @@ impl Shadow {
         let shared = Arc::clone(&stats);
         let abandon = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let abandoned = Arc::clone(&abandon);
+        let queued_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let queued = Arc::clone(&queued_bytes);
         let thread = std::thread::Builder::new()
             .name("deploy-guard-shadow".into())
-            .spawn(move || compare_loop(&candidate, &receiver, &shared, &abandoned))?;
+            .spawn(move || compare_loop(&candidate, &receiver, &shared, &abandoned, &queued))?;
         Ok(Shadow {
             candidate: identity,
             sender: Mutex::new(Some(sender)),
             stats,
             thread: Mutex::new(Some(thread)),
             abandon,
+            queued_bytes,
         })
     }
 
@@ -100,15 +122,19 @@ impl Shadow {
     pub fn compare(&self, facts: Facts, verdict: Verdict, rule: &str) {
         let Ok(sender) = self.sender.lock() else { return };
         let Some(sender) = sender.as_ref() else { return };
+        let bytes = size(&facts, rule);
+        let within_budget =
+            self.queued_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes <= QUEUE_BYTES;
         let comparison = Comparison {
             facts,
             verdict,
             rule: rule.to_owned(),
         };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(comparison)
-            && let Ok(mut stats) = self.stats.lock()
-        {
-            stats.dropped += 1;
+        if !(within_budget && sender.try_send(comparison).is_ok()) {
+            self.queued_bytes.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+            if let Ok(mut stats) = self.stats.lock() {
+                stats.dropped += 1;
+            }
         }
     }
 
@@ -142,8 +168,13 @@ fn compare_loop(
     receiver: &Receiver<Comparison>,
     stats: &Mutex<ShadowStats>,
     abandon: &std::sync::atomic::AtomicBool,
+    queued_bytes: &std::sync::atomic::AtomicUsize,
 ) {
     while let Ok(comparison) = receiver.recv() {
+        queued_bytes.fetch_sub(
+            size(&comparison.facts, &comparison.rule),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if abandon.load(std::sync::atomic::Ordering::Relaxed) {
             if let Ok(mut stats) = stats.lock() {
                 stats.dropped += 1;

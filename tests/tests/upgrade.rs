@@ -437,3 +437,35 @@ fn the_ledger_records_every_decision_even_those_no_policy_made() {
     );
     assert_eq!(recorded[0].decision.caller.as_deref(), Some("kill"));
 }
+
+#[test]
+fn a_stalled_ledger_drops_records_beyond_its_byte_budget_and_never_blocks() {
+    let ws = Workspace::story();
+    let path = ws.dir.path().join("ledger.db");
+    let ledger = Ledger::open(&path, &ws.db(), 1_000_000).expect("opens");
+    // Another process holds the ledger's write lock: the writer waits on it.
+    let holder = rusqlite::Connection::open(&path).expect("open");
+    holder.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let huge = "W".repeat(1 << 20);
+    let started = std::time::Instant::now();
+    let request = deploy_guard::Request {
+        work_item: &huge,
+        target: Target::Awaiting,
+        caller: None,
+    };
+    for _ in 0..100 {
+        ledger.record(&deploy_guard::Decision::kill_switch(request), None);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "recording waited: {:?}",
+        started.elapsed()
+    );
+    // 100 records of 1 MiB against a 64 MiB budget: the excess is dropped, counted.
+    let dropped = ledger.dropped();
+    assert!((30..=40).contains(&dropped), "{dropped} dropped");
+    holder.execute_batch("COMMIT").expect("unlock");
+    ledger.flush();
+    let recorded = read_ledger(&path).expect("reads");
+    assert_eq!(recorded.len() as u64 + dropped, 100);
+}
