@@ -1,10 +1,9 @@
 //! The `deploy-guard` binary as a process: `decide`, `serve`, `check`, `diff`, `demo`
 //! and `export-policies`, per CONTRACT.md (stdout answers only, exit codes).
 
-use deploy_guard_e2e::{NEXT, REFERENCE, ServeChild, Workspace, binary, write_atomically};
+use deploy_guard_e2e::{NEXT, REFERENCE, ServeChild, Workspace, binary, pipe, write_atomically};
 use serde_json::Value;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn decide(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> (Value, Output) {
@@ -189,14 +188,6 @@ fn serve_answers_in_order_and_survives_malformed_lines() {
 #[test]
 fn serve_answers_a_batch_in_order() {
     let ws = Workspace::story();
-    let mut child = ws
-        .command()
-        .arg("serve")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
     let items = ["ORCH-061", "ORCH-072", "ORCH-055", "ORCH-090", "bad", "ENDURO-12"];
     let mut input = String::new();
     for _ in 0..50 {
@@ -208,10 +199,9 @@ fn serve_answers_a_batch_in_order() {
             }
         }
     }
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child.wait_with_output().expect("wait");
-    writer.join().expect("writer").expect("write");
+    let mut command = ws.command();
+    command.arg("serve");
+    let output = pipe(command, input.into_bytes());
     assert_eq!(output.status.code(), Some(0));
     let answers: Vec<Value> = String::from_utf8(output.stdout)
         .expect("utf-8")
@@ -380,17 +370,11 @@ fn serve_answers_fail_safe_when_the_sandbox_cannot_be_built() {
         .current_dir(ws.dir.path())
         .env_clear()
         .env("DEPLOY_GUARD_DB", ws.db())
-        .env("DEPLOY_GUARD_POLICY", ws.policy())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = shell.spawn().expect("sh starts");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(b"{\"work_item\": \"ORCH-061\", \"target\": \"awaiting\"}\n{oops\n")
-        .expect("write");
-    drop(stdin);
-    let output = child.wait_with_output().expect("wait");
+        .env("DEPLOY_GUARD_POLICY", ws.policy());
+    let output = pipe(
+        shell,
+        b"{\"work_item\": \"ORCH-061\", \"target\": \"awaiting\"}\n{oops\n".to_vec(),
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         output.status.code(),

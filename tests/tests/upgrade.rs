@@ -4,7 +4,7 @@
 use deploy_guard::ledger::{Ledger, read_ledger};
 use deploy_guard::swap::{Outcome, previous_path};
 use deploy_guard::{Config, Guard, Target, Verdict};
-use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, binary, write_atomically};
+use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, binary, pipe, write_atomically};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -41,28 +41,15 @@ fn serve(
     env: &[(&str, &std::path::Path)],
     requests: &[(String, &str)],
 ) -> (Vec<String>, String) {
-    let mut child = Command::new(binary())
-        .arg("serve")
-        .args(extra)
-        .env_clear()
-        .env("DEPLOY_GUARD_DB", ws.db())
-        .env("DEPLOY_GUARD_POLICY", ws.policy())
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
     let mut input = String::new();
     for (item, target) in requests {
         input.push_str(&format!(
             "{{\"work_item\":\"{item}\",\"target\":\"{target}\",\"caller\":\"upgrade-test\"}}\n"
         ));
     }
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child.wait_with_output().expect("serve ends");
-    writer.join().expect("writer").expect("write");
+    let mut command = ws.command();
+    command.arg("serve").args(extra).envs(env.iter().copied());
+    let output = pipe(command, input.into_bytes());
     assert_eq!(
         output.status.code(),
         Some(0),
