@@ -40,7 +40,43 @@ pub struct BenchArgs {
     /// outside this repository (the original Python guard, say).
     #[arg(long, value_name = "DIR")]
     export_workload: Option<PathBuf>,
+    /// Which requests: `bench` (every path, 40% done) or `in-progress` (80% for
+    /// non-terminal tasks in scope, 10% done, 10% other, with a scope set: the common
+    /// case in production).
+    #[arg(long, value_enum, default_value_t = Mix::Bench)]
+    mix: Mix,
 }
+
+/// The request mixes of the bench and of its exported workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mix {
+    /// Requests drawn uniformly over the work items (one in ten unknown), scope empty
+    /// (self-hosting repos only).
+    Bench,
+    /// 80% of requests for non-terminal tasks in scope, 10% for done tasks, 10% for the
+    /// rest (unknown work items, cancelled and out-of-scope tasks), with the scope set.
+    InProgress,
+}
+
+impl Mix {
+    /// `DEPLOY_STATUS_GUARD_REPOS` for this mix.
+    fn scope(self) -> &'static str {
+        match self {
+            Mix::Bench => "",
+            Mix::InProgress => IN_PROGRESS_SCOPE,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mix::Bench => "bench",
+            Mix::InProgress => "in-progress",
+        }
+    }
+}
+
+/// The scope of the in-progress mix: the self-hosting repo and one service.
+const IN_PROGRESS_SCOPE: &str = "orchestrator,svc-a";
 
 /// Median, p99 and spread of per-call latencies over batches, in nanoseconds.
 struct Figure {
@@ -110,7 +146,7 @@ impl Rng {
 /// 60% self-hosting, 40% other repos; 40% done (half in their window), 10% cancelled.
 /// The connection returned plays the orchestrator: keep it open while deciding (the
 /// -wal and -shm files of a WAL database exist only while someone has it open).
-fn create_database(path: &Path) -> anyhow::Result<rusqlite::Connection> {
+fn create_database(path: &Path) -> anyhow::Result<(rusqlite::Connection, Vec<TaskRow>)> {
     let mut db = rusqlite::Connection::open(path).context("creating the bench database")?;
     db.execute_batch(
         "PRAGMA journal_mode = WAL;
@@ -121,6 +157,7 @@ fn create_database(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     )?;
     let tx = db.transaction()?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rows = Vec::with_capacity(TASKS);
     for i in 0..TASKS {
         let work_item = format!("ORCH-{i}");
         let repo = ["orchestrator", "orchestrator", "orchestrator", "svc-a", "enduro-trails"][rng.below(5)];
@@ -140,6 +177,7 @@ fn create_database(path: &Path) -> anyhow::Result<rusqlite::Connection> {
             "INSERT INTO tasks (work_item_id, repo, stage, title) VALUES (?1, ?2, ?3, ?4)",
             (&work_item, repo, stage, format!("task {i}")),
         )?;
+        rows.push(TaskRow { repo, stage });
         if stage == "done" {
             tx.execute(
                 "INSERT INTO post_deploy_sentinels VALUES (?1, ?2, 'ARMED')",
@@ -154,15 +192,54 @@ fn create_database(path: &Path) -> anyhow::Result<rusqlite::Connection> {
         }
     }
     tx.commit()?;
-    Ok(db)
+    Ok((db, rows))
 }
 
-fn requests(n: usize) -> Vec<(String, Target)> {
+/// One generated task, as the request generator needs to know it (`ORCH-<index>`).
+#[derive(Debug, Clone, Copy)]
+struct TaskRow {
+    repo: &'static str,
+    stage: &'static str,
+}
+
+impl TaskRow {
+    fn terminal(self) -> bool {
+        matches!(self.stage, "done" | "cancelled")
+    }
+
+    fn in_scope(self, scope: &str) -> bool {
+        scope.split(',').any(|repo| repo == self.repo)
+    }
+}
+
+/// `n` requests of the mix over the generated tasks, the same for every run.
+fn requests(n: usize, mix: Mix, tasks: &[TaskRow]) -> Vec<(String, Target)> {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let pick = |rng: &mut Rng, pool: &[usize]| pool[rng.below(pool.len())];
+    let pools = |keep: &dyn Fn(TaskRow) -> bool| -> Vec<usize> {
+        tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| keep(**t))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let working = pools(&|t| !t.terminal() && t.in_scope(IN_PROGRESS_SCOPE));
+    let done = pools(&|t| t.stage == "done");
+    let other = pools(&|t| t.stage == "cancelled" || !t.in_scope(IN_PROGRESS_SCOPE));
     (0..n)
         .map(|_| {
-            // One request in ten is for a work item the database does not have.
-            let id = rng.below(TASKS + TASKS / 10);
+            let id = match mix {
+                // One request in ten is for a work item the database does not have.
+                Mix::Bench => rng.below(TASKS + TASKS / 10),
+                Mix::InProgress => match rng.below(10) {
+                    0 => pick(&mut rng, &done),
+                    // Half of the rest unknown, half cancelled or out of scope.
+                    1 if rng.below(2) == 0 => TASKS + rng.below(TASKS / 10),
+                    1 => pick(&mut rng, &other),
+                    _ => pick(&mut rng, &working),
+                },
+            };
             (format!("ORCH-{id}"), Target::ALL[rng.below(3)])
         })
         .collect()
@@ -184,9 +261,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("{} exists already", db.display());
         }
         // Left in rollback-journal mode: whoever reads it next needs no open connection.
-        create_database(&db)?.execute_batch("PRAGMA journal_mode = DELETE;")?;
-        std::fs::write(dir.join("requests.jsonl"), serve_input(&requests(SERVE_REQUESTS)))?;
-        println!("{} and {}", db.display(), dir.join("requests.jsonl").display());
+        let (connection, tasks) = create_database(&db)?;
+        connection.execute_batch("PRAGMA journal_mode = DELETE;")?;
+        std::fs::write(
+            dir.join("requests.jsonl"),
+            serve_input(&requests(SERVE_REQUESTS, args.mix, &tasks)),
+        )?;
+        // The settings both sides run with (seed_loop.py and serve read the same names).
+        let env = format!("DEPLOY_STATUS_GUARD_REPOS={}\n", args.mix.scope());
+        std::fs::write(dir.join("workload.env"), &env)?;
+        println!(
+            "{}, {} and {} (mix {}; run both sides with: env $(cat {}) ...)",
+            db.display(),
+            dir.join("requests.jsonl").display(),
+            dir.join("workload.env").display(),
+            args.mix.name(),
+            dir.join("workload.env").display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     // Decision lines are formatted and written to a sink: their cost is counted.
@@ -197,7 +288,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .try_init();
     let dir = tempfile::tempdir().context("creating a directory for the bench")?;
     let db = dir.path().join("orchestrator.db");
-    let _orchestrator = create_database(&db)?;
+    let (_orchestrator, tasks) = create_database(&db)?;
     let policy_path = match &args.policy {
         Some(path) => path.clone(),
         None => {
@@ -208,21 +299,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let policy_bytes = std::fs::read(&policy_path).with_context(|| format!("reading {}", policy_path.display()))?;
     let cache_dir = dir.path().join("cache");
+    let mut scope_warnings = Vec::new();
     let config = Config {
         db: db.clone(),
         policy: policy_path.clone(),
         cache: Some(cache_dir.clone()),
+        scope_repos: deploy_guard::config::sanitise_scope(args.mix.scope(), "--mix", &mut scope_warnings),
         ..Config::default()
     };
     let guard = Guard::new(config.clone())?;
     let policy = guard.policy().context("the policy did not pass the gate")?;
     let n = args.decisions.max(args.batches);
-    let reqs = requests(n);
+    let reqs = requests(n, args.mix, &tasks);
 
     println!("deploy-guard bench: {} ({})", policy.identity(), policy.digest);
     println!(
-        "  database: {TASKS} tasks (WAL); {n} decisions per figure in {} batches; {} threads",
-        args.batches, args.threads
+        "  database: {TASKS} tasks (WAL); mix {} (scope \"{}\"); {n} decisions per figure in {} batches; {} threads",
+        args.mix.name(),
+        args.mix.scope(),
+        args.batches,
+        args.threads
     );
 
     // Warm both paths (connections, statement cache, pool slots).
@@ -257,7 +353,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     repo: t.repo,
                     stage: t.stage,
                 }),
-                scope_repos: Vec::new(),
+                scope_repos: config.scope_repos.clone(),
                 self_hosting_repos: vec!["orchestrator".into()],
             }
         })
@@ -298,6 +394,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         batched.median / native.median
     );
 
+    // Path by path: the requests of the mix grouped by the rule the native reference
+    // gives them, each group measured on both sides, so a change can be judged per path.
+    println!();
+    println!(
+        "{:<20} {:>8} {:>14} {:>14} {:>8}",
+        "path", "share", "native us", "sandboxed us", "ratio"
+    );
+    for (path, members) in paths(&guard, &reqs) {
+        let m = n.min(members.len() * 4).max(args.batches);
+        let native = measure(m, args.batches, |i| {
+            guard
+                .decide_native_unlogged(request(&reqs[members[i % members.len()]]))
+                .log()
+        });
+        let sandboxed = measure(m, args.batches, |i| {
+            let r = &reqs[members[i % members.len()]];
+            guard.decide(&r.0, r.1, Some("bench"));
+        });
+        println!(
+            "{path:<20} {:>7.1}% {:>14.2} {:>14.2} {:>7.2} x",
+            members.len() as f64 * 100.0 / reqs.len() as f64,
+            native.median / 1e3,
+            sandboxed.median / 1e3,
+            sandboxed.median / native.median
+        );
+    }
+
     let threads = args.threads.max(1);
     let sandboxed_decide = |r: &(String, Target)| {
         guard.decide(&r.0, r.1, Some("bench"));
@@ -335,7 +458,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         compile.median / cached.median
     );
 
-    match serve_whole_process(&db, &policy_path, &cache_dir) {
+    match serve_whole_process(&db, &policy_path, &cache_dir, args.mix, &tasks) {
         Ok((per_decision, peak_kib)) => {
             println!();
             println!(
@@ -350,6 +473,35 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Err(e) => println!("serve: not measured: {e:#}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The paths a decision can take, in the order they are printed, each with the indices
+/// of the requests that take it (by the native reference's rule); empty paths left out.
+fn paths(guard: &Guard, reqs: &[(String, Target)]) -> Vec<(&'static str, Vec<usize>)> {
+    let mut groups: Vec<(&'static str, Vec<usize>)> = [
+        "not found",
+        "out of scope",
+        "non-terminal",
+        "cancelled",
+        "done + window",
+        "other",
+    ]
+    .into_iter()
+    .map(|name| (name, Vec::new()))
+    .collect();
+    for (i, r) in reqs.iter().enumerate() {
+        let group = match guard.decide_native_unlogged(request(r)).rule.as_str() {
+            "task-not-found" => 0,
+            "out-of-scope" => 1,
+            "non-terminal" => 2,
+            "cancelled" => 3,
+            "converge-done" | "monitoring-window-active" | "window-unknown" => 4,
+            _ => 5,
+        };
+        groups[group].1.push(i);
+    }
+    groups.retain(|(_, members)| !members.is_empty());
+    groups
 }
 
 /// Decisions per second of `decide` over `items`, split across `threads`.
@@ -400,15 +552,22 @@ fn serve_input(reqs: &[(String, Target)]) -> String {
 
 /// `serve` as a child process fed `SERVE_REQUESTS` piped requests: wall time per
 /// decision from spawn to exit, and its peak resident memory.
-fn serve_whole_process(db: &Path, policy: &Path, cache: &Path) -> anyhow::Result<(Duration, u64)> {
+fn serve_whole_process(
+    db: &Path,
+    policy: &Path,
+    cache: &Path,
+    mix: Mix,
+    tasks: &[TaskRow],
+) -> anyhow::Result<(Duration, u64)> {
     let exe = std::env::current_exe()?;
-    let input = serve_input(&requests(SERVE_REQUESTS));
+    let input = serve_input(&requests(SERVE_REQUESTS, mix, tasks));
     let started = Instant::now();
     let mut child = Command::new(exe)
         .arg("serve")
         .env("DEPLOY_GUARD_DB", db)
         .env("DEPLOY_GUARD_POLICY", policy)
         .env("DEPLOY_GUARD_CACHE", cache)
+        .env("DEPLOY_STATUS_GUARD_REPOS", mix.scope())
         // Decision lines at their normal level, to a discarded stderr: as in production.
         .env("RUST_LOG", "info")
         .stdin(Stdio::piped())
