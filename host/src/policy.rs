@@ -118,6 +118,7 @@ pub fn digest(bytes: &[u8]) -> String {
 
 /// Compile `bytes` (a component) for the sandbox's engine.
 pub fn compile(sandbox: &Sandbox, bytes: &[u8]) -> Result<Component, LoadError> {
+    sandbox.count_compile();
     Component::new(sandbox.engine(), bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))
 }
 
