@@ -632,6 +632,58 @@ fn a_rule_of_eight_mebibytes_is_an_invalid_result_that_never_reaches_the_log() {
     });
 }
 
+/// The decision line itself: `deploy-guard decide` runs a policy that passed the gate
+/// and answers one work item with an 8 MiB rule; its stderr is read whole.
+#[test]
+fn an_eight_mebibyte_rule_from_a_live_policy_never_reaches_the_decision_line() {
+    let ws = Workspace::story();
+    write_atomically(&ws.policy(), hostile::LIVE_HUGE_RULE);
+    let run = |work_item: &str| {
+        let output = ws
+            .command()
+            .args(["decide", "--work-item", work_item, "--target", "awaiting"])
+            .output()
+            .expect("deploy-guard decide runs");
+        assert_eq!(output.status.code(), Some(0));
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON answer");
+        (answer, String::from_utf8(output.stderr).expect("utf-8 log"))
+    };
+    // The policy went live (the gate cannot see the attack): a sound answer first.
+    let (answer, _) = run("ORCH-061");
+    assert_eq!(
+        (answer["rule"].as_str(), answer["policy"].as_str()),
+        (Some("live-huge-rule"), Some("live-huge-rule@1.0.0")),
+        "{answer}"
+    );
+    let (answer, log) = run("B-1");
+    assert_eq!(
+        (answer["verdict"].as_str(), answer["rule"].as_str()),
+        (Some("ALLOW"), Some("fail-safe")),
+        "{answer}"
+    );
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("invalid-result: ") && error.contains("8388608") && error.len() < 300,
+        "{error}"
+    );
+    // Exactly one decision line, with the same fail-safe and the size named; the rule is
+    // in no line at all.
+    let decision_lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["fields"]["work_item"] == "B-1")
+        .collect();
+    assert_eq!(decision_lines.len(), 1, "{log}");
+    let fields = &decision_lines[0]["fields"];
+    assert_eq!(
+        (fields["rule"].as_str(), fields["error"].as_str()),
+        (Some("fail-safe"), Some(error)),
+        "{log}"
+    );
+    assert!(!log.contains("AAAA"), "the rule reached the log");
+    assert!(log.len() < 4096, "{} bytes of log for one decision", log.len());
+}
+
 // ---------------------------------------------------------------------------------
 // Many hostile decisions in a row
 // ---------------------------------------------------------------------------------
