@@ -106,7 +106,55 @@ const STAGES: &[&str] = &[
 ];
 const REPOS: &[&str] = &["orchestrator", "svc-a", "svc-b", "enduro-trails", "", "Orchestrator"];
 
+/// Half the cases anything (mostly out of scope or not found), half aimed at the
+/// branches after the scope check: a repo of the scope or the self-hosting list and a
+/// terminal stage, both padded, so that every rule is reached many times over.
 fn facts() -> impl Strategy<Value = Facts> {
+    prop_oneof![arbitrary_facts(), facts_in_scope()]
+}
+
+fn target_status() -> impl Strategy<Value = TargetStatus> {
+    prop::sample::select(vec![
+        TargetStatus::Awaiting,
+        TargetStatus::Deploying,
+        TargetStatus::Monitoring,
+    ])
+}
+
+fn facts_in_scope() -> impl Strategy<Value = Facts> {
+    (
+        "\\PC{0,12}",
+        target_status(),
+        (
+            padding(),
+            prop::sample::select(vec!["orchestrator", "svc-a"]),
+            padding(),
+        ),
+        (
+            padding(),
+            prop::sample::select(vec!["done", "cancelled", "deploy"]),
+            padding(),
+        ),
+        prop::option::of(any::<bool>()),
+        prop::collection::vec(prop::sample::select(vec!["svc-a", "orchestrator"]), 0..2),
+    )
+        .prop_map(
+            |(work_item_id, target, (a, repo, b), (c, stage, d), window_active, scope)| Facts {
+                work_item_id,
+                target,
+                caller: None,
+                task: Some(Task {
+                    repo: format!("{a}{repo}{b}"),
+                    stage: format!("{c}{stage}{d}"),
+                }),
+                window_active,
+                scope_repos: scope.into_iter().map(str::to_owned).collect(),
+                self_hosting_repos: vec!["orchestrator".to_owned()],
+            },
+        )
+}
+
+fn arbitrary_facts() -> impl Strategy<Value = Facts> {
     (
         "\\PC{0,12}",
         prop::sample::select(vec![
