@@ -124,7 +124,14 @@ fn target_status() -> impl Strategy<Value = TargetStatus> {
 fn facts_in_scope() -> impl Strategy<Value = Facts> {
     (
         "\\PC{0,12}",
-        target_status(),
+        // Monitoring thrice as often: the window rules live only there.
+        prop::sample::select(vec![
+            TargetStatus::Awaiting,
+            TargetStatus::Deploying,
+            TargetStatus::Monitoring,
+            TargetStatus::Monitoring,
+            TargetStatus::Monitoring,
+        ]),
         (
             padding(),
             prop::sample::select(vec!["orchestrator", "svc-a"]),
@@ -132,7 +139,7 @@ fn facts_in_scope() -> impl Strategy<Value = Facts> {
         ),
         (
             padding(),
-            prop::sample::select(vec!["done", "cancelled", "deploy"]),
+            prop::sample::select(vec!["done", "done", "cancelled", "deploy"]),
             padding(),
         ),
         prop::option::of(any::<bool>()),

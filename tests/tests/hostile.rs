@@ -319,17 +319,23 @@ fn an_unknown_import_is_refused_by_name() {
 #[test]
 fn decide_with_another_signature_is_of_the_wrong_world() {
     // Safe whatever the class: refused at the gate, never live in a guard.
-    assert!(matches!(gate_error(hostile::WRONG_SIGNATURE), GateError::Load(_)));
-    assert_guard_refuses(hostile::WRONG_SIGNATURE, |r| {
-        r.contains("decide") || r.contains("type mismatch")
-    });
     // The class: an export of the wrong type is a component of another world, and the
-    // reason names the function (not `info`, which is fine).
+    // reason names the function and both signatures (not `info`, which is fine).
     let error = load_error(hostile::WRONG_SIGNATURE);
     let LoadError::WrongWorld(reason) = &error else {
         panic!("wrong class: {error:?}")
     };
-    assert!(reason.contains("decide"), "{reason}");
+    assert!(
+        reason.starts_with("`decide` takes (work-item-id: string)") && reason.contains("the guard-policy world's takes (record)"),
+        "{reason}"
+    );
+    assert!(matches!(
+        gate_error(hostile::WRONG_SIGNATURE),
+        GateError::Load(LoadError::WrongWorld(_))
+    ));
+    assert_guard_refuses(hostile::WRONG_SIGNATURE, |r| {
+        r.contains("not a component of the guard-policy world: `decide` takes (work-item-id: string)")
+    });
 }
 
 #[test]
@@ -392,9 +398,22 @@ fn a_huge_initial_memory_is_refused_at_load() {
 #[test]
 fn a_giant_initial_memory_is_refused_at_load() {
     let error = load_error(hostile::GIANT_MEMORY);
-    assert!(error.to_string().contains("memory"), "{error}");
-    assert!(matches!(gate_error(hostile::GIANT_MEMORY), GateError::Load(_)));
-    assert_guard_refuses(hostile::GIANT_MEMORY, |r| r.contains("memory"));
+    let LoadError::TooLarge(reason) = &error else {
+        panic!("wrong class: {error:?}")
+    };
+    // 32768 pages of 64 KiB against the 1 GiB ceiling of any memory.
+    assert!(
+        reason.contains("2147483648") && reason.contains("0x40000000"),
+        "{reason}"
+    );
+    assert!(error.to_string().starts_with("memory: "), "{error}");
+    assert!(matches!(
+        gate_error(hostile::GIANT_MEMORY),
+        GateError::Load(LoadError::TooLarge(_))
+    ));
+    assert_guard_refuses(hostile::GIANT_MEMORY, |r| {
+        r.contains("memory: ") && r.contains("2147483648")
+    });
 }
 
 #[test]
@@ -419,9 +438,22 @@ fn a_huge_initial_table_is_refused_at_load() {
 #[test]
 fn a_giant_initial_table_is_refused_at_load() {
     let error = load_error(hostile::GIANT_TABLE);
-    assert!(error.to_string().contains("table"), "{error}");
-    assert!(matches!(gate_error(hostile::GIANT_TABLE), GateError::Load(_)));
-    assert_guard_refuses(hostile::GIANT_TABLE, |r| r.contains("table"));
+    let LoadError::TooLarge(reason) = &error else {
+        panic!("wrong class: {error:?}")
+    };
+    // 10,000,000 elements against the 20,000 of any table.
+    assert!(
+        reason.contains("table") && reason.contains("10000000") && reason.contains("20000"),
+        "{reason}"
+    );
+    assert!(error.to_string().starts_with("memory: "), "{error}");
+    assert!(matches!(
+        gate_error(hostile::GIANT_TABLE),
+        GateError::Load(LoadError::TooLarge(_))
+    ));
+    assert_guard_refuses(hostile::GIANT_TABLE, |r| {
+        r.contains("memory: ") && r.contains("10000000")
+    });
 }
 
 // ---------------------------------------------------------------------------------
@@ -766,3 +798,4 @@ fn resident_memory_stays_flat() {
     );
     assert_eq!(stderr.matches("RSS ").count(), 2, "{stderr}");
 }
+
