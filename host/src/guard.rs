@@ -362,13 +362,12 @@ impl Guard {
     pub fn watch(&self) -> Result<Watcher, GuardError> {
         let config_guard = self.clone();
         let policy_guard = self.clone();
-        Ok(
-            Watcher::spawn(move || {
-                config_guard.refresh_config();
-            })?.and(Watcher::spawn(move || {
-                policy_guard.refresh_policy();
-            })?),
-        )
+        Ok(Watcher::spawn(move || {
+            config_guard.refresh_config();
+        })?
+        .and(Watcher::spawn(move || {
+            policy_guard.refresh_policy();
+        })?))
     }
 }
 

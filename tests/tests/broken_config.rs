@@ -340,7 +340,11 @@ fn an_unreadable_policy_path_fails_safe_as_policy_unavailable() {
     // (path, the error's class, the part of the message that names the cause)
     for (path, prefix, why) in [
         (&directory, "policy-unavailable: cannot read ", "Is a directory"),
-        (&dangling, "policy-unavailable: cannot read ", "No such file or directory"),
+        (
+            &dangling,
+            "policy-unavailable: cannot read ",
+            "No such file or directory",
+        ),
         (&through_a_file, "policy-unavailable: cannot read ", "Not a directory"),
         (
             &empty,

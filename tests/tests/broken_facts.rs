@@ -855,7 +855,8 @@ fn a_locked_read_waits_one_busy_timeout_not_two() {
     }
     writer.execute_batch("ROLLBACK").expect("rollback");
     assert!(
-        took.iter().all(|t| *t >= busy - Duration::from_millis(5) && *t < busy * 2),
+        took.iter()
+            .all(|t| *t >= busy - Duration::from_millis(5) && *t < busy * 2),
         "with a busy timeout of {busy:?}, locked decisions took {took:?} (each must wait one, not two)"
     );
 }
@@ -1124,10 +1125,7 @@ fn serve_fails_safe_under_a_writers_lock_and_a_waiting_batch_waits_once() {
         (answer, started.elapsed())
     };
     assert_answer_fails_safe(&answer, "database is locked");
-    assert!(
-        took >= busy - Duration::from_millis(5) && took < busy * 5,
-        "{took:?}"
-    );
+    assert!(took >= busy - Duration::from_millis(5) && took < busy * 5, "{took:?}");
 
     // Twenty requests in one write (< PIPE_BUF: they arrive together, one batch).
     let batch: String = (0..20)

@@ -32,9 +32,15 @@ fn the_first_load_stores_and_the_next_one_hits() {
     );
     // The next load is served by the cache: no compile, and it decides like the compiled one.
     let policy = LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads from the cache");
-    assert_eq!(sandbox.compiles(), 1, "the second load compiled again instead of hitting");
+    assert_eq!(
+        sandbox.compiles(),
+        1,
+        "the second load compiled again instead of hitting"
+    );
     assert_eq!(policy.identity(), "deploy-status-guard@1.0.0");
-    let ruling = policy.decide(&converge_done_facts()).expect("the cached policy decides");
+    let ruling = policy
+        .decide(&converge_done_facts())
+        .expect("the cached policy decides");
     assert_eq!(
         (ruling.verdict, ruling.rule.as_str()),
         (deploy_guard::Verdict::ConvergeDone, "converge-done")

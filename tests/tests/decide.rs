@@ -384,7 +384,10 @@ fn a_missing_policy_fails_safe_and_recovers_when_a_good_file_lands() {
         if let Some(outcome) = guard.refresh() {
             break outcome;
         }
-        assert!(std::time::Instant::now() < deadline, "the good policy was not noticed within 30 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the good policy was not noticed within 30 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert!(

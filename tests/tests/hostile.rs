@@ -326,7 +326,8 @@ fn decide_with_another_signature_is_of_the_wrong_world() {
         panic!("wrong class: {error:?}")
     };
     assert!(
-        reason.starts_with("`decide` takes (work-item-id: string)") && reason.contains("the guard-policy world's takes (record)"),
+        reason.starts_with("`decide` takes (work-item-id: string)")
+            && reason.contains("the guard-policy world's takes (record)"),
         "{reason}"
     );
     assert!(matches!(
@@ -798,4 +799,3 @@ fn resident_memory_stays_flat() {
     );
     assert_eq!(stderr.matches("RSS ").count(), 2, "{stderr}");
 }
-
