@@ -113,14 +113,6 @@ fn facts() -> impl Strategy<Value = Facts> {
     prop_oneof![arbitrary_facts(), facts_in_scope()]
 }
 
-fn target_status() -> impl Strategy<Value = TargetStatus> {
-    prop::sample::select(vec![
-        TargetStatus::Awaiting,
-        TargetStatus::Deploying,
-        TargetStatus::Monitoring,
-    ])
-}
-
 fn facts_in_scope() -> impl Strategy<Value = Facts> {
     (
         "\\PC{0,12}",
