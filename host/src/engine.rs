@@ -129,6 +129,9 @@ impl std::fmt::Debug for Lane {
 pub struct Sandbox {
     lanes: Vec<Lane>,
     cache: Option<crate::cache::ArtifactCache>,
+    /// How many components this sandbox compiled (a cache hit compiles none): what
+    /// proves that the precompiled cache was used.
+    compiles: std::sync::atomic::AtomicU64,
     _ticker: Ticker,
 }
 
@@ -210,6 +213,7 @@ impl Sandbox {
         Ok(Arc::new(Sandbox {
             lanes,
             cache,
+            compiles: std::sync::atomic::AtomicU64::new(0),
             _ticker: Ticker {
                 stop,
                 thread: Some(thread),
@@ -235,6 +239,16 @@ impl Sandbox {
     /// The precompiled cache, if one is in use.
     pub fn cache(&self) -> Option<&crate::cache::ArtifactCache> {
         self.cache.as_ref()
+    }
+
+    /// How many components this sandbox has compiled so far ([`crate::policy::compile`]);
+    /// a load served by the precompiled cache leaves it unchanged.
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_compile(&self) {
+        self.compiles.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A fresh Store for one decision in `lane`, with its fuel, deadline and memory

@@ -277,15 +277,15 @@ impl Guard {
     }
 
     /// Look at the config file once; a new configuration goes into force if it parses.
-    pub fn refresh_config(&self) {
+    /// `None` when the file did not change (or there is none); else what the reload did.
+    pub fn refresh_config(&self) -> Option<ConfigReload> {
         let Ok(mut detector) = self.shared.config_watch.lock() else {
-            return;
+            return None;
         };
         let config = self.shared.config.load_full();
-        if let Some(file) = &config.file
-            && detector.poll(file)
-        {
-            self.reload_config(&config);
+        match &config.file {
+            Some(file) if detector.poll(file) => Some(self.reload_config(&config)),
+            _ => None,
         }
     }
 
@@ -316,14 +316,23 @@ impl Guard {
         None
     }
 
-    fn reload_config(&self, running: &Config) {
-        let fresh = Config::load(&self.shared.overrides);
+    fn reload_config(&self, running: &Config) -> ConfigReload {
+        // The file watched is the running configuration's own (it may have come from
+        // `Config::load_from`, not from this process's environment).
+        let file = running.file.clone();
+        let fresh = Config::load_from(
+            |name| match (name, &file) {
+                ("DEPLOY_GUARD_CONFIG", Some(file)) => Some(file.display().to_string()),
+                _ => std::env::var(name).ok(),
+            },
+            &self.shared.overrides,
+        );
         if let Some(problem) = &fresh.problem {
             tracing::error!(target: "deploy_guard::config", "{problem}; keeping the running configuration");
-            return;
+            return ConfigReload::Refused(problem.clone());
         }
         if fresh == *running {
-            return;
+            return ConfigReload::Unchanged;
         }
         for warning in &fresh.warnings {
             tracing::warn!(target: "deploy_guard::config", "{warning}");
@@ -344,6 +353,7 @@ impl Guard {
             "configuration reloaded"
         );
         self.shared.config.store(Arc::new(fresh));
+        ConfigReload::Reloaded
     }
 
     /// Start watching the policy and config files (hot swap); stops when dropped. The
@@ -352,12 +362,24 @@ impl Guard {
     pub fn watch(&self) -> Result<Watcher, GuardError> {
         let config_guard = self.clone();
         let policy_guard = self.clone();
-        Ok(
-            Watcher::spawn(move || config_guard.refresh_config())?.and(Watcher::spawn(move || {
-                policy_guard.refresh_policy();
-            })?),
-        )
+        Ok(Watcher::spawn(move || {
+            config_guard.refresh_config();
+        })?
+        .and(Watcher::spawn(move || {
+            policy_guard.refresh_policy();
+        })?))
     }
+}
+
+/// What a look at a changed config file did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigReload {
+    /// The new configuration is in force.
+    Reloaded,
+    /// The file changed but says what the running configuration says.
+    Unchanged,
+    /// The file cannot be used (the problem); the running configuration is kept.
+    Refused(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -42,6 +42,10 @@ pub enum LoadError {
     /// `info` failed or answered something unusable.
     #[error("info: {0}")]
     Info(String),
+    /// A component whose declared memory or table is past what the host reserves for
+    /// any policy: refused when compiled, before any instance exists.
+    #[error("memory: a memory or table past what the host reserves for any policy: {0}")]
+    TooLarge(String),
 }
 
 /// Why one decision could not be made. The class comes first in the message.
@@ -118,7 +122,17 @@ pub fn digest(bytes: &[u8]) -> String {
 
 /// Compile `bytes` (a component) for the sandbox's engine.
 pub fn compile(sandbox: &Sandbox, bytes: &[u8]) -> Result<Component, LoadError> {
-    Component::new(sandbox.engine(), bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))
+    sandbox.count_compile();
+    Component::new(sandbox.engine(), bytes).map_err(|e| {
+        let message = format!("{e:#}");
+        // wasmtime's pooling allocator checks each declared memory and table against
+        // its slots when compiling; it gives no typed error for it.
+        if message.contains("does not fit in pooling allocator requirements") {
+            LoadError::TooLarge(message)
+        } else {
+            LoadError::NotAComponent(message)
+        }
+    })
 }
 
 /// The first bytes of a component (magic, then version 0x0d and layer 1).

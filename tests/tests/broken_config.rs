@@ -337,18 +337,22 @@ fn an_unreadable_policy_path_fails_safe_as_policy_unavailable() {
     let empty = ws.dir.path().join("empty.wasm");
     std::fs::write(&empty, b"").expect("write");
     let through_a_file = ws.policy().join("x.wasm");
-    for (path, why) in [
-        (&directory, "Is a directory"),
-        (&dangling, "No such file or directory"),
-        (&through_a_file, "Not a directory"),
-        (&empty, ""),
+    // (path, the error's class, the part of the message that names the cause)
+    for (path, prefix, why) in [
+        (&directory, "policy-unavailable: cannot read ", "Is a directory"),
+        (
+            &dangling,
+            "policy-unavailable: cannot read ",
+            "No such file or directory",
+        ),
+        (&through_a_file, "policy-unavailable: cannot read ", "Not a directory"),
+        (
+            &empty,
+            "policy-unavailable: policy refused: ",
+            "not a component: the file is empty",
+        ),
     ] {
         let path = display(path);
-        let prefix = if why.is_empty() {
-            "policy-unavailable: policy refused: "
-        } else {
-            "policy-unavailable: cannot read "
-        };
         for target in ["awaiting", "deploying", "monitoring"] {
             let run = decide(&ws, "ORCH-061", target, &[("DEPLOY_GUARD_POLICY", &path)]);
             assert_fail_safe(&run.answer, prefix, &[&path, why]);

@@ -20,7 +20,9 @@ fn the_first_load_stores_and_the_next_one_hits() {
     let sandbox = Sandbox::with_cache(Some(&cache_dir)).expect("sandbox");
     let mode = std::fs::metadata(&cache_dir).expect("created").permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
+    assert_eq!(sandbox.compiles(), 0);
     LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads");
+    assert_eq!(sandbox.compiles(), 1, "the first load compiles");
     let path = entry(&sandbox);
     assert!(path.exists(), "no entry written");
     let cache = ArtifactCache::open(&cache_dir).expect("open");
@@ -28,9 +30,41 @@ fn the_first_load_stores_and_the_next_one_hits() {
         cache.load(sandbox.engine(), &digest(REFERENCE)).is_some(),
         "the entry does not load"
     );
-    // The cached component decides like the compiled one.
+    // The next load is served by the cache: no compile, and it decides like the compiled one.
     let policy = LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads from the cache");
+    assert_eq!(
+        sandbox.compiles(),
+        1,
+        "the second load compiled again instead of hitting"
+    );
     assert_eq!(policy.identity(), "deploy-status-guard@1.0.0");
+    let ruling = policy
+        .decide(&converge_done_facts())
+        .expect("the cached policy decides");
+    assert_eq!(
+        (ruling.verdict, ruling.rule.as_str()),
+        (deploy_guard::Verdict::ConvergeDone, "converge-done")
+    );
+    // A new process (another sandbox over the same directory) hits too.
+    let restarted = Sandbox::with_cache(Some(&cache_dir)).expect("sandbox");
+    LoadedPolicy::load(&restarted, REFERENCE, Limits::DEFAULT).expect("loads from the cache");
+    assert_eq!(restarted.compiles(), 0, "a restart compiled instead of hitting");
+}
+
+/// A done task of the self-hosting repo, stamped Monitoring, window closed.
+fn converge_done_facts() -> deploy_guard::policy::Facts {
+    deploy_guard::policy::Facts {
+        work_item_id: "ORCH-061".to_owned(),
+        target: deploy_guard::policy::TargetStatus::Monitoring,
+        caller: None,
+        task: Some(deploy_guard::policy::Task {
+            repo: "orchestrator".to_owned(),
+            stage: "done".to_owned(),
+        }),
+        window_active: Some(false),
+        scope_repos: Vec::new(),
+        self_hosting_repos: vec!["orchestrator".to_owned()],
+    }
 }
 
 #[test]
@@ -54,7 +88,9 @@ fn a_damaged_or_truncated_entry_is_recompiled_not_deserialized() {
         );
         assert!(!path.exists(), "the damaged entry was kept");
         // The next load recompiles and rewrites a sound entry.
+        let compiles = sandbox.compiles();
         LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("recompiles");
+        assert_eq!(sandbox.compiles(), compiles + 1, "a damaged entry was not recompiled");
         assert_eq!(std::fs::read(&path).expect("rewritten").len(), good.len());
     }
 }

@@ -226,6 +226,8 @@ fn serve_swaps_the_policy_when_its_file_is_replaced() {
     let ask = br#"{"work_item": "ORCH-081", "target": "awaiting"}"#;
     assert_eq!(serve.ask_line(ask)["rule"], "non-terminal");
     write_atomically(&ws.policy(), NEXT);
+    // Swapped within a generous deadline (the watcher looks every 100 ms; the measured
+    // swap time is a benchmark's business, not this test's).
     let started = Instant::now();
     let swapped = loop {
         let answer = serve.ask_line(ask);
@@ -233,21 +235,23 @@ fn serve_swaps_the_policy_when_its_file_is_replaced() {
             break answer;
         }
         assert_eq!(answer["policy"], "deploy-status-guard@1.0.0");
-        assert!(started.elapsed() < Duration::from_secs(5), "no swap within 5 s");
+        assert!(started.elapsed() < Duration::from_secs(30), "no swap within 30 s");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "swap took {:?}",
-        started.elapsed()
-    );
     assert_eq!(
         (swapped["verdict"].as_str(), swapped["rule"].as_str()),
         (Some("SUPPRESS"), Some("failed"))
     );
-    // A bad file never goes live: the answers stay on 1.1.0.
+    // A bad file never goes live: the child logs its refusal, and answers stay on 1.1.0.
     write_atomically(&ws.policy(), b"\0asm\x0d\0\x01\0 truncated");
-    std::thread::sleep(Duration::from_millis(600));
+    let refusal = serve.wait_for_log(Duration::from_secs(30), |line| line.contains("policy refused: "));
+    let refusal: Value = serde_json::from_str(&refusal).expect("a JSON log line");
+    assert_eq!(refusal["level"], "ERROR", "{refusal}");
+    let message = refusal["fields"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("not a component: ") && message.ends_with("keeping deploy-status-guard@1.1.0"),
+        "{refusal}"
+    );
     assert_eq!(serve.ask_line(ask)["policy"], "deploy-status-guard@1.1.0");
     assert_eq!(serve.finish(), Some(0));
 }

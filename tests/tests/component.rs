@@ -77,7 +77,13 @@ fn a_decision_never_grows_the_guest_memory() {
         memory_bytes: 65536,
         ..deploy_guard::Limits::DEFAULT
     };
-    assert!(deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, too_small).is_err());
+    // Refused for its memory (the initial 2 pages past a 1-page limit), not any error.
+    match deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, too_small) {
+        Err(deploy_guard::policy::LoadError::Info(reason)) => {
+            assert!(reason.starts_with("memory: ") && reason.contains("65536"), "{reason}");
+        }
+        other => panic!("a 1-page limit did not refuse the 2-page policy for its memory: {other:?}"),
+    }
     let policy = deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, limits).expect("fits in 4 pages");
     let long = "r".repeat(4000);
     let facts = deploy_guard::policy::Facts {

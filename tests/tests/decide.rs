@@ -41,7 +41,7 @@ fn every_rule_of_the_seed_end_to_end() {
         assert_eq!(d.policy.as_deref(), Some("deploy-status-guard@1.0.0"));
         assert_eq!(
             d.policy_digest,
-            Some(deploy_guard::policy::digest(deploy_guard_e2e::REFERENCE))
+            Some(deploy_guard_e2e::sha256_digest(deploy_guard_e2e::REFERENCE))
         );
     }
     let d = guard.decide("ORCH-061", Target::Monitoring, None);
@@ -60,7 +60,7 @@ fn the_decision_object_has_the_contract_fields() {
             .to_json(),
     )
     .expect("json");
-    let digest = deploy_guard::policy::digest(deploy_guard_e2e::REFERENCE);
+    let digest = deploy_guard_e2e::sha256_digest(deploy_guard_e2e::REFERENCE);
     assert_eq!(
         json,
         serde_json::json!({"work_item":"ORCH-061","caller":"monitor-tick","target":"monitoring",
@@ -378,12 +378,22 @@ fn a_missing_policy_fails_safe_and_recovers_when_a_good_file_lands() {
     );
     assert_eq!((d.policy, d.policy_digest), (None, None));
     ws.install_reference();
-    let noticed = (0..50).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(60));
-        guard.refresh();
-        guard.policy().is_some()
-    });
-    assert!(noticed, "the good policy was never loaded");
+    // The file's arrival is acted on (the second look that finds it held still).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let outcome = loop {
+        if let Some(outcome) = guard.refresh() {
+            break outcome;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the good policy was not noticed within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        matches!(&outcome, deploy_guard::swap::Outcome::Activated { identity, .. } if identity == "deploy-status-guard@1.0.0"),
+        "{outcome:?}"
+    );
     assert_eq!(guard.decide("ORCH-061", Target::Awaiting, None).rule, "converge-done");
 }
 

@@ -13,6 +13,13 @@
 //!   safe on text, and agrees with the native reference and with the predicate over
 //!   the facts as inserted.
 //!
+//! What this proves is the plumbing: bytes and strings reach the sandbox unchanged and
+//! every answer comes back. The expected answers come from the code that carries them
+//! (`parse_request`, and the guest's own `predicate::decide` run natively), so these
+//! tests cannot catch a wrong rule: the rules are proven by the guest's hand-written
+//! grid (`guest/src/predicate/tests.rs`) and by the independent port of the seed in
+//! `differential.rs`.
+//!
 //! The case counts keep the whole file well under 30 s in release.
 
 use deploy_guard::serve::{MAX_LINE_BYTES, parse_request, serve};

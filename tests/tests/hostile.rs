@@ -235,9 +235,9 @@ fn empty_bytes_are_refused_as_empty() {
     let LoadError::NotAComponent(reason) = &error else {
         panic!("wrong class: {error:?}")
     };
-    assert!(reason.contains("empty"), "{reason}");
+    assert_eq!(reason, "the file is empty");
     assert!(matches!(gate_error(b""), GateError::Load(LoadError::NotAComponent(_))));
-    assert_guard_refuses(b"", |r| r.contains("empty"));
+    assert_guard_refuses(b"", |r| r.contains("not a component: the file is empty"));
 }
 
 #[test]
@@ -319,17 +319,24 @@ fn an_unknown_import_is_refused_by_name() {
 #[test]
 fn decide_with_another_signature_is_of_the_wrong_world() {
     // Safe whatever the class: refused at the gate, never live in a guard.
-    assert!(matches!(gate_error(hostile::WRONG_SIGNATURE), GateError::Load(_)));
-    assert_guard_refuses(hostile::WRONG_SIGNATURE, |r| {
-        r.contains("decide") || r.contains("type mismatch")
-    });
     // The class: an export of the wrong type is a component of another world, and the
-    // reason names the function (not `info`, which is fine).
+    // reason names the function and both signatures (not `info`, which is fine).
     let error = load_error(hostile::WRONG_SIGNATURE);
     let LoadError::WrongWorld(reason) = &error else {
         panic!("wrong class: {error:?}")
     };
-    assert!(reason.contains("decide"), "{reason}");
+    assert!(
+        reason.starts_with("`decide` takes (work-item-id: string)")
+            && reason.contains("the guard-policy world's takes (record)"),
+        "{reason}"
+    );
+    assert!(matches!(
+        gate_error(hostile::WRONG_SIGNATURE),
+        GateError::Load(LoadError::WrongWorld(_))
+    ));
+    assert_guard_refuses(hostile::WRONG_SIGNATURE, |r| {
+        r.contains("not a component of the guard-policy world: `decide` takes (work-item-id: string)")
+    });
 }
 
 #[test]
@@ -392,9 +399,22 @@ fn a_huge_initial_memory_is_refused_at_load() {
 #[test]
 fn a_giant_initial_memory_is_refused_at_load() {
     let error = load_error(hostile::GIANT_MEMORY);
-    assert!(error.to_string().contains("memory"), "{error}");
-    assert!(matches!(gate_error(hostile::GIANT_MEMORY), GateError::Load(_)));
-    assert_guard_refuses(hostile::GIANT_MEMORY, |r| r.contains("memory"));
+    let LoadError::TooLarge(reason) = &error else {
+        panic!("wrong class: {error:?}")
+    };
+    // 32768 pages of 64 KiB against the 1 GiB ceiling of any memory.
+    assert!(
+        reason.contains("2147483648") && reason.contains("0x40000000"),
+        "{reason}"
+    );
+    assert!(error.to_string().starts_with("memory: "), "{error}");
+    assert!(matches!(
+        gate_error(hostile::GIANT_MEMORY),
+        GateError::Load(LoadError::TooLarge(_))
+    ));
+    assert_guard_refuses(hostile::GIANT_MEMORY, |r| {
+        r.contains("memory: ") && r.contains("2147483648")
+    });
 }
 
 #[test]
@@ -419,9 +439,22 @@ fn a_huge_initial_table_is_refused_at_load() {
 #[test]
 fn a_giant_initial_table_is_refused_at_load() {
     let error = load_error(hostile::GIANT_TABLE);
-    assert!(error.to_string().contains("table"), "{error}");
-    assert!(matches!(gate_error(hostile::GIANT_TABLE), GateError::Load(_)));
-    assert_guard_refuses(hostile::GIANT_TABLE, |r| r.contains("table"));
+    let LoadError::TooLarge(reason) = &error else {
+        panic!("wrong class: {error:?}")
+    };
+    // 10,000,000 elements against the 20,000 of any table.
+    assert!(
+        reason.contains("table") && reason.contains("10000000") && reason.contains("20000"),
+        "{reason}"
+    );
+    assert!(error.to_string().starts_with("memory: "), "{error}");
+    assert!(matches!(
+        gate_error(hostile::GIANT_TABLE),
+        GateError::Load(LoadError::TooLarge(_))
+    ));
+    assert_guard_refuses(hostile::GIANT_TABLE, |r| {
+        r.contains("memory: ") && r.contains("10000000")
+    });
 }
 
 // ---------------------------------------------------------------------------------
@@ -630,6 +663,58 @@ fn a_rule_of_eight_mebibytes_is_an_invalid_result_that_never_reaches_the_log() {
     assert_guard_refuses(hostile::HUGE_RULE, |r| {
         grid_failure("invalid-result: ")(r) && r.len() < 1000 && !r.contains("AAAA")
     });
+}
+
+/// The decision line itself: `deploy-guard decide` runs a policy that passed the gate
+/// and answers one work item with an 8 MiB rule; its stderr is read whole.
+#[test]
+fn an_eight_mebibyte_rule_from_a_live_policy_never_reaches_the_decision_line() {
+    let ws = Workspace::story();
+    write_atomically(&ws.policy(), hostile::LIVE_HUGE_RULE);
+    let run = |work_item: &str| {
+        let output = ws
+            .command()
+            .args(["decide", "--work-item", work_item, "--target", "awaiting"])
+            .output()
+            .expect("deploy-guard decide runs");
+        assert_eq!(output.status.code(), Some(0));
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON answer");
+        (answer, String::from_utf8(output.stderr).expect("utf-8 log"))
+    };
+    // The policy went live (the gate cannot see the attack): a sound answer first.
+    let (answer, _) = run("ORCH-061");
+    assert_eq!(
+        (answer["rule"].as_str(), answer["policy"].as_str()),
+        (Some("live-huge-rule"), Some("live-huge-rule@1.0.0")),
+        "{answer}"
+    );
+    let (answer, log) = run("B-1");
+    assert_eq!(
+        (answer["verdict"].as_str(), answer["rule"].as_str()),
+        (Some("ALLOW"), Some("fail-safe")),
+        "{answer}"
+    );
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("invalid-result: ") && error.contains("8388608") && error.len() < 300,
+        "{error}"
+    );
+    // Exactly one decision line, with the same fail-safe and the size named; the rule is
+    // in no line at all.
+    let decision_lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["fields"]["work_item"] == "B-1")
+        .collect();
+    assert_eq!(decision_lines.len(), 1, "{log}");
+    let fields = &decision_lines[0]["fields"];
+    assert_eq!(
+        (fields["rule"].as_str(), fields["error"].as_str()),
+        (Some("fail-safe"), Some(error)),
+        "{log}"
+    );
+    assert!(!log.contains("AAAA"), "the rule reached the log");
+    assert!(log.len() < 4096, "{} bytes of log for one decision", log.len());
 }
 
 // ---------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 //! Hot swap under load: threads deciding without pause while the policy file is
 //! replaced back and forth, and the candidates that must never go live.
 
+use deploy_guard::guard::ConfigReload;
 use deploy_guard::swap::Outcome;
 use deploy_guard::{Guard, Target};
 use deploy_guard_e2e::{NEXT, REFERENCE, Row, Workspace, insert_task, write_atomically};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn workspace() -> Workspace {
     let ws = Workspace::new();
@@ -28,8 +29,8 @@ fn workspace() -> Workspace {
 fn deciding_threads_see_exactly_one_policy_per_answer_across_100_swaps() {
     let ws = workspace();
     let guard = Guard::new(ws.config()).expect("guard");
-    let reference = deploy_guard::policy::digest(REFERENCE);
-    let next = deploy_guard::policy::digest(NEXT);
+    let reference = deploy_guard_e2e::sha256_digest(REFERENCE);
+    let next = deploy_guard_e2e::sha256_digest(NEXT);
     let stop = AtomicBool::new(false);
     // The digest that went live last (set by the swapping thread after refresh()).
     let live = Mutex::new(reference.clone());
@@ -93,23 +94,23 @@ fn deciding_threads_see_exactly_one_policy_per_answer_across_100_swaps() {
 
 /// Drive the guard's poll by hand (as its watcher thread does) until `digest` is live.
 fn guard_refresh_until_swapped(guard: &Guard, digest: &str) -> Outcome {
-    for _ in 0..100 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
         if let Some(outcome) = guard.refresh()
             && guard.policy().is_some_and(|p| p.digest == digest)
         {
             return outcome;
         }
+        assert!(Instant::now() < deadline, "{digest} did not go live within 30 s");
         std::thread::sleep(Duration::from_millis(5));
     }
-    panic!("{digest} never went live");
 }
 
 #[test]
 fn bad_candidates_never_go_live_and_the_last_write_wins() {
     let ws = workspace();
     let guard = Guard::new(ws.config()).expect("guard");
-    let _watcher = guard.watch().expect("watch");
-    let reference = deploy_guard::policy::digest(REFERENCE);
+    let reference = deploy_guard_e2e::sha256_digest(REFERENCE);
     let mut random = vec![0u8; 4096];
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     for byte in &mut random {
@@ -119,9 +120,14 @@ fn bad_candidates_never_go_live_and_the_last_write_wins() {
         *byte = state as u8;
     }
     let core_module = b"\0asm\x01\0\0\0".to_vec();
-    let candidates: Vec<(&str, Vec<u8>)> = vec![
-        ("empty", Vec::new()),
-        ("truncated", REFERENCE[..REFERENCE.len() / 3].to_vec()),
+    // Each candidate, and the part of the refusal that names why.
+    let candidates: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", Vec::new(), "the file is empty"),
+        (
+            "truncated",
+            REFERENCE[..REFERENCE.len() / 3].to_vec(),
+            "not a component: ",
+        ),
         (
             "corrupt",
             REFERENCE
@@ -129,29 +135,47 @@ fn bad_candidates_never_go_live_and_the_last_write_wins() {
                 .enumerate()
                 .map(|(i, b)| if i % 97 == 50 { !b } else { *b })
                 .collect(),
+            "not a component: ",
         ),
-        ("random", random),
-        ("core module", core_module),
+        ("random", random, "component header"),
+        ("core module", core_module, "core WebAssembly module"),
     ];
-    for (what, bytes) in &candidates {
+    for (what, bytes, why) in &candidates {
         write_atomically(&ws.policy(), bytes);
-        std::thread::sleep(Duration::from_millis(350));
+        // The refusal itself, as the watcher thread would get it.
+        match guard_refresh(&guard) {
+            Outcome::Refused(reason) => assert!(
+                reason.starts_with("policy refused: ") && reason.contains(why),
+                "{what}: the refusal does not say {why:?}: {reason}"
+            ),
+            other => panic!("{what} was not refused: {other:?}"),
+        }
         let d = guard.decide("ORCH-081", Target::Awaiting, None);
         assert_eq!(d.policy_digest.as_deref(), Some(reference.as_str()), "{what} went live");
         assert_eq!(d.rule, "non-terminal", "{what}");
     }
-    // A rapid series of writes ends on the last one.
+    // A rapid series of writes, watched by the guard's own watcher thread, ends on the
+    // last one.
+    let watcher = guard.watch().expect("watch");
     for bytes in [NEXT, REFERENCE, b"junk".as_slice(), NEXT, REFERENCE, NEXT] {
         write_atomically(&ws.policy(), bytes);
         std::thread::sleep(Duration::from_millis(7));
     }
-    let next = deploy_guard::policy::digest(NEXT);
-    let settled = (0..100).any(|_| {
+    let next = deploy_guard_e2e::sha256_digest(NEXT);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while guard.policy().is_none_or(|p| p.digest != next) {
+        assert!(Instant::now() < deadline, "the last write did not go live within 30 s");
         std::thread::sleep(Duration::from_millis(20));
-        guard.policy().is_some_and(|p| p.digest == next)
-    });
-    assert!(settled, "the last write did not go live");
-    std::thread::sleep(Duration::from_millis(400));
+    }
+    // With the watcher stopped, a look at the file finds nothing left to act on: the
+    // live policy is the file's content, not an earlier write still pending.
+    drop(watcher);
+    for _ in 0..3 {
+        assert!(
+            matches!(guard.refresh_policy(), None | Some(Outcome::Unchanged)),
+            "a change was still pending"
+        );
+    }
     assert_eq!(guard.policy().map(|p| p.digest.clone()), Some(next));
 }
 
@@ -159,10 +183,12 @@ fn bad_candidates_never_go_live_and_the_last_write_wins() {
 fn a_file_copied_in_place_goes_live_only_when_complete() {
     let ws = workspace();
     let guard = Guard::new(ws.config()).expect("guard");
-    let _watcher = guard.watch().expect("watch");
-    // Half the bytes, left half-written long enough to be looked at: refused.
+    // Half the bytes, held still long enough to be looked at: refused.
     std::fs::write(ws.policy(), &NEXT[..NEXT.len() / 2]).expect("write");
-    std::thread::sleep(Duration::from_millis(400));
+    match guard_refresh(&guard) {
+        Outcome::Refused(reason) => assert!(reason.contains("not a component: "), "{reason}"),
+        other => panic!("half a file was not refused: {other:?}"),
+    }
     assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.0.0"));
     // The copy completes in place (same inode): now it goes live.
     let mut file = std::fs::OpenOptions::new()
@@ -171,11 +197,11 @@ fn a_file_copied_in_place_goes_live_only_when_complete() {
         .expect("open");
     std::io::Write::write_all(&mut file, &NEXT[NEXT.len() / 2..]).expect("append");
     drop(file);
-    let live = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(20));
-        guard.policy().is_some_and(|p| p.version == "1.1.0")
-    });
-    assert!(live, "the completed file never went live");
+    match guard_refresh(&guard) {
+        Outcome::Activated { identity, .. } => assert_eq!(identity, "deploy-status-guard@1.1.0"),
+        other => panic!("the completed file did not go live: {other:?}"),
+    }
+    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.1.0"));
 }
 
 #[test]
@@ -200,14 +226,17 @@ fn a_policy_that_fails_its_vectors_is_refused() {
     assert_eq!(guard.refresh(), None);
 }
 
+/// Look at the policy file (as the watcher thread does) until a change is acted on;
+/// its outcome. A change is acted on at the second look that finds it held still.
 fn guard_refresh(guard: &Guard) -> Outcome {
-    for _ in 0..50 {
-        if let Some(outcome) = guard.refresh() {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(outcome) = guard.refresh_policy() {
             return outcome;
         }
+        assert!(Instant::now() < deadline, "no change noticed within 30 s");
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("no change noticed");
 }
 
 #[test]
@@ -219,6 +248,8 @@ fn the_config_file_is_reloaded_and_a_bad_one_keeps_the_running_configuration() {
         format!("db = {:?}\npolicy = {:?}\nenabled = true\n", ws.db(), ws.policy()),
     )
     .expect("write");
+    // The file is named to this guard alone (never through the process environment,
+    // which the other tests of this binary share).
     let config = deploy_guard::Config::load_from(
         |name| (name == "DEPLOY_GUARD_CONFIG").then(|| file.display().to_string()),
         &deploy_guard::Overrides::default(),
@@ -226,27 +257,36 @@ fn the_config_file_is_reloaded_and_a_bad_one_keeps_the_running_configuration() {
     assert_eq!(config.problem, None);
     let guard = Arc::new(Guard::new(config).expect("guard"));
     assert_eq!(guard.decide("ORCH-081", Target::Awaiting, None).rule, "non-terminal");
-    // Reload reads DEPLOY_GUARD_CONFIG from the process environment.
-    // SAFETY: this test binary sets the variable once, before any other thread reads it.
-    unsafe { std::env::set_var("DEPLOY_GUARD_CONFIG", &file) };
     write_atomically(
         &file,
         format!("db = {:?}\npolicy = {:?}\nenabled = false\n", ws.db(), ws.policy()).as_bytes(),
     );
-    let switched = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(30));
-        guard.refresh();
-        guard.decide("ORCH-081", Target::Awaiting, None).rule == "kill-switch"
-    });
-    assert!(switched, "the kill-switch did not take effect");
+    assert_eq!(config_refresh(&guard), ConfigReload::Reloaded);
+    assert!(!guard.config().enabled);
+    assert_eq!(guard.decide("ORCH-081", Target::Awaiting, None).rule, "kill-switch");
     write_atomically(&file, b"enabled = = nonsense");
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(30));
-        guard.refresh();
+    match config_refresh(&guard) {
+        ConfigReload::Refused(problem) => assert!(
+            problem.contains("cannot parse the config file") && problem.contains(&file.display().to_string()),
+            "the refusal does not name the file: {problem}"
+        ),
+        other => panic!("a config file that does not parse was not refused: {other:?}"),
     }
     assert_eq!(
         guard.decide("ORCH-081", Target::Awaiting, None).rule,
         "kill-switch",
         "the running configuration was kept"
     );
+}
+
+/// Look at the config file until a change is acted on; what the reload did.
+fn config_refresh(guard: &Guard) -> ConfigReload {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(reload) = guard.refresh_config() {
+            return reload;
+        }
+        assert!(Instant::now() < deadline, "no config change noticed within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
