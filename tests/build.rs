@@ -53,6 +53,8 @@ const CASES: &[(&str, World)] = &[
     ("rule-out-of-bounds", World::Guard),
     ("huge-rule", World::Guard),
     ("live-trap", World::Guard),
+    ("look-alike-name", World::Guard),
+    ("forged-line-rule", World::Guard),
 ];
 
 fn main() {
