@@ -127,12 +127,17 @@ pub fn is_control_or_format(c: char) -> bool {
 /// Displays text with every control or format character (and the backslash that
 /// introduces an escape) escaped as `\u{..}` / `\\`, so that a field of the text
 /// decision line can never end the line, start another, or move a terminal's cursor.
+#[derive(Debug)]
 pub struct Escaped<'a>(pub &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = self.0;
-        if !text.chars().any(|c| c == '\\' || is_control_or_format(c)) {
+        // Fast path, byte by byte: printable ASCII needs no escape (the decision line
+        // is formatted on every decision, so this is on the hot path).
+        if text.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+            || !text.chars().any(|c| c == '\\' || is_control_or_format(c))
+        {
             return f.write_str(text);
         }
         for c in text.chars() {
