@@ -236,7 +236,11 @@ impl Config {
         };
         let repos_from_file = list_from_file("repos", &file.repos);
         let self_hosting_from_file = list_from_file("self_hosting_repos", &file.self_hosting_repos);
-        if file.ledger.as_ref().is_some_and(|l| l.as_os_str().to_string_lossy().trim().is_empty()) {
+        if file
+            .ledger
+            .as_ref()
+            .is_some_and(|l| l.as_os_str().to_string_lossy().trim().is_empty())
+        {
             problem = Some(
                 "config: the config file's `ledger` is empty: name a file of deploy-guard's own, or remove the key"
                     .to_owned(),
@@ -285,10 +289,7 @@ impl Config {
         if let Some((source, text)) = pick(repos_from_file, from_env("DEPLOY_STATUS_GUARD_REPOS")) {
             config.scope_repos = sanitise_scope(&text, &source, warnings);
         }
-        if let Some((_, text)) = pick(
-            self_hosting_from_file,
-            from_env("DEPLOY_GUARD_SELF_HOSTING_REPOS"),
-        ) {
+        if let Some((_, text)) = pick(self_hosting_from_file, from_env("DEPLOY_GUARD_SELF_HOSTING_REPOS")) {
             config.self_hosting_repos = split_csv(&text);
         }
         if let Some(log) = file.log.or_else(|| env("DEPLOY_GUARD_LOG")) {
@@ -378,8 +379,10 @@ impl Config {
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig, String> {
-    let cannot_read = |e: &dyn std::fmt::Display| format!("config: cannot read the config file {}: {e}", path.display());
-    let bytes = crate::read_file::read_bounded(path, crate::read_file::MAX_CONFIG_BYTES).map_err(|e| cannot_read(&e))?;
+    let cannot_read =
+        |e: &dyn std::fmt::Display| format!("config: cannot read the config file {}: {e}", path.display());
+    let bytes =
+        crate::read_file::read_bounded(path, crate::read_file::MAX_CONFIG_BYTES).map_err(|e| cannot_read(&e))?;
     let text = String::from_utf8(bytes).map_err(|e| cannot_read(&e))?;
     toml::from_str(&text).map_err(|e| {
         let message = e.to_string();

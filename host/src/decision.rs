@@ -172,10 +172,7 @@ static JSON_LINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 
 /// Say how decision lines are formatted (see [`Decision::log`]).
 pub fn set_line_format(format: crate::LogFormat) {
-    JSON_LINES.store(
-        format == crate::LogFormat::Json,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    JSON_LINES.store(format == crate::LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Rule of a decision made with the guard disabled (the policy did not run).

@@ -308,9 +308,7 @@ impl FactsSource {
             if side("-shm").exists() {
                 return Ok(self.wal_header(resolved, stamp)?.then_some(stamp));
             }
-            return refuse(
-                "its -wal file is there without its -shm file; reading it would create the -shm file",
-            );
+            return refuse("its -wal file is there without its -shm file; reading it would create the -shm file");
         }
         if self.wal_header(resolved, stamp)? {
             return refuse(
@@ -398,8 +396,14 @@ fn file_stamp(path: &Path) -> Result<FileStamp> {
         device: meta.dev(),
         inode: meta.ino(),
         len: meta.len(),
-        mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
-        ctime_ns: meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec()),
+        mtime_ns: meta
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec()),
+        ctime_ns: meta
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.ctime_nsec()),
     })
 }
 

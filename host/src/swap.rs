@@ -325,7 +325,8 @@ impl PolicySlot {
         // vectors (or the limits) gets the same module judged again. A digest refused on
         // its own (rolled back after going live) stays refused whatever the vectors.
         let vectors = crate::vectors::vectors_path(path);
-        let judged_with = crate::read_file::read_bounded(&vectors, crate::read_file::MAX_VECTORS_BYTES).map_or_else(|_| "none".to_owned(), |v| crate::policy::digest(&v));
+        let judged_with = crate::read_file::read_bounded(&vectors, crate::read_file::MAX_VECTORS_BYTES)
+            .map_or_else(|_| "none".to_owned(), |v| crate::policy::digest(&v));
         let key = format!("{digest} vectors={judged_with} limits={limits:?}");
         if let Ok(refused) = self.refused.lock()
             && (refused.digests.contains(&key) || refused.digests.contains(&digest))
@@ -464,7 +465,15 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     };
     let (a, b) = (c(a)?, c(b)?);
     // SAFETY: both are valid NUL-terminated paths that outlive the call.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {

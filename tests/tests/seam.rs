@@ -114,7 +114,8 @@ fn as_root() -> bool {
 fn deploy_guard_as_other_user() -> Command {
     let mut command = if as_root() {
         let mut c = Command::new("/usr/bin/setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(binary());
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(binary());
         c
     } else {
         Command::new(binary())
@@ -131,8 +132,7 @@ fn open_workspace() -> Workspace {
     for path in [ws.db(), ws.policy()] {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
-    std::fs::set_permissions(ws.dir.path().join("policies"), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(ws.dir.path().join("policies"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     ws
 }
 
@@ -279,12 +279,16 @@ fn a_ledger_on_any_file_of_the_database_under_any_spelling_is_refused_and_create
     assert!(!dir.join("other.db").exists());
     // The orchestrator's commits are all there.
     for i in 0..50 {
-        orchestrator.ok(&format!("UPDATE tasks SET title = 't{i}' WHERE work_item_id = 'ORCH-061'"));
+        orchestrator.ok(&format!(
+            "UPDATE tasks SET title = 't{i}' WHERE work_item_id = 'ORCH-061'"
+        ));
     }
     orchestrator.ok("close");
     let check = rusqlite::Connection::open(&db).expect("open");
     let title: String = check
-        .query_row("SELECT title FROM tasks WHERE work_item_id = 'ORCH-061'", [], |r| r.get(0))
+        .query_row("SELECT title FROM tasks WHERE work_item_id = 'ORCH-061'", [], |r| {
+            r.get(0)
+        })
         .expect("read");
     assert_eq!(title, "t49");
     // A ledger of its own beside the database is fine.
@@ -328,7 +332,9 @@ fn serve_with_the_ledger_on_the_databases_wal_loses_no_commit_and_goes_on_decidi
         .query_row("SELECT COUNT(*) FROM counter", [], |r| r.get(0))
         .expect("count");
     assert_eq!(count, 200, "the orchestrator's commits are all there");
-    let ok: String = check.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
+    let ok: String = check
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
     assert_eq!(ok, "ok");
 }
 
@@ -343,7 +349,10 @@ fn an_empty_ledger_in_the_config_file_is_a_problem_not_a_temporary_database() {
         &deploy_guard::Overrides::default(),
     );
     assert!(
-        config.problem.as_deref().is_some_and(|p| p.contains("`ledger` is empty")),
+        config
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("`ledger` is empty")),
         "{:?}",
         config.problem
     );
@@ -429,8 +438,14 @@ fn a_symlinked_database_path_is_checked_where_sqlite_resolves_it() {
     std::fs::write(with_suffix(&link, "-wal"), b"").expect("stray -wal");
     let (answer, _) = decide(command(), "ORCH-055", "monitoring");
     assert_eq!(answer["rule"], "fail-safe", "{answer}");
-    assert!(!with_suffix(&db, "-wal").exists(), "the real database's -wal was created");
-    assert!(!with_suffix(&db, "-shm").exists(), "the real database's -shm was created");
+    assert!(
+        !with_suffix(&db, "-wal").exists(),
+        "the real database's -wal was created"
+    );
+    assert!(
+        !with_suffix(&db, "-shm").exists(),
+        "the real database's -shm was created"
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -529,7 +544,10 @@ fn a_roll_back_never_writes_over_a_fix_the_operator_put_in_place() {
     write_atomically(&ws2.policy(), hostile::LIVE_TRAP);
     refresh_until(&guard2, |g| g.policy().is_some_and(|p| p.name == "live-trap"));
     fail_until_rolled_back(&guard2);
-    assert!(std::fs::read(ws2.policy()).expect("policy") == REFERENCE, "written back");
+    assert!(
+        std::fs::read(ws2.policy()).expect("policy") == REFERENCE,
+        "written back"
+    );
 }
 
 #[test]
@@ -589,7 +607,8 @@ fn decide_never_blocks_or_grows_on_a_fifo_a_device_or_an_oversized_file() {
     mkfifo(&fifo);
     let oversized = ws.dir.path().join("oversized.wasm");
     let file = std::fs::File::create(&oversized).expect("create");
-    file.set_len(deploy_guard::read_file::MAX_POLICY_BYTES + 1).expect("sparse file");
+    file.set_len(deploy_guard::read_file::MAX_POLICY_BYTES + 1)
+        .expect("sparse file");
     let zero = PathBuf::from("/dev/zero");
     // The policy.
     for (path, cause) in [
@@ -610,7 +629,9 @@ fn decide_never_blocks_or_grows_on_a_fifo_a_device_or_an_oversized_file() {
         let (answer, _) = decide(command, "ORCH-055", "monitoring");
         assert_eq!(answer["rule"], "fail-safe", "{answer}");
         assert!(
-            answer["error"].as_str().is_some_and(|e| e.contains("config") && e.contains(cause)),
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("config") && e.contains(cause)),
             "{answer}"
         );
     }
@@ -620,7 +641,9 @@ fn decide_never_blocks_or_grows_on_a_fifo_a_device_or_an_oversized_file() {
     let (answer, _) = decide(ws.command(), "ORCH-055", "monitoring");
     assert_eq!(answer["rule"], "fail-safe", "{answer}");
     assert!(
-        answer["error"].as_str().is_some_and(|e| e.contains("vectors") && e.contains("FIFO")),
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("vectors") && e.contains("FIFO")),
         "{answer}"
     );
 }
@@ -674,11 +697,20 @@ fn the_text_decision_line_escapes_every_field() {
     assert_eq!(answer["work_item"], work_item);
     // The forged text names the decision target too: were it not escaped, two lines
     // would.
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("deploy_guard::decision")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("deploy_guard::decision"))
+        .collect();
     assert_eq!(lines.len(), 1, "exactly one line per decision: {stderr:?}");
     assert!(lines[0].contains("deploy_status_guard decision"), "{stderr:?}");
     assert!(!stderr.contains('\u{1b}') && !stderr.contains('\r') && !stderr.contains('\u{202e}'));
-    for escaped in ["EVIL-1\\u{a}2026", "\\u{1b}[31m", "tick\\u{d}\\u{a}forged", "\\u{202e}", "done\\u{a}"] {
+    for escaped in [
+        "EVIL-1\\u{a}2026",
+        "\\u{1b}[31m",
+        "tick\\u{d}\\u{a}forged",
+        "\\u{202e}",
+        "done\\u{a}",
+    ] {
         assert!(lines[0].contains(escaped), "{escaped} missing in {:?}", lines[0]);
     }
 }
@@ -712,9 +744,21 @@ fn a_policy_name_with_a_format_character_is_refused_at_the_gate() {
             assert!(message.contains("format characters"), "{message}");
             assert!(message.contains("\\u{200b}"), "the message shows it: {message}");
         }
-        other => panic!("expected a refusal of the name, got {:?}", other.map(|p| p.identity().to_owned())),
+        other => panic!(
+            "expected a refusal of the name, got {:?}",
+            other.map(|p| p.identity().to_owned())
+        ),
     }
-    for c in ['\u{202e}', '\u{2066}', '\u{200b}', '\u{feff}', '\u{ad}', '\u{e0041}', '\n', '\u{7f}'] {
+    for c in [
+        '\u{202e}',
+        '\u{2066}',
+        '\u{200b}',
+        '\u{feff}',
+        '\u{ad}',
+        '\u{e0041}',
+        '\n',
+        '\u{7f}',
+    ] {
         assert!(deploy_guard::decision::is_control_or_format(c), "{c:?}");
     }
     for c in ['a', 'é', '-', '@', '\u{2028}', ' '] {
@@ -768,7 +812,10 @@ fn the_story_decides_as_the_tests_above_expect() {
     insert_story(&ws.create_db());
     ws.install_reference();
     let guard = Guard::new(ws.config()).expect("guard");
-    assert_eq!(guard.decide("ORCH-055", Target::Monitoring, None).verdict, Verdict::Suppress);
+    assert_eq!(
+        guard.decide("ORCH-055", Target::Monitoring, None).verdict,
+        Verdict::Suppress
+    );
 }
 
 #[test]
@@ -788,7 +835,10 @@ fn measure_whitespace_limit() {
         scope_repos: vec![],
         self_hosting_repos: vec!["orchestrator".into()],
     };
-    for (name, unit) in [("uniform", " "), ("mixed", " \t\n\r\u{b}\u{c}\u{a0}\u{2003}\u{3000}\u{1c}")] {
+    for (name, unit) in [
+        ("uniform", " "),
+        ("mixed", " \t\n\r\u{b}\u{c}\u{a0}\u{2003}\u{3000}\u{1c}"),
+    ] {
         let pad = |bytes: usize| unit.repeat(bytes / unit.len() / 2 + 1);
         let (mut lo, mut hi) = (1usize, 64 << 20);
         while hi - lo > 4096 {

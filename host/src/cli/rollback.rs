@@ -41,10 +41,7 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
                 Ok(current) => {
                     let expected = deploy_guard::policy::digest(&current);
                     if let Err(e) = deploy_guard::swap::put_back(&config.policy, &expected, &bytes) {
-                        println!(
-                            "refused: {e}; {} still holds {expected}",
-                            config.policy.display()
-                        );
+                        println!("refused: {e}; {} still holds {expected}", config.policy.display());
                         return Ok(ExitCode::from(1));
                     }
                 }
