@@ -54,6 +54,8 @@ const CASES: &[(&str, World)] = &[
     ("huge-rule", World::Guard),
     ("live-trap", World::Guard),
     ("live-huge-rule", World::Guard),
+    ("look-alike-name", World::Guard),
+    ("forged-line-rule", World::Guard),
 ];
 
 fn main() {

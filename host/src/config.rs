@@ -204,10 +204,53 @@ impl Config {
             })
         };
         let pick = |file: Raw, env: Raw| file.or(env);
+        // A list of repos is a CSV string or an array of strings; anything else (a
+        // number, a table) is not taken as a token but warned about and ignored.
+        let mut list_warnings = Vec::new();
+        let mut list_from_file = |key: &str, value: &Option<toml::Value>| -> Raw {
+            let source = format!("config file key `{key}`");
+            let text = match value.as_ref()? {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Array(items) => {
+                    let mut tokens = Vec::new();
+                    for item in items {
+                        match item.as_str() {
+                            Some(token) => tokens.push(token.to_owned()),
+                            None => list_warnings.push(format!(
+                                "{source}: dropping {item} ({}): a repo is a string",
+                                item.type_str()
+                            )),
+                        }
+                    }
+                    tokens.join(",")
+                }
+                other => {
+                    list_warnings.push(format!(
+                        "{source}: {other} is a {}, not a CSV string or an array of strings: ignored",
+                        other.type_str()
+                    ));
+                    return None;
+                }
+            };
+            Some((source, text))
+        };
+        let repos_from_file = list_from_file("repos", &file.repos);
+        let self_hosting_from_file = list_from_file("self_hosting_repos", &file.self_hosting_repos);
+        if file
+            .ledger
+            .as_ref()
+            .is_some_and(|l| l.as_os_str().to_string_lossy().trim().is_empty())
+        {
+            problem = Some(
+                "config: the config file's `ledger` is empty: name a file of deploy-guard's own, or remove the key"
+                    .to_owned(),
+            );
+        }
 
         let mut config = Config {
             file: file_path.clone(),
             problem,
+            warnings: list_warnings,
             ..Config::default()
         };
         let warnings = &mut config.warnings;
@@ -243,13 +286,10 @@ impl Config {
                 }
             };
         }
-        if let Some((source, text)) = pick(from_file("repos", &file.repos), from_env("DEPLOY_STATUS_GUARD_REPOS")) {
+        if let Some((source, text)) = pick(repos_from_file, from_env("DEPLOY_STATUS_GUARD_REPOS")) {
             config.scope_repos = sanitise_scope(&text, &source, warnings);
         }
-        if let Some((_, text)) = pick(
-            from_file("self_hosting_repos", &file.self_hosting_repos),
-            from_env("DEPLOY_GUARD_SELF_HOSTING_REPOS"),
-        ) {
+        if let Some((_, text)) = pick(self_hosting_from_file, from_env("DEPLOY_GUARD_SELF_HOSTING_REPOS")) {
             config.self_hosting_repos = split_csv(&text);
         }
         if let Some(log) = file.log.or_else(|| env("DEPLOY_GUARD_LOG")) {
@@ -299,7 +339,7 @@ impl Config {
         ) {
             config.busy_timeout = Duration::from_millis(ms);
         }
-        config.ledger = file.ledger.or_else(|| {
+        config.ledger = file.ledger.filter(|l| !l.as_os_str().is_empty()).or_else(|| {
             env("DEPLOY_GUARD_LEDGER")
                 .filter(|v| !v.trim().is_empty())
                 .map(PathBuf::from)
@@ -339,8 +379,11 @@ impl Config {
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("config: cannot read the config file {}: {e}", path.display()))?;
+    let cannot_read =
+        |e: &dyn std::fmt::Display| format!("config: cannot read the config file {}: {e}", path.display());
+    let bytes =
+        crate::read_file::read_bounded(path, crate::read_file::MAX_CONFIG_BYTES).map_err(|e| cannot_read(&e))?;
+    let text = String::from_utf8(bytes).map_err(|e| cannot_read(&e))?;
     toml::from_str(&text).map_err(|e| {
         let message = e.to_string();
         format!(

@@ -92,6 +92,89 @@ impl<T: fmt::Display> fmt::Display for OrNull<'_, T> {
     }
 }
 
+/// Whether `c` is a control character (Unicode category Cc) or a format character
+/// (Cf: bidirectional overrides and isolates, zero-width spaces and joiners, the byte
+/// order mark, ...): characters that can forge or hide text in a log line or a
+/// terminal. Cf as of Unicode 16.
+pub fn is_control_or_format(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            u32::from(c),
+            0x00AD
+                | 0x0600..=0x0605
+                | 0x061C
+                | 0x06DD
+                | 0x070F
+                | 0x0890..=0x0891
+                | 0x08E2
+                | 0x180E
+                | 0x200B..=0x200F
+                | 0x202A..=0x202E
+                | 0x2060..=0x2064
+                | 0x2066..=0x206F
+                | 0xFEFF
+                | 0xFFF9..=0xFFFB
+                | 0x110BD
+                | 0x110CD
+                | 0x13430..=0x1343F
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0001
+                | 0xE0020..=0xE007F
+        )
+}
+
+/// Displays text with every control or format character (and the backslash that
+/// introduces an escape) escaped as `\u{..}` / `\\`, so that a field of the text
+/// decision line can never end the line, start another, or move a terminal's cursor.
+#[derive(Debug)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0;
+        // Fast path, byte by byte: printable ASCII needs no escape (the decision line
+        // is formatted on every decision, so this is on the hot path).
+        if text.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+            || !text.chars().any(|c| c == '\\' || is_control_or_format(c))
+        {
+            return f.write_str(text);
+        }
+        for c in text.chars() {
+            if c == '\\' {
+                f.write_str("\\\\")?;
+            } else if is_control_or_format(c) {
+                write!(f, "\\u{{{:x}}}", u32::from(c))?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`OrNull`] of escaped text.
+struct EscapedOrNull<'a>(&'a Option<String>);
+
+impl fmt::Display for EscapedOrNull<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(text) => Escaped(text).fmt(f),
+            None => f.write_str("null"),
+        }
+    }
+}
+
+/// How the decision line is written (set once by the binary's logging set-up): JSON
+/// lines escape their values themselves and write a missing value as null; text lines
+/// escape every field here and write a missing one as `null`.
+static JSON_LINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Say how decision lines are formatted (see [`Decision::log`]).
+pub fn set_line_format(format: crate::LogFormat) {
+    JSON_LINES.store(format == crate::LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Rule of a decision made with the guard disabled (the policy did not run).
 pub const RULE_KILL_SWITCH: &str = "kill-switch";
 /// Rule of a decision where something failed: the verdict is ALLOW.
@@ -176,28 +259,50 @@ impl Decision {
     }
 
     /// Emit the decision line: one tracing event with every field of the decision.
+    /// In text, every field is escaped ([`Escaped`]) and a missing one reads `null`;
+    /// in JSON (see [`set_line_format`]) the values go as they are, a missing one as
+    /// an absent field that the JSON formatter writes as null.
     pub fn log(&self) {
         macro_rules! line {
-            ($level:ident) => {
+            ($level:ident, text) => {
                 tracing::$level!(
                     target: "deploy_guard::decision",
-                    work_item = %self.work_item,
-                    caller = %OrNull(&self.caller),
+                    work_item = %Escaped(&self.work_item),
+                    caller = %EscapedOrNull(&self.caller),
                     "target" = self.target.as_str(),
-                    db_stage = %OrNull(&self.db_stage),
+                    db_stage = %EscapedOrNull(&self.db_stage),
                     window_active = %OrNull(&self.window_active),
                     verdict = self.verdict.as_str(),
-                    rule = %self.rule,
-                    policy = %OrNull(&self.policy),
-                    policy_digest = %OrNull(&self.policy_digest),
-                    error = %OrNull(&self.error),
+                    rule = %Escaped(&self.rule),
+                    policy = %EscapedOrNull(&self.policy),
+                    policy_digest = %EscapedOrNull(&self.policy_digest),
+                    error = %EscapedOrNull(&self.error),
+                    "deploy_status_guard decision"
+                )
+            };
+            ($level:ident, json) => {
+                tracing::$level!(
+                    target: "deploy_guard::decision",
+                    work_item = self.work_item.as_str(),
+                    caller = self.caller.as_deref(),
+                    "target" = self.target.as_str(),
+                    db_stage = self.db_stage.as_deref(),
+                    window_active = self.window_active,
+                    verdict = self.verdict.as_str(),
+                    rule = self.rule.as_str(),
+                    policy = self.policy.as_deref(),
+                    policy_digest = self.policy_digest.as_deref(),
+                    error = self.error.as_deref(),
                     "deploy_status_guard decision"
                 )
             };
         }
-        match self.verdict {
-            Verdict::Allow => line!(info),
-            Verdict::ConvergeDone | Verdict::Suppress => line!(warn),
+        let json = JSON_LINES.load(std::sync::atomic::Ordering::Relaxed);
+        match (self.verdict, json) {
+            (Verdict::Allow, false) => line!(info, text),
+            (Verdict::Allow, true) => line!(info, json),
+            (Verdict::ConvergeDone | Verdict::Suppress, false) => line!(warn, text),
+            (Verdict::ConvergeDone | Verdict::Suppress, true) => line!(warn, json),
         }
     }
 

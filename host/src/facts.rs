@@ -11,14 +11,19 @@
 //!
 //! Connections are pooled (a `Connection` is not `Sync`); a connection that saw an
 //! error is dropped, and one whose file was replaced (another inode at the path) is
-//! reopened, since an open connection never notices a rename over its file.
+//! reopened, since an open connection never notices a rename over its file. A
+//! connection idle for [`IDLE_CLOSE`] is closed: an idle reader must not hold the
+//! orchestrator's database (in WAL mode it would keep the orchestrator from leaving
+//! WAL). Before every read, pooled connection or new, the journal's side files are
+//! checked at the path SQLite uses (symlinks resolved), so that no read ever creates
+//! a `-wal` or `-shm` file beside the orchestrator's database.
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What a read of the orchestrator's database can fail with. Any of these makes the
 /// decision a fail-safe ALLOW.
@@ -92,13 +97,52 @@ struct PooledConnection {
     connection: Connection,
     /// (device, inode) of the file when it was opened.
     identity: (u64, u64),
+    /// The path SQLite uses for the file and its side files (symlinks and `..`
+    /// resolved, as SQLite's unix VFS resolves them).
+    resolved: PathBuf,
+    /// When it was last handed back; the reaper closes it after [`IDLE_CLOSE`].
+    last_used: Instant,
+    /// The database file's stamp when this connection last found it in WAL mode with
+    /// its `-wal` and `-shm` files there. A connection that has read a WAL database
+    /// holds a shared lock on it until it is closed, so that SQLite (the orchestrator
+    /// closing its last connection, or leaving WAL) cannot remove them meanwhile: while
+    /// the file keeps this stamp, the check need not be repeated for this connection.
+    wal_checked: Option<FileStamp>,
+}
+
+/// How long a connection may sit idle in the pool before it is closed. An open
+/// connection, even idle, can keep the orchestrator from changing its journal mode
+/// (`PRAGMA journal_mode=delete` needs every other connection gone in WAL mode), so
+/// none is kept once decisions stop coming.
+pub const IDLE_CLOSE: Duration = Duration::from_millis(100);
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<PooledConnection>,
+    /// Whether a reaper thread is running for this pool.
+    reaper: bool,
+}
+
+/// What the database's journal looked like the last time its header was read: the
+/// file's stamp then, and whether the header said WAL. The header is read again only
+/// when the file's stamp changes (a journal-mode switch rewrites it).
+#[derive(Default)]
+struct JournalState {
+    stamp: Option<FileStamp>,
+    wal_header: bool,
+    /// A descriptor kept open on the database to read its header: closing a descriptor
+    /// drops every POSIX lock this process holds on the file (SQLite's own included),
+    /// so the host never opens and closes one beside SQLite's; this one lives as long
+    /// as the source, for the file it was opened on.
+    header_file: Option<((u64, u64), std::fs::File)>,
 }
 
 /// A read-only source of facts over one database file, safe to share between threads.
 pub struct FactsSource {
     path: PathBuf,
     busy_timeout: Duration,
-    idle: Mutex<Vec<PooledConnection>>,
+    pool: Arc<Mutex<Pool>>,
+    journal: Mutex<JournalState>,
 }
 
 impl std::fmt::Debug for FactsSource {
@@ -117,7 +161,8 @@ impl FactsSource {
         FactsSource {
             path: path.into(),
             busy_timeout,
-            idle: Mutex::new(Vec::new()),
+            pool: Arc::new(Mutex::new(Pool::default())),
+            journal: Mutex::new(JournalState::default()),
         }
     }
 
@@ -126,16 +171,19 @@ impl FactsSource {
         &self.path
     }
 
+    /// How many connections sit idle in the pool now (they are closed after
+    /// [`IDLE_CLOSE`]).
+    pub fn idle_connections(&self) -> usize {
+        self.pool.lock().map_or(0, |pool| pool.idle.len())
+    }
+
     /// The task of `work_item` and its window; `None` when no task row has it.
     pub fn read(&self, work_item: &str) -> Result<Option<TaskFacts>> {
-        let identity = file_identity(&self.path)?;
-        let pooled = self.checkout(identity)?;
+        let pooled = self.checkout()?;
         let result = read_task(&pooled.connection, work_item);
         if result.is_ok() {
             // A connection that failed is not trusted again: the next read reopens.
-            if let Ok(mut idle) = self.idle.lock() {
-                idle.push(pooled);
-            }
+            self.give_back(pooled);
         }
         result
     }
@@ -147,7 +195,7 @@ impl FactsSource {
         if work_items.len() == 1 {
             return vec![self.read(work_items[0])];
         }
-        let pooled = match file_identity(&self.path).and_then(|identity| self.checkout(identity)) {
+        let pooled = match self.checkout() {
             Ok(pooled) => pooled,
             Err(e) => return work_items.iter().map(|_| Err(e.clone())).collect(),
         };
@@ -171,63 +219,171 @@ impl FactsSource {
             })
             .collect();
         let ended = begun.is_ok() && pooled.connection.execute_batch("COMMIT").is_ok();
-        if ended
-            && results.iter().all(Result::is_ok)
-            && let Ok(mut idle) = self.idle.lock()
-        {
-            idle.push(pooled);
+        if ended && results.iter().all(Result::is_ok) {
+            self.give_back(pooled);
         }
         results
     }
 
-    fn checkout(&self, identity: (u64, u64)) -> Result<PooledConnection> {
-        if let Ok(mut idle) = self.idle.lock() {
-            // Connections to a replaced file are dropped here.
-            idle.retain(|c| c.identity == identity);
-            if let Some(pooled) = idle.pop() {
-                return Ok(pooled);
+    /// A connection to the file now at the path, checked against the journal state
+    /// first: on every use, pooled or new, so that a journal-mode change between two
+    /// decisions is seen before SQLite would act on it.
+    fn checkout(&self) -> Result<PooledConnection> {
+        let stamp = file_stamp(&self.path)?;
+        let identity = (stamp.device, stamp.inode);
+        let pooled = match self.pool.lock() {
+            Ok(mut pool) => {
+                // Connections to a replaced file are dropped here.
+                pool.idle.retain(|c| c.identity == identity);
+                pool.idle.pop()
+            }
+            Err(_) => None,
+        };
+        if let Some(mut pooled) = pooled {
+            if pooled.wal_checked != Some(stamp) {
+                pooled.wal_checked = self.refuse_side_files_we_would_create(&pooled.resolved, stamp)?;
+            }
+            return Ok(pooled);
+        }
+        let resolved = std::fs::canonicalize(&self.path).map_err(|e| FactsError::Missing {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let wal_checked = self.refuse_side_files_we_would_create(&resolved, stamp)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(&resolved, flags)?;
+        connection.busy_timeout(self.busy_timeout)?;
+        Ok(PooledConnection {
+            connection,
+            identity,
+            resolved,
+            last_used: Instant::now(),
+            wal_checked,
+        })
+    }
+
+    fn give_back(&self, mut pooled: PooledConnection) {
+        pooled.last_used = Instant::now();
+        let Ok(mut pool) = self.pool.lock() else { return };
+        pool.idle.push(pooled);
+        if !pool.reaper {
+            let weak = Arc::downgrade(&self.pool);
+            let spawned = std::thread::Builder::new()
+                .name("deploy-guard-facts-reaper".into())
+                .spawn(move || reap_idle(&weak));
+            // Without a reaper no connection may stay: close it now.
+            match spawned {
+                Ok(_) => pool.reaper = true,
+                Err(_) => pool.idle.clear(),
             }
         }
-        refuse_closed_wal(&self.path)?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = Connection::open_with_flags(&self.path, flags)?;
-        connection.busy_timeout(self.busy_timeout)?;
-        Ok(PooledConnection { connection, identity })
+    }
+
+    /// SQLite, even read-only, creates the `-wal` and `-shm` files of a database in WAL
+    /// mode whose orchestrator has closed it (SQLite removed them then), and the `-shm`
+    /// of a database whose `-wal` is there without it. Created by deploy-guard's user,
+    /// they can leave the orchestrator unable to write its own database. So the
+    /// database is not read then: the decision fails safe, naming why. Checked from
+    /// the resolved path (the one SQLite uses), before every read. (Bytes 18 and 19 of
+    /// the header are 2 in WAL mode.)
+    ///
+    /// What remains: the orchestrator closing its database between this check and the
+    /// read (microseconds). Idle connections are closed after [`IDLE_CLOSE`], so none
+    /// holds the database while the orchestrator changes its journal mode.
+    ///
+    /// Returns the stamp when the database is in WAL mode with both side files there.
+    fn refuse_side_files_we_would_create(&self, resolved: &Path, stamp: FileStamp) -> Result<Option<FileStamp>> {
+        let side = |suffix: &str| {
+            let mut name = resolved.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        let refuse = |reason: &str| {
+            Err(FactsError::Missing {
+                path: self.path.clone(),
+                reason: reason.to_owned(),
+            })
+        };
+        if side("-wal").exists() {
+            if side("-shm").exists() {
+                return Ok(self.wal_header(resolved, stamp)?.then_some(stamp));
+            }
+            return refuse("its -wal file is there without its -shm file; reading it would create the -shm file");
+        }
+        if self.wal_header(resolved, stamp)? {
+            return refuse(
+                "the database is in WAL mode and its -wal file is absent (the orchestrator has it \
+                 closed); reading it would create the -wal and -shm files",
+            );
+        }
+        Ok(None)
+    }
+
+    /// Whether the database's header says WAL; read again when the file's stamp changed.
+    fn wal_header(&self, resolved: &Path, stamp: FileStamp) -> Result<bool> {
+        let Ok(mut journal) = self.journal.lock() else {
+            return Ok(false);
+        };
+        if journal.stamp == Some(stamp) {
+            return Ok(journal.wal_header);
+        }
+        let identity = (stamp.device, stamp.inode);
+        if journal.header_file.as_ref().is_none_or(|(id, _)| *id != identity) {
+            let file = crate::read_file::open_regular(resolved).map_err(|e| FactsError::Missing {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
+            journal.header_file = Some((identity, file));
+        }
+        let mut header = [0u8; 20];
+        let wal = journal
+            .header_file
+            .as_ref()
+            .is_some_and(|(_, file)| std::os::unix::fs::FileExt::read_exact_at(file, &mut header, 0).is_ok())
+            && header[18] == 2
+            && header[19] == 2;
+        journal.stamp = Some(stamp);
+        journal.wal_header = wal;
+        Ok(wal)
     }
 }
 
-/// A database in WAL mode is read through its `-wal` and `-shm` files. While the
-/// orchestrator has it open they exist; when it has closed it, SQLite removed them, and
-/// even a read-only connection would create them again: owned by deploy-guard's user,
-/// they could leave the orchestrator unable to write its own database. So such a
-/// database is not opened: the decision fails safe, naming why. (Bytes 18 and 19 of
-/// the header are 2 in WAL mode.)
-fn refuse_closed_wal(path: &Path) -> Result<()> {
-    let mut header = [0u8; 20];
-    let read = std::fs::File::open(path).and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header));
-    if read.is_err() || header[18] != 2 || header[19] != 2 {
-        // Not WAL, or too short to tell: SQLite opens it without side files.
-        return Ok(());
+/// The reaper of one pool: closes connections idle for [`IDLE_CLOSE`], and ends when
+/// the pool is empty (the next connection handed back starts another) or gone.
+fn reap_idle(pool: &std::sync::Weak<Mutex<Pool>>) {
+    loop {
+        std::thread::park_timeout(IDLE_CLOSE / 2);
+        let Some(pool) = pool.upgrade() else { return };
+        let Ok(mut pool) = pool.lock() else { return };
+        let closing: Vec<PooledConnection> = {
+            let (stale, fresh) = std::mem::take(&mut pool.idle)
+                .into_iter()
+                .partition(|c| c.last_used.elapsed() >= IDLE_CLOSE);
+            pool.idle = fresh;
+            stale
+        };
+        if pool.idle.is_empty() {
+            pool.reaper = false;
+            drop(pool);
+            drop(closing);
+            return;
+        }
+        drop(pool);
+        drop(closing);
     }
-    let side = |suffix: &str| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name).exists()
-    };
-    // The -wal file is there while the orchestrator has the database open (in its
-    // exclusive locking mode there is no -shm, and SQLite refuses the lock instead).
-    if side("-wal") {
-        return Ok(());
-    }
-    Err(FactsError::Missing {
-        path: path.to_owned(),
-        reason: "the database is in WAL mode and its -wal file is absent (the orchestrator has it \
-                 closed); reading it would create the -wal and -shm files"
-            .to_owned(),
-    })
 }
 
-fn file_identity(path: &Path) -> Result<(u64, u64)> {
+/// What `stat` says of the database file: a change means its header may have changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    device: u64,
+    inode: u64,
+    len: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+fn file_stamp(path: &Path) -> Result<FileStamp> {
     let missing = |reason: String| FactsError::Missing {
         path: path.to_owned(),
         reason,
@@ -236,7 +392,19 @@ fn file_identity(path: &Path) -> Result<(u64, u64)> {
     if !meta.is_file() {
         return Err(missing("not a regular file".to_owned()));
     }
-    Ok((meta.dev(), meta.ino()))
+    Ok(FileStamp {
+        device: meta.dev(),
+        inode: meta.ino(),
+        len: meta.len(),
+        mtime_ns: meta
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec()),
+        ctime_ns: meta
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.ctime_nsec()),
+    })
 }
 
 /// A row as read: repo, stage (each text or the reason it is not), window.

@@ -45,9 +45,17 @@ pub enum LedgerError {
         /// Why.
         reason: String,
     },
-    /// The ledger would be the orchestrator's database.
-    #[error("ledger: {0} is the orchestrator's database; the ledger needs a file of its own")]
-    IsTheOrchestratorsDatabase(PathBuf),
+    /// The ledger (or one of its side files) would be the orchestrator's database or
+    /// one of its side files.
+    #[error(
+        "ledger: {path} would write over a file of the orchestrator's database ({why}); the ledger needs a file of its own"
+    )]
+    IsTheOrchestratorsDatabase {
+        /// The ledger as configured.
+        path: PathBuf,
+        /// Which file it would touch.
+        why: String,
+    },
 }
 
 /// One decision as recorded.
@@ -114,23 +122,82 @@ CREATE TABLE IF NOT EXISTS decisions (
     error TEXT
 );";
 
-/// Whether `a` and `b` name one file: the same (device, inode) if both exist, else the
-/// same path once its directory is resolved (neither exists yet, or one does not).
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    if let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) {
-        return (ma.dev(), ma.ino()) == (mb.dev(), mb.ino());
-    }
-    let normal = |p: &Path| {
-        let dir = p
+/// The suffixes of the files SQLite keeps beside a database: the file itself, its WAL
+/// and shared-memory index, its rollback journal.
+const SQLITE_FILES: [&str; 4] = ["", "-wal", "-shm", "-journal"];
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// `path` as the file system resolves it: symlinks (also a dangling one, followed to
+/// where it points) and `..` resolved in its directory; the name itself kept when it
+/// does not exist yet. None when its directory cannot be resolved.
+fn resolve(path: &Path) -> Option<PathBuf> {
+    let mut path = path.to_owned();
+    // As the kernel does, a bounded number of links is followed.
+    for _ in 0..40 {
+        if let Ok(resolved) = std::fs::canonicalize(&path) {
+            return Some(resolved);
+        }
+        let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        std::fs::canonicalize(dir)
-            .ok()
-            .map(|d| d.join(p.file_name().unwrap_or_default()))
-    };
-    normal(a).is_some_and(|na| Some(na) == normal(b))
+        let dir = std::fs::canonicalize(dir).ok()?;
+        let name = path.file_name()?;
+        let joined = dir.join(name);
+        match std::fs::read_link(&joined) {
+            // A dangling link: the file it would create is where it points.
+            Ok(target) => path = dir.join(target),
+            Err(_) => return Some(joined),
+        }
+    }
+    None
+}
+
+/// Every name under which SQLite could reach a file of the database at `db`: the
+/// file and its side files, beside the path as given and beside the resolved path
+/// (SQLite resolves symlinks before it names the side files).
+fn sqlite_file_names(db: &Path) -> Vec<PathBuf> {
+    let mut bases = vec![db.to_owned()];
+    bases.extend(resolve(db));
+    let mut names = Vec::new();
+    for base in &bases {
+        for suffix in SQLITE_FILES {
+            let name = with_suffix(base, suffix);
+            names.extend(resolve(&name));
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Why the ledger at `ledger` would touch a file of the orchestrator's database at
+/// `db`, if it would: the ledger and its own side files are compared with the
+/// database and its side files by resolved path (symlinks, `..`, files that do not
+/// exist yet) and, for files that exist, by (device, inode) (hard links).
+pub fn conflicts_with_database(ledger: &Path, db: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = sqlite_file_names(db);
+    let their_inodes: Vec<(u64, u64)> = theirs
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
+    for ours in sqlite_file_names(ledger) {
+        if let Some(same) = theirs.iter().find(|theirs| **theirs == ours) {
+            return Some(format!("{} is {}", ours.display(), same.display()));
+        }
+        if let Ok(meta) = std::fs::metadata(&ours)
+            && their_inodes.contains(&(meta.dev(), meta.ino()))
+        {
+            return Some(format!("{} is a link to a file of the database", ours.display()));
+        }
+    }
+    None
 }
 
 fn open_error(path: &Path, e: impl std::fmt::Display) -> LedgerError {
@@ -144,8 +211,11 @@ impl Ledger {
     /// Open (or create) the ledger at `path`, refusing the orchestrator's `db`.
     pub fn open(path: &Path, db: &Path, max_rows: u64) -> Result<Ledger, LedgerError> {
         crate::sqlite_mutex::install();
-        if same_file(path, db) {
-            return Err(LedgerError::IsTheOrchestratorsDatabase(path.to_owned()));
+        if let Some(why) = conflicts_with_database(path, db) {
+            return Err(LedgerError::IsTheOrchestratorsDatabase {
+                path: path.to_owned(),
+                why,
+            });
         }
         let connection = Connection::open(path).map_err(|e| open_error(path, e))?;
         // A lock held for a moment by a reader of the ledger (replay) is waited out

@@ -50,6 +50,7 @@ pub mod guard;
 pub mod ledger;
 pub mod policies;
 pub mod policy;
+pub mod read_file;
 pub mod serve;
 pub mod shadow;
 pub mod sqlite_mutex;

@@ -235,10 +235,17 @@ impl LoadedPolicy {
             other => LoadError::Info(other.to_string()),
         })?;
         for (what, value) in [("name", &info.name), ("version", &info.version)] {
-            if value.trim().is_empty() || value.len() > MAX_IDENTITY_BYTES || value.chars().any(char::is_control) {
+            // A control or format character (a bidirectional override, a zero-width
+            // space) would let a policy print as another's identity, or forge a log line.
+            if value.trim().is_empty()
+                || value.len() > MAX_IDENTITY_BYTES
+                || value.chars().any(crate::decision::is_control_or_format)
+            {
                 return Err(LoadError::Info(format!(
-                    "the {what} must be 1 to {MAX_IDENTITY_BYTES} bytes of printable text ({} bytes given)",
-                    value.len()
+                    "the {what} must be 1 to {MAX_IDENTITY_BYTES} bytes of printable text, without control or \
+                     format characters ({} bytes given: {})",
+                    value.len(),
+                    crate::decision::Escaped(&value.chars().take(MAX_IDENTITY_BYTES).collect::<String>())
                 )));
             }
         }
@@ -318,6 +325,13 @@ fn check(answer: WitDecision) -> Result<Ruling, RunError> {
         return Err(RunError::InvalidResult(format!(
             "the rule is {} bytes long, more than {MAX_RULE_BYTES}",
             answer.rule.len()
+        )));
+    }
+    if answer.rule.chars().any(crate::decision::is_control_or_format) {
+        // Escaped, so that the message cannot carry what it reports into a log line.
+        return Err(RunError::InvalidResult(format!(
+            "the rule holds control or format characters: {}",
+            crate::decision::Escaped(&answer.rule)
         )));
     }
     let verdict = match answer.verdict {

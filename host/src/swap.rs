@@ -231,8 +231,11 @@ impl PolicySlot {
     }
 
     /// Put the previous policy back in place of the live one, whose digest is refused
-    /// from then on; the previous policy's bytes are written back over the active file,
-    /// so that a restart does not load the bad one again.
+    /// from then on. The previous policy's bytes are written back over the active file,
+    /// so that a restart does not load the bad one again, but only where that is safe
+    /// ([`put_back`]): when the file still holds the bad policy and is not a symbolic
+    /// link. Otherwise the roll back holds in memory, and the log says what the file
+    /// holds.
     pub fn roll_back(&self, why: &str) -> Option<Outcome> {
         self.roll_back_from(None, why)
     }
@@ -254,10 +257,22 @@ impl PolicySlot {
             *probation = None;
             self.on_probation.store(false, Ordering::Release);
         }
-        if let Some(path) = swapping.as_deref()
-            && let Err(e) = write_policy_file(path, previous.bytes())
-        {
-            tracing::error!(target: "deploy_guard::policy", path = %path.display(), "cannot write the rolled-back policy back: {e}");
+        if let Some(path) = swapping.as_deref() {
+            match put_back(path, &bad.digest, previous.bytes()) {
+                Ok(()) => {}
+                // Someone put another file in place since (an operator's fix): it is
+                // theirs, and it goes through the gate as any candidate does.
+                Err(PutBack::Changed(now)) => tracing::warn!(
+                    target: "deploy_guard::policy", path = %path.display(), holds = %now,
+                    "the policy file changed since {} went live: not writing over it; it is judged as a candidate",
+                    bad.identity()
+                ),
+                Err(e) => tracing::error!(
+                    target: "deploy_guard::policy", path = %path.display(), still_holds = %bad.digest,
+                    "the roll back holds in memory only: {e}; the file still holds {} ({}), which stays refused",
+                    bad.identity(), bad.digest
+                ),
+            }
         }
         tracing::error!(
             target: "deploy_guard::policy",
@@ -291,7 +306,7 @@ impl PolicySlot {
         path: &Path,
         limits: crate::config::Limits,
     ) -> Outcome {
-        let bytes = match std::fs::read(path) {
+        let bytes = match crate::read_file::read_bounded(path, crate::read_file::MAX_POLICY_BYTES) {
             Ok(bytes) => bytes,
             Err(e) => {
                 let reason = GateError::Unreadable {
@@ -310,7 +325,8 @@ impl PolicySlot {
         // vectors (or the limits) gets the same module judged again. A digest refused on
         // its own (rolled back after going live) stays refused whatever the vectors.
         let vectors = crate::vectors::vectors_path(path);
-        let judged_with = std::fs::read(&vectors).map_or_else(|_| "none".to_owned(), |v| crate::policy::digest(&v));
+        let judged_with = crate::read_file::read_bounded(&vectors, crate::read_file::MAX_VECTORS_BYTES)
+            .map_or_else(|_| "none".to_owned(), |v| crate::policy::digest(&v));
         let key = format!("{digest} vectors={judged_with} limits={limits:?}");
         if let Ok(refused) = self.refused.lock()
             && (refused.digests.contains(&key) || refused.digests.contains(&digest))
@@ -377,6 +393,101 @@ fn save_previous(path: &Path, bytes: &[u8]) {
     if let Err(e) = write_policy_file(&target, bytes) {
         tracing::warn!(target: "deploy_guard::policy", path = %target.display(), "cannot keep the previous policy: {e}");
     }
+}
+
+/// Why a policy file was not put back.
+#[derive(Debug, thiserror::Error)]
+pub enum PutBack {
+    /// The file no longer holds the policy being replaced (its digest now).
+    #[error("the file changed since: it holds {0}")]
+    Changed(String),
+    /// The path is a symbolic link: replacing it would cut it from its target for good
+    /// (a Kubernetes ConfigMap mount is links into a read-only directory).
+    #[error("{0} is a symbolic link, which is never replaced")]
+    Symlink(PathBuf),
+    /// The file could not be read, written or renamed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Put `bytes` at `path` only if the file there still holds the policy `expected`
+/// (a digest): a compare-and-swap, so that a file someone put in place meanwhile is
+/// never lost. The new file is renamed in by exchanging it with the old one
+/// (`renameat2(RENAME_EXCHANGE)`), and the file taken out is checked: if it is not the
+/// expected one after all, it is exchanged back. A symbolic link is never replaced.
+pub fn put_back(path: &Path, expected: &str, bytes: &[u8]) -> Result<(), PutBack> {
+    let io = |e: &dyn std::fmt::Display| PutBack::Io(format!("{}: {e}", path.display()));
+    let holds = |p: &Path| -> Result<String, PutBack> {
+        crate::read_file::read_bounded(p, crate::read_file::MAX_POLICY_BYTES)
+            .map(|b| crate::policy::digest(&b))
+            .map_err(|e| io(&e))
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(|e| io(&e))?;
+    if meta.file_type().is_symlink() {
+        return Err(PutBack::Symlink(path.to_owned()));
+    }
+    let now = holds(path)?;
+    if now != expected {
+        return Err(PutBack::Changed(now));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staged = write_temporary(dir, bytes).map_err(|e| io(&e))?;
+    match exchange(staged.path(), path) {
+        Ok(()) => {
+            // `staged` now names what was at `path` a moment ago.
+            let taken_out = holds(staged.path())?;
+            if taken_out == expected {
+                return Ok(());
+            }
+            // Someone renamed a file in between the check and the exchange: theirs goes
+            // back (and ours, now at the temporary name, is removed with it).
+            exchange(staged.path(), path).map_err(|e| io(&e))?;
+            Err(PutBack::Changed(taken_out))
+        }
+        // No exchange on this file system: the check above is the compare, narrowly.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+            staged.persist(path).map_err(|e| io(&e.error))?;
+            Ok(())
+        }
+        Err(e) => Err(io(&e)),
+    }
+}
+
+/// Exchange the files at `a` and `b` atomically.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A temporary file in `dir` holding `bytes`, readable by all (0644).
+fn write_temporary(dir: &Path, bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644))?;
+    Ok(file)
 }
 
 /// Write a policy file atomically (temporary file, then rename), readable by all (0644)

@@ -151,11 +151,11 @@ pub fn vectors_path(policy_path: &Path) -> PathBuf {
 
 /// Read the vectors at `path`: `Ok(None)` if there is no such file.
 pub fn read_vectors(path: &Path) -> Result<Option<Vectors>, String> {
-    match std::fs::read(path) {
+    match crate::read_file::read_bounded(path, crate::read_file::MAX_VECTORS_BYTES) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| format!("vectors: cannot parse {}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(format!("vectors: cannot read {}: {e}", path.display())),
     }
 }

@@ -69,13 +69,14 @@ fn decide_answers_every_rule_with_one_json_object() {
             ("target", target),
             ("caller", "monitor-tick"),
             ("policy", "deploy-status-guard@1.0.0"),
-            ("error", "null"),
         ] {
             assert_eq!(fields[field], value, "{field} in {line}");
         }
-        for field in ["db_stage", "window_active", "policy_digest"] {
-            assert!(fields[field].is_string(), "{field} in {line}");
+        // Every field as in the answer: a missing value is JSON null (issue 11).
+        for field in ["db_stage", "window_active", "policy_digest", "error"] {
+            assert_eq!(fields[field], json[field], "{field} in {line}");
         }
+        assert!(fields["error"].is_null() && fields["policy_digest"].is_string(), "{line}");
     }
 }
 

@@ -12,6 +12,10 @@ pub mod serve;
 
 use deploy_guard::LogFormat;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::registry::LookupSpan;
 
 /// Log lines to stderr (never stdout: it carries the answers), text or JSON,
 /// filtered by RUST_LOG (default: `default_filter`).
@@ -22,8 +26,82 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
         // Colours only on a terminal: a pipe or a log file gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    deploy_guard::decision::set_line_format(format);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => builder.event_format(JsonLine).try_init(),
     };
+}
+
+/// The fields of a decision line, each written in JSON even when the decision has no
+/// value for it (then as null, not as the text "null").
+const DECISION_FIELDS: [&str; 10] = [
+    "work_item",
+    "caller",
+    "target",
+    "db_stage",
+    "window_active",
+    "verdict",
+    "rule",
+    "policy",
+    "policy_digest",
+    "error",
+];
+
+/// JSON log lines in tracing-subscriber's shape (`timestamp`, `level`, `fields`,
+/// `target`), with a decision's missing values as JSON null.
+struct JsonLine;
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut fields = serde_json::Map::new();
+        event.record(&mut JsonFields(&mut fields));
+        let meta = event.metadata();
+        if meta.target() == "deploy_guard::decision" {
+            for name in DECISION_FIELDS {
+                fields.entry(name).or_insert(serde_json::Value::Null);
+            }
+        }
+        let mut timestamp = String::new();
+        let _ = SystemTime.format_time(&mut Writer::new(&mut timestamp));
+        let line = serde_json::json!({
+            "timestamp": timestamp,
+            "level": meta.level().as_str(),
+            "fields": fields,
+            "target": meta.target(),
+        });
+        writeln!(writer, "{line}")
+    }
+}
+
+struct JsonFields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonFields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
 }

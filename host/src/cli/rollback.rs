@@ -1,5 +1,7 @@
 //! `deploy-guard rollback`: put the policy that was live before the last swap back in
 //! place of the active policy file; a running `serve` swaps to it within a second.
+//! The same rule as an automatic roll back: a compare-and-swap against what the file
+//! held when the command read it, and never over a symbolic link.
 
 use super::export::write_atomically;
 use deploy_guard::engine::Sandbox;
@@ -11,7 +13,7 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
     let config = Config::load(&overrides);
     super::init_logging(config.log, "warn");
     let previous = previous_path(&config.policy);
-    let bytes = match std::fs::read(&previous) {
+    let bytes = match deploy_guard::read_file::read_bounded(&previous, deploy_guard::read_file::MAX_POLICY_BYTES) {
         Ok(bytes) => bytes,
         Err(e) => {
             println!(
@@ -26,7 +28,24 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
     let vectors = deploy_guard::vectors::vectors_path(&config.policy);
     match deploy_guard::gate::admit(&sandbox, &bytes, config.limits, Some(&vectors)) {
         Ok(admitted) => {
-            write_atomically(&config.policy, &bytes)?;
+            match deploy_guard::read_file::read_bounded(&config.policy, deploy_guard::read_file::MAX_POLICY_BYTES) {
+                // Nothing there to lose (and no link: a dangling one reads as absent
+                // but is refused by `put_back`'s check below if it appears).
+                Err(e) if e.is_not_found() && std::fs::symlink_metadata(&config.policy).is_err() => {
+                    write_atomically(&config.policy, &bytes)?;
+                }
+                Err(e) => {
+                    println!("refused: cannot read {}: {e}", config.policy.display());
+                    return Ok(ExitCode::from(1));
+                }
+                Ok(current) => {
+                    let expected = deploy_guard::policy::digest(&current);
+                    if let Err(e) = deploy_guard::swap::put_back(&config.policy, &expected, &bytes) {
+                        println!("refused: {e}; {} still holds {expected}", config.policy.display());
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+            }
             println!(
                 "rolled back: {} is {} ({}) again",
                 config.policy.display(),
