@@ -98,6 +98,9 @@ fn decision_paths(c: &mut Criterion) {
             metrics.observe(black_box(&decided), None, started.elapsed());
         })
     });
+    group.bench_function("metrics hook alone, without the clock", |b| {
+        b.iter(|| metrics.observe(black_box(&decided), None, black_box(Duration::from_micros(8))))
+    });
     group.finish();
 }
 

@@ -226,12 +226,7 @@ impl Guard {
                     );
                     return requests
                         .iter()
-                        .map(|r| {
-                            unjudged(
-                                Decision::fail_safe(*r, &cause),
-                                Some(FailSafeClass::PolicyUnavailable),
-                            )
-                        })
+                        .map(|r| unjudged(Decision::fail_safe(*r, &cause), Some(FailSafeClass::PolicyUnavailable)))
                         .collect();
                 }
             },

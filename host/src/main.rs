@@ -118,11 +118,7 @@ fn main() -> ExitCode {
             caller,
             paths,
         } => cli::decide::run(&work_item, target, caller.as_deref(), paths.into()),
-        Command::Serve {
-            paths,
-            shadow,
-            metrics,
-        } => cli::serve::run(paths.into(), shadow.as_deref(), metrics),
+        Command::Serve { paths, shadow, metrics } => cli::serve::run(paths.into(), shadow.as_deref(), metrics),
         Command::Replay { ledger, against } => cli::replay::run(&ledger, &against),
         Command::Rollback { paths } => cli::rollback::run(paths.into()),
         Command::Check { policy } => cli::check::run(&policy),

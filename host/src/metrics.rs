@@ -63,8 +63,22 @@ fn verdict_index(verdict: Verdict) -> usize {
 
 /// Upper bounds of the duration histogram's buckets, in nanoseconds: 1 us to 100 ms.
 const BUCKETS_NS: [u64; 16] = [
-    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
-    10_000_000, 25_000_000, 50_000_000, 100_000_000,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,7 +147,10 @@ struct DurationBuckets {
 impl DurationHistogram {
     fn observe(&self, elapsed: Duration) {
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let index = BUCKETS_NS.iter().position(|&bound| ns <= bound).unwrap_or(BUCKETS_NS.len());
+        let index = BUCKETS_NS
+            .iter()
+            .position(|&bound| ns <= bound)
+            .unwrap_or(BUCKETS_NS.len());
         self.inner.buckets[index].fetch_add(1, Ordering::Relaxed);
         self.inner.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
@@ -152,7 +169,10 @@ impl EncodeMetric for DurationHistogram {
             .zip(&self.inner.buckets)
             .map(|(&bound, count)| (seconds(bound), count.load(Ordering::Relaxed)))
             .collect();
-        buckets.push((f64::INFINITY, self.inner.buckets[BUCKETS_NS.len()].load(Ordering::Relaxed)));
+        buckets.push((
+            f64::INFINITY,
+            self.inner.buckets[BUCKETS_NS.len()].load(Ordering::Relaxed),
+        ));
         let count = buckets.iter().map(|(_, n)| n).sum();
         let sum = seconds(self.inner.sum_ns.load(Ordering::Relaxed));
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
@@ -424,7 +444,10 @@ mod tests {
             "deploy_guard_shadow_disagreements_total",
         ] {
             let family = name.strip_suffix("_total").unwrap_or(name);
-            assert!(text.contains(&format!("# TYPE {family} ")), "{name} missing in:\n{text}");
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{name} missing in:\n{text}"
+            );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
         for class in FailSafeClass::ALL {
@@ -450,10 +473,16 @@ mod tests {
         );
         let text = metrics.encode(None);
         assert_eq!(
-            line(&text, "deploy_guard_decisions_total{verdict=\"SUPPRESS\",rule=\"cancelled\"}"),
+            line(
+                &text,
+                "deploy_guard_decisions_total{verdict=\"SUPPRESS\",rule=\"cancelled\"}"
+            ),
             Some("deploy_guard_decisions_total{verdict=\"SUPPRESS\",rule=\"cancelled\"} 3")
         );
-        assert!(text.contains("deploy_guard_fail_safe_total{class=\"fuel\"} 1\n"), "{text}");
+        assert!(
+            text.contains("deploy_guard_fail_safe_total{class=\"fuel\"} 1\n"),
+            "{text}"
+        );
         // Cumulative buckets: 3 decisions within 5 us, the fourth past 100 ms.
         assert!(
             text.contains("deploy_guard_decision_duration_seconds_bucket{le=\"2.5e-6\"} 0\n")
@@ -468,7 +497,10 @@ mod tests {
             text.contains("deploy_guard_decision_duration_seconds_bucket{le=\"+Inf\"} 4\n"),
             "{text}"
         );
-        assert!(text.contains("deploy_guard_decision_duration_seconds_count 4\n"), "{text}");
+        assert!(
+            text.contains("deploy_guard_decision_duration_seconds_count 4\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -99,11 +99,7 @@ impl MetricsServer {
     pub fn start(addr: &str, guard: Guard) -> Result<MetricsServer, MetricsServerError> {
         let addrs = resolve(addr)?;
         let listener = TcpListener::bind(&addrs[..]).map_err(|source| MetricsServerError::Bind {
-            addr: addrs
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            addr: addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
             source,
         })?;
         let local = listener.local_addr().map_err(|source| MetricsServerError::Bind {
@@ -193,7 +189,13 @@ fn answer(mut stream: TcpStream, guard: &Guard) {
     let mut len = 0;
     while !is_complete(&head[..len]) {
         if len == head.len() {
-            respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"request too large\n", true);
+            respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"request too large\n",
+                true,
+            );
             return;
         }
         let left = deadline.saturating_duration_since(Instant::now());

@@ -332,7 +332,11 @@ impl PolicySlot {
         }
         match gate::admit(sandbox, &bytes, limits, Some(&vectors)) {
             Ok(admitted) => self.activate(admitted.policy, path),
-            Err(e) => self.refuse(Some(key), e.reason(), format!("policy refused: {}: {e}", path.display())),
+            Err(e) => self.refuse(
+                Some(key),
+                e.reason(),
+                format!("policy refused: {}: {e}", path.display()),
+            ),
         }
     }
 

@@ -220,7 +220,8 @@ impl Expected {
     }
 
     fn live(&mut self, policy: &[u8], name: &str, version: &str) {
-        self.samples.retain(|series, _| !series.starts_with("deploy_guard_policy_info"));
+        self.samples
+            .retain(|series, _| !series.starts_with("deploy_guard_policy_info"));
         let digest = deploy_guard::policy::digest(policy);
         self.samples.insert(
             format!("deploy_guard_policy_info{{name=\"{name}\",version=\"{version}\",digest=\"{digest}\"}}"),
@@ -306,7 +307,9 @@ fn every_metric_moves_as_expected_across_a_known_sequence() {
     let mut expected = Expected::start(Some((REFERENCE, "deploy-status-guard", "1.0.0")), true);
     let samples = expected.check(addr, "start-up");
     assert_eq!(
-        family(&samples, "deploy_guard_decision_duration_seconds_count").values().sum::<f64>(),
+        family(&samples, "deploy_guard_decision_duration_seconds_count")
+            .values()
+            .sum::<f64>(),
         0.0
     );
 
@@ -390,12 +393,18 @@ fn every_metric_moves_as_expected_across_a_known_sequence() {
         .collect();
     assert_eq!(bounds.len(), 16, "{histogram:?}");
     assert_eq!(
-        (bounds.iter().copied().fold(f64::MAX, f64::min), bounds.iter().copied().fold(0.0, f64::max)),
+        (
+            bounds.iter().copied().fold(f64::MAX, f64::min),
+            bounds.iter().copied().fold(0.0, f64::max)
+        ),
         (1e-6, 0.1)
     );
     let count = samples["deploy_guard_decision_duration_seconds_count"];
     assert_eq!(count, expected.decisions());
-    assert_eq!(histogram["deploy_guard_decision_duration_seconds_bucket{le=\"+Inf\"}"], count);
+    assert_eq!(
+        histogram["deploy_guard_decision_duration_seconds_bucket{le=\"+Inf\"}"],
+        count
+    );
     assert!(samples["deploy_guard_decision_duration_seconds_sum"] > 0.1);
     let mut cumulative: Vec<(f64, f64)> = histogram
         .iter()
@@ -467,7 +476,9 @@ fn a_hostile_scraper_never_delays_an_answer() {
     // answers 431 and closes. Answers go on meanwhile.
     let huge = std::thread::spawn(move || {
         let mut stream = TcpStream::connect(addr).expect("connect");
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nX-Huge: ").expect("start a head");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nX-Huge: ")
+            .expect("start a head");
         send_until_closed(stream, &[b'a'; 1 << 16], 4096, Duration::ZERO)
     });
     for _ in 0..20 {
@@ -529,10 +540,7 @@ fn a_hostile_scraper_never_delays_an_answer() {
     };
     assert_eq!(decisions, 321.0);
     // Anything but GET /metrics is turned away.
-    assert_eq!(
-        http(addr, "GET / HTTP/1.1\r\n\r\n").0,
-        "HTTP/1.1 404 Not Found"
-    );
+    assert_eq!(http(addr, "GET / HTTP/1.1\r\n\r\n").0, "HTTP/1.1 404 Not Found");
     assert_eq!(
         http(addr, "POST /metrics HTTP/1.1\r\n\r\n").0,
         "HTTP/1.1 405 Method Not Allowed"
@@ -603,7 +611,10 @@ fn guard_metrics_counts_the_records_a_stalled_ledger_drops() {
     holder.execute_batch("COMMIT").expect("unlock");
     ledger.flush();
     let text = guard.metrics();
-    assert_eq!(value(&text, "deploy_guard_ledger_records_total"), (100 - dropped) as f64);
+    assert_eq!(
+        value(&text, "deploy_guard_ledger_records_total"),
+        (100 - dropped) as f64
+    );
     assert_eq!(
         value(
             &text,
