@@ -56,6 +56,7 @@ const CASES: &[(&str, World)] = &[
     ("live-huge-rule", World::Guard),
     ("look-alike-name", World::Guard),
     ("forged-line-rule", World::Guard),
+    ("live-classes", World::Guard),
 ];
 
 fn main() {

@@ -88,6 +88,19 @@ fn decision_paths(c: &mut Criterion) {
         b.iter(|| black_box(facts_source.read("ORCH-4000")))
     });
     group.bench_function("sandbox alone", |b| b.iter(|| black_box(policy.decide(&facts))));
+    // What the metrics add to a decision: the clock read twice, the (verdict, rule)
+    // counter, the histogram. The end-to-end cases above include it already.
+    let metrics = deploy_guard::metrics::Metrics::new();
+    let decided = guard.decide_unlogged(request);
+    group.bench_function("metrics hook alone", |b| {
+        b.iter(|| {
+            let started = std::time::Instant::now();
+            metrics.observe(black_box(&decided), None, started.elapsed());
+        })
+    });
+    group.bench_function("metrics hook alone, without the clock", |b| {
+        b.iter(|| metrics.observe(black_box(&decided), None, black_box(Duration::from_micros(8))))
+    });
     group.finish();
 }
 

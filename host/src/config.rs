@@ -105,6 +105,10 @@ pub struct Config {
     /// The ledger keeps the newest this many decisions. `DEPLOY_GUARD_LEDGER_MAX_ROWS`,
     /// default 1,000,000.
     pub ledger_max_rows: u64,
+    /// Where `serve` serves `GET /metrics` (`PORT` or `HOST:PORT`; a port alone binds
+    /// the loopback interface); none: no endpoint. `DEPLOY_GUARD_METRICS_ADDR`, read at
+    /// start-up (`serve --metrics` overrides it).
+    pub metrics_addr: Option<String>,
     /// The config file this was loaded from, if any (`serve` watches it).
     pub file: Option<PathBuf>,
     /// Set when the configuration could not be read: every decision fails safe with it.
@@ -127,6 +131,7 @@ impl Default for Config {
             cache: None,
             ledger: None,
             ledger_max_rows: crate::ledger::DEFAULT_MAX_ROWS,
+            metrics_addr: None,
             file: None,
             problem: None,
             warnings: Vec::new(),
@@ -161,6 +166,7 @@ struct FileConfig {
     cache: Option<String>,
     ledger: Option<PathBuf>,
     ledger_max_rows: Option<toml::Value>,
+    metrics_addr: Option<String>,
 }
 
 /// A raw setting: its source (for messages) and its text.
@@ -352,6 +358,10 @@ impl Config {
         ) {
             config.ledger_max_rows = rows;
         }
+        config.metrics_addr = file
+            .metrics_addr
+            .or_else(|| env("DEPLOY_GUARD_METRICS_ADDR"))
+            .filter(|addr| !addr.trim().is_empty());
         config.cache = match file.cache.or_else(|| env("DEPLOY_GUARD_CACHE")) {
             Some(dir)
                 if matches!(

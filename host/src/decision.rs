@@ -165,6 +165,67 @@ impl fmt::Display for EscapedOrNull<'_> {
     }
 }
 
+/// Why a decision failed safe: the class its cause belongs to, decided where the cause
+/// arises (a [`crate::policy::RunError`] variant, a facts error, the configuration, no
+/// live policy), never guessed from the text of `error`. The first five are also the
+/// first word of their `error` text; `facts` errors start with `database:`, `pool`
+/// errors with `instantiate:`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailSafeClass {
+    /// The policy used up its fuel.
+    Fuel,
+    /// The policy ran past its deadline.
+    Deadline,
+    /// The policy wanted more memory or table than allowed.
+    Memory,
+    /// The policy trapped.
+    Trap,
+    /// The policy answered something the host does not accept.
+    InvalidResult,
+    /// The orchestrator's database could not be read.
+    Facts,
+    /// The configuration could not be read.
+    Config,
+    /// No policy is live.
+    PolicyUnavailable,
+    /// No instance could be had (the host's pool, not the policy).
+    Pool,
+    /// A decision the host failed to make (a bug).
+    Internal,
+}
+
+impl FailSafeClass {
+    /// Every class, in declaration order (the order of `as usize`).
+    pub const ALL: [FailSafeClass; 10] = [
+        FailSafeClass::Fuel,
+        FailSafeClass::Deadline,
+        FailSafeClass::Memory,
+        FailSafeClass::Trap,
+        FailSafeClass::InvalidResult,
+        FailSafeClass::Facts,
+        FailSafeClass::Config,
+        FailSafeClass::PolicyUnavailable,
+        FailSafeClass::Pool,
+        FailSafeClass::Internal,
+    ];
+
+    /// The class as a metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailSafeClass::Fuel => "fuel",
+            FailSafeClass::Deadline => "deadline",
+            FailSafeClass::Memory => "memory",
+            FailSafeClass::Trap => "trap",
+            FailSafeClass::InvalidResult => "invalid-result",
+            FailSafeClass::Facts => "facts",
+            FailSafeClass::Config => "config",
+            FailSafeClass::PolicyUnavailable => "policy-unavailable",
+            FailSafeClass::Pool => "pool",
+            FailSafeClass::Internal => "internal",
+        }
+    }
+}
+
 /// How the decision line is written (set once by the binary's logging set-up): JSON
 /// lines escape their values themselves and write a missing value as null; text lines
 /// escape every field here and write a missing one as `null`.

@@ -52,6 +52,23 @@ pub enum GateError {
     },
 }
 
+impl GateError {
+    /// A short class of the refusal (the metrics' `reason` label): `unreadable`,
+    /// `not-a-component`, `too-large`, `imports`, `wrong-world`, `info`, `grid` or `vectors`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GateError::Unreadable { .. } => "unreadable",
+            GateError::Load(LoadError::NotAComponent(_)) => "not-a-component",
+            GateError::Load(LoadError::TooLarge(_)) => "too-large",
+            GateError::Load(LoadError::Imports(_)) => "imports",
+            GateError::Load(LoadError::WrongWorld(_)) => "wrong-world",
+            GateError::Load(LoadError::Info(_)) => "info",
+            GateError::Grid { .. } => "grid",
+            GateError::VectorsFile(_) | GateError::Vector { .. } => "vectors",
+        }
+    }
+}
+
 /// A policy that passed the gate, with what the gate saw.
 #[derive(Debug)]
 pub struct Admitted {

@@ -3,10 +3,11 @@
 //! here, in one place.
 
 use crate::config::{Config, Overrides};
-use crate::decision::{Decision, Request, Target};
+use crate::decision::{Decision, FailSafeClass, Request, Target};
 use crate::engine::{EngineError, Sandbox};
 use crate::facts::{FactsSource, TaskFacts};
 use crate::ledger::Ledger;
+use crate::metrics::Metrics;
 use crate::policy::{Facts, LoadedPolicy, TargetStatus, Task};
 use crate::shadow::{Shadow, ShadowStats};
 use crate::swap::{Outcome, PolicySlot, WatchState, Watcher};
@@ -32,6 +33,7 @@ struct Shared {
     config_watch: Mutex<crate::swap::ChangeDetector>,
     ledger: ArcSwapOption<Ledger>,
     shadow: ArcSwapOption<Shadow>,
+    metrics: Metrics,
 }
 
 /// Errors creating a guard (deciding never fails).
@@ -85,17 +87,19 @@ impl Guard {
     pub fn with_sandbox(sandbox: Arc<Sandbox>, config: Config, overrides: Overrides) -> Result<Guard, GuardError> {
         config.report();
         let facts = FactsSource::new(config.db.clone(), config.busy_timeout);
+        let metrics = Metrics::new();
         let guard = Guard {
             shared: Arc::new(Shared {
                 sandbox,
                 overrides,
                 facts: ArcSwap::from_pointee(facts),
                 config: ArcSwap::from_pointee(config.clone()),
-                slot: PolicySlot::default(),
+                slot: PolicySlot::counted(metrics.swap_counters()),
                 watch: Mutex::new(WatchState::default()),
                 config_watch: Mutex::new(crate::swap::ChangeDetector::default()),
-                ledger: ArcSwapOption::from(open_ledger(&config).map(Arc::new)),
+                ledger: ArcSwapOption::from(open_ledger(&config, &metrics).map(Arc::new)),
                 shadow: ArcSwapOption::empty(),
+                metrics,
             }),
         };
         if let Ok(mut watch) = guard.shared.watch.lock() {
@@ -151,12 +155,16 @@ impl Guard {
     }
 
     fn decide_many_unlogged(&self, requests: &[Request<'_>], runner: Runner) -> Vec<Decision> {
-        let judged = self.judge(requests, runner);
         if runner == Runner::Native {
-            return judged.into_iter().map(|j| j.decision).collect();
+            return self.judge(requests, runner).into_iter().map(|j| j.decision).collect();
         }
+        let started = std::time::Instant::now();
+        let judged = self.judge(requests, runner);
+        // A batch's decisions were judged together: each counts its share of the time.
+        let each = started.elapsed() / u32::try_from(judged.len().max(1)).unwrap_or(u32::MAX);
         // Every sandboxed-path decision, whatever its outcome, passes the observers:
-        // the ledger records it, the shadow compares it, the probation counts it.
+        // the metrics count it, the ledger records it, the shadow compares it, the
+        // probation counts it.
         let ledger = self.shared.ledger.load();
         let shadow = self.shared.shadow.load();
         judged
@@ -166,7 +174,9 @@ impl Guard {
                      decision,
                      facts,
                      policy_failed,
+                     fail_safe,
                  }| {
+                    self.shared.metrics.observe(&decision, fail_safe, each);
                     if let Some(ledger) = ledger.as_ref() {
                         ledger.record(&decision, facts.as_ref().map(FactsRecord::from_facts));
                     }
@@ -187,19 +197,23 @@ impl Guard {
     /// The decisions, with the facts the policy was given (none when no policy ran).
     fn judge(&self, requests: &[Request<'_>], runner: Runner) -> Vec<Judged> {
         let config = self.shared.config.load();
-        let unjudged = |decision| Judged {
+        let unjudged = |decision, fail_safe| Judged {
             decision,
             facts: None,
             policy_failed: false,
+            fail_safe,
         };
         if let Some(problem) = &config.problem {
             return requests
                 .iter()
-                .map(|r| unjudged(Decision::fail_safe(*r, problem)))
+                .map(|r| unjudged(Decision::fail_safe(*r, problem), Some(FailSafeClass::Config)))
                 .collect();
         }
         if !config.enabled {
-            return requests.iter().map(|r| unjudged(Decision::kill_switch(*r))).collect();
+            return requests
+                .iter()
+                .map(|r| unjudged(Decision::kill_switch(*r), None))
+                .collect();
         }
         let policy = match runner {
             Runner::Native => None,
@@ -212,7 +226,7 @@ impl Guard {
                     );
                     return requests
                         .iter()
-                        .map(|r| unjudged(Decision::fail_safe(*r, &cause)))
+                        .map(|r| unjudged(Decision::fail_safe(*r, &cause), Some(FailSafeClass::PolicyUnavailable)))
                         .collect();
                 }
             },
@@ -223,8 +237,8 @@ impl Guard {
             .iter()
             .zip(facts)
             .map(|(request, task)| match (task, &policy) {
-                (Err(e), _) => unjudged(Decision::fail_safe(*request, e)),
-                (Ok(task), None) => unjudged(run_native(&config, *request, task)),
+                (Err(e), _) => unjudged(Decision::fail_safe(*request, e), Some(FailSafeClass::Facts)),
+                (Ok(task), None) => unjudged(run_native(&config, *request, task), None),
                 (Ok(task), Some(policy)) => run_sandboxed(policy, &config, *request, task),
             })
             .collect()
@@ -233,7 +247,10 @@ impl Guard {
     /// Run `candidate` (admitted by the gate) beside the live policy on every decision
     /// from now on, off the answers' path. Replaces a previous shadow.
     pub fn start_shadow(&self, candidate: LoadedPolicy) -> Result<Arc<Shadow>, GuardError> {
-        let shadow = Arc::new(Shadow::start(candidate)?);
+        let shadow = Arc::new(Shadow::start_counted(
+            candidate,
+            self.shared.metrics.shadow_disagreements(),
+        )?);
         self.shared.shadow.store(Some(Arc::clone(&shadow)));
         Ok(shadow)
     }
@@ -241,6 +258,13 @@ impl Guard {
     /// Stop shadowing; the shadow's totals once its queue has drained.
     pub fn finish_shadow(&self) -> Option<ShadowStats> {
         self.shared.shadow.swap(None).map(|shadow| shadow.finish())
+    }
+
+    /// Every metric of this guard, in the OpenMetrics text format (what `serve
+    /// --metrics` serves): decisions, fail-safes by class, durations, the live policy,
+    /// swaps, refusals, roll backs, the ledger and the shadow (see [`crate::metrics`]).
+    pub fn metrics(&self) -> String {
+        self.shared.metrics.encode(self.policy().as_deref())
     }
 
     /// The decision ledger in use, if any.
@@ -403,11 +427,13 @@ fn with_facts(request: Request<'_>, task: Option<&TaskFacts>) -> Decision {
     decision
 }
 
-/// A decision, the facts its policy was given, and whether the policy failed.
+/// A decision, the facts its policy was given, whether the policy failed, and the class
+/// of its fail-safe if it is one.
 struct Judged {
     decision: Decision,
     facts: Option<Facts>,
     policy_failed: bool,
+    fail_safe: Option<FailSafeClass>,
 }
 
 fn run_sandboxed(policy: &LoadedPolicy, config: &Config, request: Request<'_>, task: Option<TaskFacts>) -> Judged {
@@ -434,21 +460,23 @@ fn run_sandboxed(policy: &LoadedPolicy, config: &Config, request: Request<'_>, t
                 decision,
                 facts: Some(facts),
                 policy_failed: false,
+                fail_safe: None,
             }
         }
         Err(e) => Judged {
             // An instance that could not be had (the pool exhausted by the host's own
             // load) is not the policy's failure; probation does not count it.
             policy_failed: !matches!(e, crate::policy::RunError::Instantiate(_)),
+            fail_safe: Some(e.class()),
             decision: decision.into_fail_safe(e),
             facts: Some(facts),
         },
     }
 }
 
-fn open_ledger(config: &Config) -> Option<Ledger> {
+fn open_ledger(config: &Config, metrics: &Metrics) -> Option<Ledger> {
     let path = config.ledger.as_ref()?;
-    match Ledger::open(path, &config.db, config.ledger_max_rows) {
+    match Ledger::open_counted(path, &config.db, config.ledger_max_rows, metrics.ledger_counters()) {
         Ok(ledger) => Some(ledger),
         Err(e) => {
             tracing::error!(target: "deploy_guard::ledger", "{e}: decisions are not recorded");

@@ -18,7 +18,7 @@ use crate::decision::Decision;
 use crate::vectors::FactsRecord;
 use rusqlite::{Connection, OpenFlags, params};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -99,7 +99,8 @@ enum Message {
 pub struct Ledger {
     path: PathBuf,
     sender: Option<SyncSender<Message>>,
-    dropped: AtomicU64,
+    /// Records committed and dropped (shared with the writer and the metrics).
+    counters: crate::metrics::LedgerCounters,
     /// Bytes of the records waiting for the writer (shared with it).
     queued_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     thread: Option<JoinHandle<()>>,
@@ -210,6 +211,16 @@ fn open_error(path: &Path, e: impl std::fmt::Display) -> LedgerError {
 impl Ledger {
     /// Open (or create) the ledger at `path`, refusing the orchestrator's `db`.
     pub fn open(path: &Path, db: &Path, max_rows: u64) -> Result<Ledger, LedgerError> {
+        Ledger::open_counted(path, db, max_rows, crate::metrics::LedgerCounters::default())
+    }
+
+    /// [`Ledger::open`], counting records committed and dropped in `counters`.
+    pub fn open_counted(
+        path: &Path,
+        db: &Path,
+        max_rows: u64,
+        counters: crate::metrics::LedgerCounters,
+    ) -> Result<Ledger, LedgerError> {
         crate::sqlite_mutex::install();
         if let Some(why) = conflicts_with_database(path, db) {
             return Err(LedgerError::IsTheOrchestratorsDatabase {
@@ -233,13 +244,14 @@ impl Ledger {
             .name("deploy-guard-ledger".into())
             .spawn({
                 let queued_bytes = std::sync::Arc::clone(&queued_bytes);
-                move || write_loop(connection, receiver, max_rows, &queued_bytes)
+                let counters = counters.clone();
+                move || write_loop(connection, receiver, max_rows, &queued_bytes, &counters)
             })
             .map_err(|e| open_error(path, e))?;
         Ok(Ledger {
             path: path.to_owned(),
             sender: Some(sender),
-            dropped: AtomicU64::new(0),
+            counters,
             queued_bytes,
             thread: Some(thread),
         })
@@ -252,7 +264,7 @@ impl Ledger {
 
     /// Records dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.counters.dropped.get()
     }
 
     /// Hand a decision to the writer; never blocks.
@@ -271,7 +283,7 @@ impl Ledger {
         let sent = within_budget && sender.try_send(Message::Record(entry)).is_ok();
         if !sent {
             self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let dropped = self.counters.dropped.inc() + 1;
             if dropped % 1000 == 1 {
                 tracing::warn!(target: "deploy_guard::ledger", dropped, "ledger queue full: decisions not recorded");
             }
@@ -303,6 +315,7 @@ fn write_loop(
     receiver: Receiver<Message>,
     max_rows: u64,
     queued_bytes: &std::sync::atomic::AtomicUsize,
+    counters: &crate::metrics::LedgerCounters,
 ) {
     let mut batch: Vec<Box<Entry>> = Vec::with_capacity(BATCH);
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
@@ -320,8 +333,14 @@ fn write_loop(
         }
         if !batch.is_empty() {
             since_trim += batch.len();
-            if let Err(e) = commit(&mut connection, &batch) {
-                tracing::error!(target: "deploy_guard::ledger", "cannot write {} decisions to the ledger: {e}", batch.len());
+            match commit(&mut connection, &batch) {
+                Ok(()) => {
+                    counters.records.inc_by(batch.len() as u64);
+                }
+                Err(e) => {
+                    counters.dropped.inc_by(batch.len() as u64);
+                    tracing::error!(target: "deploy_guard::ledger", "cannot write {} decisions to the ledger: {e}", batch.len());
+                }
             }
             queued_bytes.fetch_sub(batch.iter().map(|entry| entry.size()).sum(), Ordering::Relaxed);
             batch.clear();

@@ -48,6 +48,8 @@ pub mod gate;
 pub mod grid;
 pub mod guard;
 pub mod ledger;
+pub mod metrics;
+pub mod metrics_server;
 pub mod policies;
 pub mod policy;
 pub mod read_file;

@@ -14,7 +14,8 @@ use std::process::ExitCode;
 /// Configuration comes from the environment (DEPLOY_GUARD_DB, DEPLOY_GUARD_POLICY,
 /// DEPLOY_STATUS_GUARD_ENABLED, DEPLOY_STATUS_GUARD_REPOS,
 /// DEPLOY_GUARD_SELF_HOSTING_REPOS, DEPLOY_GUARD_LOG, DEPLOY_GUARD_TIMEOUT_MS,
-/// DEPLOY_GUARD_FUEL, DEPLOY_GUARD_MEMORY_MIB, DEPLOY_GUARD_BUSY_TIMEOUT_MS), then the
+/// DEPLOY_GUARD_FUEL, DEPLOY_GUARD_MEMORY_MIB, DEPLOY_GUARD_BUSY_TIMEOUT_MS,
+/// DEPLOY_GUARD_METRICS_ADDR), then the
 /// TOML file named by DEPLOY_GUARD_CONFIG, then the flags.
 #[derive(Debug, Parser)]
 #[command(name = "deploy-guard", version, about, long_about)]
@@ -59,6 +60,10 @@ enum Command {
         /// report where it disagrees (it must pass the gate).
         #[arg(long, value_name = "CANDIDATE.wasm")]
         shadow: Option<PathBuf>,
+        /// Serve `GET /metrics` (OpenMetrics text) on this address: PORT or HOST:PORT; a
+        /// port alone binds the loopback interface [env: DEPLOY_GUARD_METRICS_ADDR]
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Run a candidate policy through the gate: exit 0 with a summary, 1 with the reason.
     Check {
@@ -113,7 +118,7 @@ fn main() -> ExitCode {
             caller,
             paths,
         } => cli::decide::run(&work_item, target, caller.as_deref(), paths.into()),
-        Command::Serve { paths, shadow } => cli::serve::run(paths.into(), shadow.as_deref()),
+        Command::Serve { paths, shadow, metrics } => cli::serve::run(paths.into(), shadow.as_deref(), metrics),
         Command::Replay { ledger, against } => cli::replay::run(&ledger, &against),
         Command::Rollback { paths } => cli::rollback::run(paths.into()),
         Command::Check { policy } => cli::check::run(&policy),

@@ -71,6 +71,21 @@ pub enum RunError {
     InvalidResult(String),
 }
 
+impl RunError {
+    /// The fail-safe class of this error (the metrics' label).
+    pub fn class(&self) -> crate::decision::FailSafeClass {
+        use crate::decision::FailSafeClass;
+        match self {
+            RunError::Deadline(_) => FailSafeClass::Deadline,
+            RunError::Fuel(_) => FailSafeClass::Fuel,
+            RunError::Memory(_) => FailSafeClass::Memory,
+            RunError::Trap(_) => FailSafeClass::Trap,
+            RunError::Instantiate(_) => FailSafeClass::Pool,
+            RunError::InvalidResult(_) => FailSafeClass::InvalidResult,
+        }
+    }
+}
+
 /// The decision of a policy, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ruling {

@@ -92,6 +92,14 @@ pub const FINISH_BUDGET: std::time::Duration = std::time::Duration::from_secs(10
 impl Shadow {
     /// Start shadowing with `candidate` (already admitted by the gate).
     pub fn start(candidate: LoadedPolicy) -> std::io::Result<Shadow> {
+        Shadow::start_counted(candidate, prometheus_client::metrics::counter::Counter::default())
+    }
+
+    /// [`Shadow::start`], counting the disagreements in `disagreements` too.
+    pub fn start_counted(
+        candidate: LoadedPolicy,
+        disagreements: prometheus_client::metrics::counter::Counter,
+    ) -> std::io::Result<Shadow> {
         let identity = format!("{} ({})", candidate.identity(), candidate.digest);
         let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
         let stats = Arc::new(Mutex::new(ShadowStats::default()));
@@ -102,7 +110,7 @@ impl Shadow {
         let queued = Arc::clone(&queued_bytes);
         let thread = std::thread::Builder::new()
             .name("deploy-guard-shadow".into())
-            .spawn(move || compare_loop(&candidate, &receiver, &shared, &abandoned, &queued))?;
+            .spawn(move || compare_loop(&candidate, &receiver, &shared, &abandoned, &queued, &disagreements))?;
         Ok(Shadow {
             candidate: identity,
             sender: Mutex::new(Some(sender)),
@@ -169,6 +177,7 @@ fn compare_loop(
     stats: &Mutex<ShadowStats>,
     abandon: &std::sync::atomic::AtomicBool,
     queued_bytes: &std::sync::atomic::AtomicUsize,
+    disagreements: &prometheus_client::metrics::counter::Counter,
 ) {
     while let Ok(comparison) = receiver.recv() {
         queued_bytes.fetch_sub(
@@ -188,6 +197,7 @@ fn compare_loop(
             Ok(ruling) if ruling.verdict == comparison.verdict && ruling.rule == comparison.rule => {}
             Ok(ruling) => {
                 stats.disagreements += 1;
+                disagreements.inc();
                 let transition = format!("{} -> {}", comparison.verdict, ruling.verdict);
                 *stats.by_transition.entry(transition).or_default() += 1;
                 tracing::warn!(

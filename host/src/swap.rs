@@ -90,6 +90,8 @@ pub struct PolicySlot {
     /// Why no policy is live (start-up with a bad or missing file).
     problem: ArcSwapOption<String>,
     refused: Mutex<Refused>,
+    /// Swaps, roll backs and refusals, for the metrics.
+    counters: crate::metrics::SwapCounters,
 }
 
 /// The decisions after a swap are watched: if [`ROLLBACK_FAILURES`] of the first
@@ -142,6 +144,14 @@ pub enum Outcome {
 }
 
 impl PolicySlot {
+    /// An empty slot whose swaps, roll backs and refusals are counted in `counters`.
+    pub fn counted(counters: crate::metrics::SwapCounters) -> PolicySlot {
+        PolicySlot {
+            counters,
+            ..PolicySlot::default()
+        }
+    }
+
     /// The live policy, if any.
     pub fn current(&self) -> Option<Arc<LoadedPolicy>> {
         self.live.load_full()
@@ -161,6 +171,7 @@ impl PolicySlot {
         let previous = self.live.swap(Some(Arc::new(policy)));
         self.problem.store(None);
         if let Some(old) = &previous {
+            self.counters.swaps.inc();
             if let Ok(mut probation) = self.probation.lock() {
                 // Return to the last policy that proved itself: one swapped out while
                 // still on probation is not it (unless there is no other).
@@ -250,6 +261,7 @@ impl PolicySlot {
         }
         let previous = self.previous.swap(None)?;
         self.live.store(Some(Arc::clone(&previous)));
+        self.counters.rollbacks.inc();
         if let Ok(mut refused) = self.refused.lock() {
             refused.digests.insert(bad.digest.clone());
         }
@@ -314,7 +326,7 @@ impl PolicySlot {
                     reason: e.to_string(),
                 }
                 .to_string();
-                return self.refuse(None, reason);
+                return self.refuse(None, "unreadable", reason);
             }
         };
         let digest = crate::policy::digest(&bytes);
@@ -331,15 +343,21 @@ impl PolicySlot {
         if let Ok(refused) = self.refused.lock()
             && (refused.digests.contains(&key) || refused.digests.contains(&digest))
         {
+            self.counters.refused("refused-before");
             return Outcome::Refused(format!("{digest} was refused before"));
         }
         match gate::admit(sandbox, &bytes, limits, Some(&vectors)) {
             Ok(admitted) => self.activate(admitted.policy, path),
-            Err(e) => self.refuse(Some(key), format!("policy refused: {}: {e}", path.display())),
+            Err(e) => self.refuse(
+                Some(key),
+                e.reason(),
+                format!("policy refused: {}: {e}", path.display()),
+            ),
         }
     }
 
-    fn refuse(&self, digest: Option<String>, reason: String) -> Outcome {
+    fn refuse(&self, digest: Option<String>, class: &'static str, reason: String) -> Outcome {
+        self.counters.refused(class);
         let first_time = match self.refused.lock() {
             Ok(mut refused) => match digest {
                 Some(digest) => {

@@ -1,11 +1,12 @@
 //! `deploy-guard serve`: the JSON-lines loop with hot swap, and shadow mode.
 
 use deploy_guard::gate::admit_file;
+use deploy_guard::metrics_server::MetricsServer;
 use deploy_guard::{Config, Guard, Overrides};
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(overrides: Overrides, shadow: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn run(overrides: Overrides, shadow: Option<&Path>, metrics: Option<String>) -> anyhow::Result<ExitCode> {
     let config = Config::load(&overrides);
     super::init_logging(config.log, "info");
     let stdin = std::io::stdin();
@@ -37,6 +38,21 @@ pub fn run(overrides: Overrides, shadow: Option<&Path>) -> anyhow::Result<ExitCo
         }
     }
     let _watcher = guard.watch()?;
+    // The metrics endpoint is a convenience: one that cannot start is a warning, and the
+    // answers go on.
+    let _metrics = metrics.or_else(|| config.metrics_addr.clone()).and_then(|addr| {
+        match MetricsServer::start(&addr, guard.clone()) {
+            Ok(server) => {
+                let url = format!("http://{}/metrics", server.addr());
+                tracing::info!(target: "deploy_guard::metrics", url = %url, "serving metrics on {url}");
+                Some(server)
+            }
+            Err(e) => {
+                tracing::warn!(target: "deploy_guard::metrics", "{e}: serving without metrics");
+                None
+            }
+        }
+    });
     let answered = deploy_guard::serve::serve(&guard, &mut input, &mut output)?;
     tracing::info!(target: "deploy_guard::serve", answered, "end of input");
     if let Some(stats) = guard.finish_shadow() {

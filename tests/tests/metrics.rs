@@ -1,0 +1,626 @@
+//! Metrics: a running `serve --metrics` scraped over HTTP while a known sequence of
+//! decisions, swaps, refusals and a roll back goes through it; every metric must move
+//! exactly as the sequence says. Then the endpoint under attack (a slowloris, a huge
+//! request, many connections) while answers must keep flowing, an address that cannot
+//! be bound, and `Guard::metrics()` in-process for the ledger's drops.
+
+use deploy_guard::{Config, Guard, Target};
+use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, hostile, write_atomically};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long anything asynchronous (a swap, the ledger's writer, the shadow) may take.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A `serve` child whose stderr is collected line by line.
+struct Served {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Served {
+    fn start(mut command: Command) -> Served {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stderr);
+        let pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().expect("stderr lines").push(line);
+            }
+        });
+        Served {
+            child,
+            stdin,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Wait for a stderr line containing `needle`; the line.
+    fn wait_for_log(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(line) = self
+                .stderr
+                .lock()
+                .expect("stderr lines")
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "no {needle:?} on stderr:\n{}",
+                self.stderr.lock().expect("stderr lines").join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address the metrics endpoint bound (from its log line).
+    fn metrics_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("serving metrics on http://");
+        let start = line.find("http://").expect("url") + "http://".len();
+        let end = start + line[start..].find("/metrics").expect("/metrics");
+        line[start..end].parse().expect("a socket address")
+    }
+
+    fn ask(&mut self, work_item: &str, target: &str) -> Value {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{{\"work_item\": \"{work_item}\", \"target\": \"{target}\"}}").expect("write");
+        stdin.flush().expect("flush");
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).expect("read");
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"))
+    }
+
+    fn finish(mut self) -> Option<i32> {
+        drop(self.stdin.take());
+        self.child.wait().expect("wait").code()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One HTTP request; (status line, body).
+fn http(addr: SocketAddr, request: &str) -> (String, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("a whole response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+/// `GET /metrics`: every sample, `name{labels}` -> value.
+fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let (status, body) = http(addr, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("series value");
+            (series.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// The samples `name{...}` of one family (or the plain sample `name`).
+fn family(samples: &BTreeMap<String, f64>, name: &str) -> BTreeMap<String, f64> {
+    samples
+        .iter()
+        .filter(|(series, _)| *series == name || series.starts_with(&format!("{name}{{")))
+        .map(|(series, value)| (series.clone(), *value))
+        .collect()
+}
+
+/// What the counters must be: every series of the families tracked, exactly.
+#[derive(Default)]
+struct Expected {
+    samples: BTreeMap<String, f64>,
+    /// Whether decisions are recorded (a ledger is configured).
+    ledger: bool,
+}
+
+const COUNTED: [&str; 9] = [
+    "deploy_guard_decisions_total",
+    "deploy_guard_fail_safe_total",
+    "deploy_guard_policy_info",
+    "deploy_guard_policy_swaps_total",
+    "deploy_guard_policy_refusals_total",
+    "deploy_guard_policy_rollbacks_total",
+    "deploy_guard_ledger_records_total",
+    "deploy_guard_ledger_dropped_total",
+    "deploy_guard_shadow_disagreements_total",
+];
+
+const CLASSES: [&str; 10] = [
+    "fuel",
+    "deadline",
+    "memory",
+    "trap",
+    "invalid-result",
+    "facts",
+    "config",
+    "policy-unavailable",
+    "pool",
+    "internal",
+];
+
+impl Expected {
+    /// Every counter at zero, `live` the live policy, with or without a ledger.
+    fn start(live: Option<(&[u8], &str, &str)>, ledger: bool) -> Expected {
+        let mut expected = Expected {
+            ledger,
+            ..Expected::default()
+        };
+        for counter in [
+            "deploy_guard_policy_swaps_total",
+            "deploy_guard_policy_rollbacks_total",
+            "deploy_guard_ledger_records_total",
+            "deploy_guard_ledger_dropped_total",
+            "deploy_guard_shadow_disagreements_total",
+        ] {
+            expected.samples.insert(counter.to_owned(), 0.0);
+        }
+        for class in CLASSES {
+            expected
+                .samples
+                .insert(format!("deploy_guard_fail_safe_total{{class=\"{class}\"}}"), 0.0);
+        }
+        if let Some((policy, name, version)) = live {
+            expected.live(policy, name, version);
+        }
+        expected
+    }
+
+    fn add(&mut self, series: &str, by: f64) {
+        *self.samples.entry(series.to_owned()).or_default() += by;
+    }
+
+    fn decision(&mut self, verdict: &str, rule: &str) {
+        self.add(
+            &format!("deploy_guard_decisions_total{{verdict=\"{verdict}\",rule=\"{rule}\"}}"),
+            1.0,
+        );
+        if self.ledger {
+            self.add("deploy_guard_ledger_records_total", 1.0);
+        }
+    }
+
+    fn fail_safe(&mut self, class: &str) {
+        self.decision("ALLOW", "fail-safe");
+        self.add(&format!("deploy_guard_fail_safe_total{{class=\"{class}\"}}"), 1.0);
+    }
+
+    fn live(&mut self, policy: &[u8], name: &str, version: &str) {
+        self.samples
+            .retain(|series, _| !series.starts_with("deploy_guard_policy_info"));
+        let digest = deploy_guard::policy::digest(policy);
+        self.samples.insert(
+            format!("deploy_guard_policy_info{{name=\"{name}\",version=\"{version}\",digest=\"{digest}\"}}"),
+            1.0,
+        );
+    }
+
+    fn decisions(&self) -> f64 {
+        family(&self.samples, "deploy_guard_decisions_total").values().sum()
+    }
+
+    /// What the tracked families hold now that differs from what is expected.
+    fn differences(&self, samples: &BTreeMap<String, f64>) -> Vec<String> {
+        let mut actual = BTreeMap::new();
+        for name in COUNTED {
+            actual.extend(family(samples, name));
+        }
+        let mut differences = Vec::new();
+        for series in actual.keys().chain(self.samples.keys()) {
+            let (want, got) = (self.samples.get(series), actual.get(series));
+            if want != got && !differences.iter().any(|d: &String| d.starts_with(series.as_str())) {
+                differences.push(format!("{series}: expected {want:?}, scraped {got:?}"));
+            }
+        }
+        differences
+    }
+
+    /// Scrape until the endpoint shows exactly what is expected (asynchronous parts:
+    /// the ledger's writer, the shadow's thread, the swap's poll), or fail saying what
+    /// differs.
+    fn check(&self, addr: SocketAddr, step: &str) -> BTreeMap<String, f64> {
+        let started = Instant::now();
+        loop {
+            let samples = scrape(addr);
+            let differences = self.differences(&samples);
+            if differences.is_empty() {
+                return samples;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "after {step}, the metrics differ:\n{}",
+                differences.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn assert_answer(answer: &Value, verdict: &str, rule: &str) {
+    assert_eq!(
+        (answer["verdict"].as_str(), answer["rule"].as_str()),
+        (Some(verdict), Some(rule)),
+        "{answer}"
+    );
+}
+
+fn assert_fail_safe(answer: &Value, error_prefix: &str) {
+    assert_answer(answer, "ALLOW", "fail-safe");
+    assert!(
+        answer["error"].as_str().is_some_and(|e| e.starts_with(error_prefix)),
+        "expected an error starting {error_prefix:?}: {answer}"
+    );
+}
+
+#[test]
+fn every_metric_moves_as_expected_across_a_known_sequence() {
+    let ws = Workspace::story();
+    let next = ws.dir.path().join("next.wasm");
+    std::fs::write(&next, NEXT).expect("write the shadow candidate");
+    // An endless loop runs out of this fuel in milliseconds, far inside the deadline;
+    // with the fuel raised later, it runs out of time instead.
+    let config = ws.dir.path().join("guard.toml");
+    std::fs::write(&config, "fuel = 1000000\n").expect("write the config");
+    let mut command = ws.command();
+    command
+        .args(["serve", "--metrics", "127.0.0.1:0", "--shadow"])
+        .arg(&next)
+        .env("DEPLOY_GUARD_LEDGER", ws.dir.path().join("ledger.db"))
+        .env("DEPLOY_GUARD_CONFIG", &config);
+    let mut serve = Served::start(command);
+    let addr = serve.metrics_addr();
+    assert!(addr.ip().is_loopback());
+    let mut expected = Expected::start(Some((REFERENCE, "deploy-status-guard", "1.0.0")), true);
+    let samples = expected.check(addr, "start-up");
+    assert_eq!(
+        family(&samples, "deploy_guard_decision_duration_seconds_count")
+            .values()
+            .sum::<f64>(),
+        0.0
+    );
+
+    // ALLOW, SUPPRESS, CONVERGE_DONE with 1.0.0; the shadow (1.1.0) disagrees on the
+    // failed task only.
+    assert_answer(&serve.ask("ORCH-072", "awaiting"), "ALLOW", "non-terminal");
+    expected.decision("ALLOW", "non-terminal");
+    assert_answer(&serve.ask("ORCH-055", "deploying"), "SUPPRESS", "cancelled");
+    expected.decision("SUPPRESS", "cancelled");
+    assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
+    expected.decision("CONVERGE_DONE", "converge-done");
+    assert_answer(&serve.ask("ORCH-081", "monitoring"), "ALLOW", "non-terminal");
+    expected.decision("ALLOW", "non-terminal");
+    expected.add("deploy_guard_shadow_disagreements_total", 1.0);
+    expected.check(addr, "ALLOW, SUPPRESS, CONVERGE_DONE");
+
+    // facts: the database goes away, then comes back.
+    let aside = ws.dir.path().join("aside.db");
+    std::fs::rename(ws.db(), &aside).expect("move the database away");
+    assert_fail_safe(&serve.ask("ORCH-061", "awaiting"), "database:");
+    expected.fail_safe("facts");
+    std::fs::rename(&aside, ws.db()).expect("put the database back");
+    assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
+    expected.decision("CONVERGE_DONE", "converge-done");
+    expected.check(addr, "a missing database");
+
+    // A swap to a policy that fails on demand.
+    write_atomically(&ws.policy(), hostile::LIVE_CLASSES);
+    expected.add("deploy_guard_policy_swaps_total", 1.0);
+    expected.live(hostile::LIVE_CLASSES, "live-classes", "9.9.9");
+    expected.check(addr, "a swap");
+    // Healthy: the shadow disagrees (1.1.0 says task-not-found).
+    assert_answer(&serve.ask("OK-1", "awaiting"), "ALLOW", "live-classes");
+    expected.decision("ALLOW", "live-classes");
+    expected.add("deploy_guard_shadow_disagreements_total", 1.0);
+    // One fail-safe of each class the policy can cause (5 failures on probation).
+    assert_fail_safe(&serve.ask("F-1", "awaiting"), "fuel:");
+    expected.fail_safe("fuel");
+    std::fs::write(&config, "fuel = 10000000000\n").expect("raise the fuel");
+    serve.wait_for_log("configuration reloaded");
+    for (work_item, error, class) in [
+        ("F-2", "deadline:", "deadline"),
+        ("M-1", "memory:", "memory"),
+        ("T-1", "trap:", "trap"),
+        ("I-1", "invalid-result:", "invalid-result"),
+    ] {
+        assert_fail_safe(&serve.ask(work_item, "awaiting"), error);
+        expected.fail_safe(class);
+    }
+    let samples = expected.check(addr, "a fail-safe of each class");
+    // The deadline's decision took more than 100 ms: past the last bucket.
+    let over = family(&samples, "deploy_guard_decision_duration_seconds_bucket");
+    let below_100ms = over["deploy_guard_decision_duration_seconds_bucket{le=\"0.1\"}"];
+    let all = over["deploy_guard_decision_duration_seconds_bucket{le=\"+Inf\"}"];
+    assert!(all - below_100ms >= 1.0, "{over:?}");
+
+    // A refused file: the live policy stays.
+    write_atomically(&ws.policy(), b"not a component at all");
+    expected.add("deploy_guard_policy_refusals_total{reason=\"not-a-component\"}", 1.0);
+    expected.check(addr, "a refused file");
+
+    // Five more failures: ten on probation, rolled back to 1.0.0.
+    for i in 2..7 {
+        assert_fail_safe(&serve.ask(&format!("T-{i}"), "awaiting"), "trap:");
+        expected.fail_safe("trap");
+    }
+    expected.add("deploy_guard_policy_rollbacks_total", 1.0);
+    expected.live(REFERENCE, "deploy-status-guard", "1.0.0");
+    assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
+    expected.decision("CONVERGE_DONE", "converge-done");
+    let samples = expected.check(addr, "a roll back");
+
+    // The histogram counted every decision once, and its buckets are cumulative.
+    let histogram = family(&samples, "deploy_guard_decision_duration_seconds_bucket");
+    let bounds: Vec<f64> = histogram
+        .keys()
+        .filter_map(|series| {
+            let le = series.split("le=\"").nth(1)?.trim_end_matches("\"}");
+            (le != "+Inf").then(|| le.parse().ok()).flatten()
+        })
+        .collect();
+    assert_eq!(bounds.len(), 16, "{histogram:?}");
+    assert_eq!(
+        (
+            bounds.iter().copied().fold(f64::MAX, f64::min),
+            bounds.iter().copied().fold(0.0, f64::max)
+        ),
+        (1e-6, 0.1)
+    );
+    let count = samples["deploy_guard_decision_duration_seconds_count"];
+    assert_eq!(count, expected.decisions());
+    assert_eq!(
+        histogram["deploy_guard_decision_duration_seconds_bucket{le=\"+Inf\"}"],
+        count
+    );
+    assert!(samples["deploy_guard_decision_duration_seconds_sum"] > 0.1);
+    let mut cumulative: Vec<(f64, f64)> = histogram
+        .iter()
+        .filter_map(|(series, n)| {
+            let le = series.split("le=\"").nth(1)?.trim_end_matches("\"}");
+            Some((le.parse().unwrap_or(f64::INFINITY), *n))
+        })
+        .collect();
+    cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(cumulative.windows(2).all(|w| w[0].1 <= w[1].1), "{cumulative:?}");
+    assert_eq!(serve.finish(), Some(0));
+}
+
+#[test]
+fn a_bad_config_and_a_missing_policy_fail_safe_in_their_own_class() {
+    let ws = Workspace::story();
+    let config = ws.dir.path().join("guard.toml");
+    std::fs::write(&config, "enabled = [unclosed").expect("write");
+    let mut command = ws.command();
+    command
+        .args(["serve", "--metrics", "127.0.0.1:0"])
+        .env("DEPLOY_GUARD_CONFIG", &config);
+    let mut serve = Served::start(command);
+    let addr = serve.metrics_addr();
+    let mut expected = Expected::start(Some((REFERENCE, "deploy-status-guard", "1.0.0")), false);
+    assert_fail_safe(&serve.ask("ORCH-061", "awaiting"), "config:");
+    expected.fail_safe("config");
+    expected.check(addr, "a bad config");
+    assert_eq!(serve.finish(), Some(0));
+
+    let mut command = ws.command();
+    command
+        .args(["serve", "--metrics", "127.0.0.1:0"])
+        .env("DEPLOY_GUARD_POLICY", ws.dir.path().join("policies/missing.wasm"));
+    let mut serve = Served::start(command);
+    let addr = serve.metrics_addr();
+    let mut expected = Expected::start(None, false);
+    expected.add("deploy_guard_policy_refusals_total{reason=\"unreadable\"}", 1.0);
+    assert_fail_safe(&serve.ask("ORCH-061", "awaiting"), "policy-unavailable:");
+    expected.fail_safe("policy-unavailable");
+    expected.check(addr, "no policy");
+    assert_eq!(serve.finish(), Some(0));
+}
+
+/// Bytes written by an attacker before the server closed on it, and how long it took.
+fn send_until_closed(mut stream: TcpStream, chunk: &[u8], times: usize, pause: Duration) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut sent = 0;
+    for _ in 0..times {
+        match stream.write(chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => sent += n,
+        }
+        std::thread::sleep(pause);
+    }
+    (sent, started.elapsed())
+}
+
+#[test]
+fn a_hostile_scraper_never_delays_an_answer() {
+    let ws = Workspace::story();
+    let mut command = ws.command();
+    command.args(["serve", "--metrics", "127.0.0.1:0"]);
+    let mut serve = Served::start(command);
+    let addr = serve.metrics_addr();
+    assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
+
+    // A huge request: 256 MiB of header, as fast as it goes; the endpoint reads 8 KiB,
+    // answers 431 and closes. Answers go on meanwhile.
+    let huge = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nX-Huge: ")
+            .expect("start a head");
+        send_until_closed(stream, &[b'a'; 1 << 16], 4096, Duration::ZERO)
+    });
+    for _ in 0..20 {
+        assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
+    }
+    let (sent, _) = huge.join().expect("huge");
+    assert!(sent < 256 << 20, "the endpoint read all {sent} bytes");
+
+    // Slowloris: more connections than the endpoint handles at once, each trickling a
+    // request head one byte every 100 ms, which never ends.
+    let slow: Vec<_> = (0..deploy_guard::metrics_server::MAX_CONNECTIONS + 4)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            stream.write_all(b"GET /metrics HTTP/1.1\r\n").expect("start a head");
+            std::thread::spawn(move || send_until_closed(stream, b"X", 600, Duration::from_millis(100)))
+        })
+        .collect();
+    // Many connections, held open doing nothing.
+    let idle: Vec<TcpStream> = (0..200).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+    assert!(idle.len() >= 100, "only {} connections", idle.len());
+
+    // Answers keep flowing while all of that is held open.
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..300 {
+        let asked = Instant::now();
+        let (item, verdict, rule) = if i % 2 == 0 {
+            ("ORCH-061", "CONVERGE_DONE", "converge-done")
+        } else {
+            ("ORCH-072", "ALLOW", "non-terminal")
+        };
+        assert_answer(&serve.ask(item, "awaiting"), verdict, rule);
+        slowest = slowest.max(asked.elapsed());
+    }
+    let answering = started.elapsed();
+    // Generous: a decision takes microseconds; a blocked loop would wait for seconds.
+    assert!(slowest < Duration::from_secs(2), "an answer took {slowest:?}");
+    assert!(
+        slow.iter().any(|t| !t.is_finished()),
+        "the slowloris connections were no longer held after {answering:?} of answers"
+    );
+
+    // Each slow connection is closed within the request deadline (5 s), not held for
+    // the minute it would take.
+    for attacker in slow {
+        let (_, held) = attacker.join().expect("slowloris");
+        assert!(held < Duration::from_secs(30), "a slowloris was held {held:?}");
+    }
+    drop(idle);
+    // And the endpoint still answers scrapers, once the attackers are gone.
+    let started = Instant::now();
+    let decisions = loop {
+        let samples = std::panic::catch_unwind(|| scrape(addr));
+        if let Ok(samples) = samples {
+            break family(&samples, "deploy_guard_decisions_total").values().sum::<f64>();
+        }
+        assert!(started.elapsed() < PATIENCE, "the endpoint no longer answers");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(decisions, 321.0);
+    // Anything but GET /metrics is turned away.
+    assert_eq!(http(addr, "GET / HTTP/1.1\r\n\r\n").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(
+        http(addr, "POST /metrics HTTP/1.1\r\n\r\n").0,
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    assert_eq!(serve.finish(), Some(0));
+}
+
+#[test]
+fn an_address_that_cannot_be_bound_is_a_warning_and_serve_answers() {
+    let ws = Workspace::story();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    // The flag, and the environment's address the flag overrides.
+    let mut command = ws.command();
+    command
+        .args(["serve", "--metrics", &format!("127.0.0.1:{port}")])
+        .env("DEPLOY_GUARD_METRICS_ADDR", "127.0.0.1:0");
+    let mut serve = Served::start(command);
+    assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
+    let warning = serve.wait_for_log("cannot listen on");
+    let line: Value = serde_json::from_str(&warning).expect("a JSON log line");
+    assert_eq!(line["level"], "WARN", "{warning}");
+    assert!(warning.contains(&format!("127.0.0.1:{port}")), "{warning}");
+    assert_answer(&serve.ask("ORCH-072", "awaiting"), "ALLOW", "non-terminal");
+    assert_eq!(serve.finish(), Some(0));
+    // The environment alone gives the address (a port alone: the loopback interface).
+    let mut command = ws.command();
+    command.arg("serve").env("DEPLOY_GUARD_METRICS_ADDR", "0");
+    let mut serve = Served::start(command);
+    let addr = serve.metrics_addr();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
+    let samples = scrape(addr);
+    assert_eq!(
+        samples.get("deploy_guard_decisions_total{verdict=\"CONVERGE_DONE\",rule=\"converge-done\"}"),
+        Some(&1.0)
+    );
+    assert_eq!(serve.finish(), Some(0));
+}
+
+#[test]
+fn guard_metrics_counts_the_records_a_stalled_ledger_drops() {
+    let ws = Workspace::story();
+    let path = ws.dir.path().join("ledger.db");
+    let guard = Guard::new(Config {
+        ledger: Some(path.clone()),
+        ..ws.config()
+    })
+    .expect("guard");
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    // Another process holds the ledger's write lock: its writer waits.
+    let holder = rusqlite::Connection::open(&path).expect("open");
+    holder.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let huge = "W".repeat(1 << 20);
+    for _ in 0..100 {
+        guard.decide(&huge, Target::Awaiting, None);
+    }
+    let ledger = guard.ledger().expect("ledger in use");
+    let dropped = ledger.dropped();
+    assert!(dropped > 0, "nothing dropped");
+    let text = guard.metrics();
+    assert_eq!(value(&text, "deploy_guard_ledger_dropped_total"), dropped as f64);
+    assert_eq!(value(&text, "deploy_guard_ledger_records_total"), 0.0);
+    holder.execute_batch("COMMIT").expect("unlock");
+    ledger.flush();
+    let text = guard.metrics();
+    assert_eq!(
+        value(&text, "deploy_guard_ledger_records_total"),
+        (100 - dropped) as f64
+    );
+    assert_eq!(
+        value(
+            &text,
+            "deploy_guard_decisions_total{verdict=\"ALLOW\",rule=\"task-not-found\"}"
+        ),
+        100.0
+    );
+    assert!(text.contains("deploy_guard_policy_info{name=\"deploy-status-guard\",version=\"1.0.0\""));
+}
