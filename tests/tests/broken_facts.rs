@@ -889,7 +889,9 @@ fn in_wal_mode_a_writers_exclusive_transaction_does_not_block_the_guard() {
 }
 
 /// WAL with `PRAGMA locking_mode = EXCLUSIVE`: the writer keeps the file to itself
-/// (no wal-index in shared memory), and then readers are blocked as in rollback mode.
+/// (no wal-index in shared memory, so no `-shm` file). A `-wal` without its `-shm` is
+/// not read (issue 11: where no lock stopped it, as after a crash of such a writer,
+/// SQLite would create the `-shm`): fail-safe at once, nothing touched.
 #[test]
 fn in_wal_mode_an_exclusive_locking_writer_blocks_the_guard_and_it_fails_safe() {
     let ws = story(Journal::Wal);
@@ -905,11 +907,8 @@ fn in_wal_mode_an_exclusive_locking_writer_blocks_the_guard_and_it_fails_safe() 
     let before = snapshot(ws.dir.path());
     for _ in 0..2 {
         let (d, took) = timed(&guard);
-        assert_fail_safe(&d, "database is locked");
-        assert!(
-            took >= BUSY - Duration::from_millis(5) && took < Duration::from_secs(2),
-            "{took:?}"
-        );
+        assert_fail_safe(&d, "its -wal file is there without its -shm file");
+        assert!(took < Duration::from_secs(2), "{took:?}");
     }
     assert_untouched(ws.dir.path(), &before);
     writer.close().expect("the writer closes");

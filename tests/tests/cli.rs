@@ -76,7 +76,10 @@ fn decide_answers_every_rule_with_one_json_object() {
         for field in ["db_stage", "window_active", "policy_digest", "error"] {
             assert_eq!(fields[field], json[field], "{field} in {line}");
         }
-        assert!(fields["error"].is_null() && fields["policy_digest"].is_string(), "{line}");
+        assert!(
+            fields["error"].is_null() && fields["policy_digest"].is_string(),
+            "{line}"
+        );
     }
 }
 
