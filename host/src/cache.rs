@@ -158,18 +158,3 @@ impl ArtifactCache {
         }
     }
 }
-
-/// The default cache directory: `$XDG_CACHE_HOME/deploy-guard`, else
-/// `$HOME/.cache/deploy-guard`.
-/// `env` stands for the environment.
-pub fn default_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let base = env("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            env("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        })?;
-    Some(base.join("deploy-guard"))
-}

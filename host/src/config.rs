@@ -19,6 +19,9 @@ pub const DEFAULT_POLICY: &str = "policies/deploy-status-guard.wasm";
 /// Default self-hosting repositories.
 pub const DEFAULT_SELF_HOSTING: &str = "orchestrator";
 
+/// Default retention, in decisions.
+pub const DEFAULT_LEDGER_MAX_ROWS: u64 = 1_000_000;
+
 /// The seed's `_REPO_TOKEN`: what a scope token must look like.
 pub fn is_repo_token(token: &str) -> bool {
     !token.is_empty()
@@ -27,15 +30,7 @@ pub fn is_repo_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The format of the decision lines on stderr.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::decision::LogFormat;
 
 /// What one decision may spend inside the sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +125,7 @@ impl Default for Config {
             busy_timeout: Duration::from_millis(250),
             cache: None,
             ledger: None,
-            ledger_max_rows: crate::ledger::DEFAULT_MAX_ROWS,
+            ledger_max_rows: DEFAULT_LEDGER_MAX_ROWS,
             metrics_addr: None,
             file: None,
             problem: None,
@@ -372,7 +367,7 @@ impl Config {
                 None
             }
             Some(dir) => Some(PathBuf::from(dir)),
-            None => crate::cache::default_dir(&env),
+            None => default_cache_dir(&env),
         };
         config
     }
@@ -603,4 +598,19 @@ mod tests {
             c.problem
         );
     }
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/deploy-guard`, else
+/// `$HOME/.cache/deploy-guard`.
+/// `env` stands for the environment.
+pub fn default_cache_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let base = env("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("deploy-guard"))
 }

@@ -226,14 +226,24 @@ impl FailSafeClass {
     }
 }
 
+/// The format of the decision lines on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// How the decision line is written (set once by the binary's logging set-up): JSON
 /// lines escape their values themselves and write a missing value as null; text lines
 /// escape every field here and write a missing one as `null`.
 static JSON_LINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Say how decision lines are formatted (see [`Decision::log`]).
-pub fn set_line_format(format: crate::LogFormat) {
-    JSON_LINES.store(format == crate::LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
+pub fn set_line_format(format: LogFormat) {
+    JSON_LINES.store(format == LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Rule of a decision made with the guard disabled (the policy did not run).

@@ -8,10 +8,11 @@ use crate::engine::{EngineError, Sandbox};
 use crate::facts::{FactsSource, TaskFacts};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::policy::{Facts, LoadedPolicy, TargetStatus, Task};
+use crate::policy::LoadedPolicy;
 use crate::shadow::{Shadow, ShadowStats};
 use crate::swap::{Outcome, PolicySlot, WatchState, Watcher};
 use crate::vectors::FactsRecord;
+use crate::wit::{Facts, Task, wit_target};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use deploy_status_guard::predicate::py_strip;
 use std::sync::{Arc, Mutex};
@@ -45,22 +46,6 @@ pub enum GuardError {
     /// The watcher thread could not start.
     #[error("cannot start the file watcher: {0}")]
     Watcher(#[from] std::io::Error),
-}
-
-pub(crate) fn wit_target(target: Target) -> TargetStatus {
-    match target {
-        Target::Awaiting => TargetStatus::Awaiting,
-        Target::Deploying => TargetStatus::Deploying,
-        Target::Monitoring => TargetStatus::Monitoring,
-    }
-}
-
-pub(crate) fn host_target(target: TargetStatus) -> Target {
-    match target {
-        TargetStatus::Awaiting => Target::Awaiting,
-        TargetStatus::Deploying => Target::Deploying,
-        TargetStatus::Monitoring => Target::Monitoring,
-    }
 }
 
 impl Guard {

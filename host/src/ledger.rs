@@ -31,8 +31,6 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 pub const QUEUE_BYTES: usize = 64 << 20;
 /// The most records committed in one transaction.
 const BATCH: usize = 1024;
-/// Default retention, in decisions.
-pub const DEFAULT_MAX_ROWS: u64 = 1_000_000;
 
 /// Why the ledger could not be opened.
 #[derive(Debug, thiserror::Error)]

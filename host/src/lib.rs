@@ -59,6 +59,7 @@ pub mod sqlite_mutex;
 pub mod swap;
 pub mod tracker;
 pub mod vectors;
+pub mod wit;
 
 pub use config::{Config, Limits, LogFormat, Overrides};
 pub use decision::{Decision, Request, Target, Verdict};

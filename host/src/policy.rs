@@ -2,7 +2,8 @@
 //! identity; and one decision run in a fresh sandbox, with everything the guest
 //! returns checked before it is believed.
 //!
-//! `bindgen!` runs here and nowhere else: the boundary types are the generated ones.
+//! The boundary types are the ones `bindgen!` generates in [`crate::wit`]; they are
+//! re-exported here, where policies are run, for the embedder's convenience.
 
 use crate::config::Limits;
 use crate::decision::MAX_RULE_BYTES;
@@ -12,17 +13,8 @@ use std::sync::Arc;
 use wasmtime::Trap;
 use wasmtime::component::{Component, types::ComponentItem};
 
-mod wit {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "guard-policy",
-    });
-}
-
-pub use wit::exports::orchestrator::deploy_guard::types::{
-    Decision as WitDecision, Facts, PolicyInfo, TargetStatus, Task, Verdict as WitVerdict,
-};
-use wit::{GuardPolicy, GuardPolicyPre};
+pub use crate::wit::{Facts, PolicyInfo, TargetStatus, Task, WitDecision, WitVerdict};
+use crate::wit::{GuardPolicy, GuardPolicyPre};
 
 /// The longest name or version a policy may report, in bytes.
 pub const MAX_IDENTITY_BYTES: usize = 128;

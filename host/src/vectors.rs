@@ -12,7 +12,7 @@
 //! `window_active` to null, `work_item` to `"VECTOR-1"`, `caller` to null.
 
 use crate::decision::{Target, Verdict};
-use crate::policy::{Facts, Task};
+use crate::wit::{Facts, Task, host_target, wit_target};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -101,7 +101,7 @@ impl FactsRecord {
     pub fn to_facts(&self) -> Facts {
         Facts {
             work_item_id: self.work_item.clone(),
-            target: crate::guard::wit_target(self.target),
+            target: wit_target(self.target),
             caller: self.caller.clone(),
             task: self.task.as_ref().map(|t| Task {
                 repo: t.repo.clone(),
@@ -117,7 +117,7 @@ impl FactsRecord {
     pub fn from_facts(facts: &Facts) -> FactsRecord {
         FactsRecord {
             work_item: facts.work_item_id.clone(),
-            target: crate::guard::host_target(facts.target),
+            target: host_target(facts.target),
             caller: facts.caller.clone(),
             task: facts.task.as_ref().map(|t| VectorTask {
                 repo: t.repo.clone(),
