@@ -346,6 +346,19 @@ impl Guard {
         for warning in &fresh.warnings {
             tracing::warn!(target: "deploy_guard::config", "{warning}");
         }
+        // A reload that points the database at the ledger's files closes the ledger
+        // (issue 11): it must never write a file of the orchestrator's database.
+        if fresh.db != running.db
+            && let Some(ledger) = self.shared.ledger.load_full()
+            && let Some(why) = crate::ledger::conflicts_with_database(ledger.path(), &fresh.db)
+        {
+            tracing::error!(
+                target: "deploy_guard::ledger",
+                "ledger: {} would write over a file of the orchestrator's database ({why}): the ledger is closed, decisions are not recorded",
+                ledger.path().display()
+            );
+            self.shared.ledger.store(None);
+        }
         if fresh.db != running.db || fresh.busy_timeout != running.busy_timeout {
             self.shared
                 .facts

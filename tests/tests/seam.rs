@@ -859,3 +859,54 @@ fn measure_whitespace_limit() {
         eprintln!("{name}: judged up to about {lo} bytes of padding");
     }
 }
+
+#[test]
+fn a_config_reload_that_points_the_database_at_the_ledger_closes_the_ledger() {
+    let ws = Workspace::story();
+    let ledger = ws.dir.path().join("ledger.db");
+    let config = ws.dir.path().join("guard.toml");
+    let write_config = |db: &Path| {
+        write_atomically(
+            &config,
+            format!(
+                "db = {:?}\nledger = {:?}\n",
+                db.display().to_string(),
+                ledger.display().to_string()
+            )
+            .as_bytes(),
+        );
+    };
+    write_config(&ws.db());
+    let mut command = ws.command();
+    command.env("DEPLOY_GUARD_CONFIG", &config);
+    let log = ws.dir.path().join("serve.log");
+    let mut serve = Serve::start_with_stderr(command, std::fs::File::create(&log).expect("log").into());
+    assert_eq!(serve.ask("ORCH-055", "monitoring")["verdict"], "SUPPRESS");
+    // The operator points the database at the ledger's own WAL.
+    write_config(&with_suffix(&ledger, "-wal"));
+    let start = Instant::now();
+    loop {
+        // Decisions go on meanwhile (whatever they read).
+        serve.ask("ORCH-055", "monitoring");
+        let text = std::fs::read_to_string(&log).expect("log");
+        if text.contains("the ledger is closed") {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the ledger was never closed: {text}");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    let recorded = deploy_guard::ledger::read_ledger(&ledger)
+        .expect("the ledger reads")
+        .len();
+    for _ in 0..20 {
+        serve.ask("ORCH-055", "monitoring");
+    }
+    assert_eq!(serve.finish(), Some(0));
+    assert_eq!(
+        deploy_guard::ledger::read_ledger(&ledger)
+            .expect("the ledger reads")
+            .len(),
+        recorded,
+        "the ledger went on writing"
+    );
+}
