@@ -127,6 +127,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         Command::ExportPolicies { out } => cli::export::run(&out),
     };
+    cli::flush_decision_lines();
     match result {
         Ok(code) => code,
         Err(e) => {

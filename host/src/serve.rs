@@ -7,6 +7,7 @@ use crate::decision::Request;
 use crate::decision::{Decision, Target};
 use crate::guard::Guard;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Read, Write};
 
 /// The most requests decided together (their facts read in one transaction).
@@ -27,17 +28,36 @@ pub struct ServeRequest {
     pub caller: Option<String>,
 }
 
+/// A request as it is on the line: its strings borrowed from the line where they need
+/// no unescaping (the common case), so that parsing a request allocates nothing.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRequest {
-    work_item: Option<String>,
-    target: Option<String>,
-    #[serde(default)]
-    caller: Option<String>,
+struct RawRequest<'a> {
+    #[serde(borrow)]
+    work_item: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    target: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    caller: Option<Cow<'a, str>>,
+}
+
+/// A request borrowed from its line (see [`RawRequest`]).
+struct LineRequest<'a> {
+    work_item: Cow<'a, str>,
+    target: Target,
+    caller: Option<Cow<'a, str>>,
 }
 
 /// Parse one request line (without its newline).
 pub fn parse_request(line: &[u8]) -> Result<ServeRequest, String> {
+    parse_line(line).map(|r| ServeRequest {
+        work_item: r.work_item.into_owned(),
+        target: r.target,
+        caller: r.caller.map(Cow::into_owned),
+    })
+}
+
+fn parse_line(line: &[u8]) -> Result<LineRequest<'_>, String> {
     let text = std::str::from_utf8(line).map_err(|e| format!("the request is not valid UTF-8: {e}"))?;
     if text.trim().is_empty() {
         return Err("empty request line".to_owned());
@@ -46,12 +66,12 @@ pub fn parse_request(line: &[u8]) -> Result<ServeRequest, String> {
     if !text.trim_start().starts_with('{') {
         return Err("the request is not a valid JSON request: expected a JSON object".to_owned());
     }
-    let raw: RawRequest =
+    let raw: RawRequest<'_> =
         serde_json::from_str(text).map_err(|e| format!("the request is not a valid JSON request: {e}"))?;
     let work_item = raw.work_item.ok_or("missing field `work_item`")?;
     let target = raw.target.ok_or("missing field `target`")?;
     let target = target.parse::<Target>()?;
-    Ok(ServeRequest {
+    Ok(LineRequest {
         work_item,
         target,
         caller: raw.caller,
@@ -163,11 +183,7 @@ fn serve_with<R: Read>(
                 None => break,
             }
         }
-        for answer in answer_batch(&mut decide, &lines) {
-            output.write_all(answer.as_bytes())?;
-            output.write_all(b"\n")?;
-            answered += 1;
-        }
+        answered += write_answers(&mut decide, &lines, output)?;
         output.flush()?;
     }
     Ok(answered)
@@ -186,15 +202,20 @@ fn next_line(input: &mut impl BufRead) -> Option<Line> {
     }
 }
 
-/// The answers to a batch of lines, in order.
-fn answer_batch(decide: &mut impl FnMut(&[Request<'_>]) -> Vec<Decision>, lines: &[Line]) -> Vec<String> {
-    let parsed: Vec<Result<ServeRequest, String>> = lines
+/// Decide a batch of lines and write their answers, in order, one a line, each
+/// serialised straight into `output` (no string per answer). Returns how many.
+fn write_answers(
+    decide: &mut impl FnMut(&[Request<'_>]) -> Vec<Decision>,
+    lines: &[Line],
+    output: &mut impl Write,
+) -> std::io::Result<u64> {
+    let parsed: Vec<Result<LineRequest<'_>, String>> = lines
         .iter()
         .map(|line| match line {
             Line::TooLong(n) => Err(format!(
                 "the request line is {n} bytes long, more than {MAX_LINE_BYTES}"
             )),
-            Line::Complete(bytes) => parse_request(bytes),
+            Line::Complete(bytes) => parse_line(bytes),
         })
         .collect();
     let requests: Vec<Request<'_>> = parsed
@@ -207,16 +228,23 @@ fn answer_batch(decide: &mut impl FnMut(&[Request<'_>]) -> Vec<Decision>, lines:
         })
         .collect();
     let mut decisions = decide(&requests).into_iter();
-    parsed
-        .iter()
-        .map(|p| match p {
-            Ok(_) => decisions
-                .next()
-                .map_or_else(|| error_line("internal: no decision was made"), |d| d.to_json()),
+    for p in &parsed {
+        match p {
+            Ok(_) => match decisions.next() {
+                Some(decision) => {
+                    if let Err(e) = serde_json::to_writer(&mut *output, &decision) {
+                        // Only the writer can fail here (a decision always serialises).
+                        return Err(e.into());
+                    }
+                }
+                None => output.write_all(error_line("internal: no decision was made").as_bytes())?,
+            },
             Err(message) => {
                 tracing::warn!(target: "deploy_guard::serve", "malformed request: {message}");
-                error_line(message)
+                output.write_all(error_line(message).as_bytes())?;
             }
-        })
-        .collect()
+        }
+        output.write_all(b"\n")?;
+    }
+    Ok(parsed.len() as u64)
 }

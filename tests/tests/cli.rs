@@ -152,6 +152,52 @@ fn usage_errors_exit_2_with_a_clear_message() {
     }
 }
 
+/// `serve` writes a batch's decision lines to stderr in one write when it flushes the
+/// batch's answers: each line must be out by the time its answer is, not held until
+/// end of input. And a request whose strings carry JSON escapes (parsed into owned
+/// text, where plain ones are borrowed from the line) decides the same as plain text.
+#[test]
+fn serve_writes_each_decision_line_with_its_answer_and_reads_escaped_strings() {
+    let ws = Workspace::story();
+    let mut serve = ServeChild::start(ws.command());
+    for (line, work_item, caller) in [
+        (
+            &br#"{"work_item": "ORCH-061", "target": "monitoring", "caller": "tick-1"}"#[..],
+            "ORCH-061",
+            "tick-1",
+        ),
+        (
+            br#"{"work_item": "ORCH-\u0030\u0036\u0031", "target": "monitoring", "caller": "tick\u002d2"}"#,
+            "ORCH-061",
+            "tick-2",
+        ),
+        (
+            br#"{"work_item": "ORCH-055", "target": "awaiting", "caller": "tick-3"}"#,
+            "ORCH-055",
+            "tick-3",
+        ),
+    ] {
+        let answer = serve.ask_line(line);
+        assert_eq!(
+            (answer["work_item"].as_str(), answer["caller"].as_str()),
+            (Some(work_item), Some(caller))
+        );
+        // The answer is in; its decision line must follow while serve waits for more.
+        // (The workspace's serve logs JSON lines.)
+        let logged = serve.wait_for_log(Duration::from_secs(10), |l| {
+            let line: Value = serde_json::from_str(l).unwrap_or_default();
+            line["target"] == "deploy_guard::decision" && line["fields"]["caller"] == caller
+        });
+        let fields = serde_json::from_str::<Value>(&logged).expect("a JSON line")["fields"].clone();
+        assert_eq!(
+            (&fields["work_item"], &fields["rule"]),
+            (&answer["work_item"], &answer["rule"]),
+            "{logged}"
+        );
+    }
+    assert_eq!(serve.finish(), Some(0));
+}
+
 #[test]
 fn serve_answers_in_order_and_survives_malformed_lines() {
     let ws = Workspace::story();

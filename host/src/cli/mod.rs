@@ -25,12 +25,87 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
         .with_env_filter(filter)
         // Colours only on a terminal: a pipe or a log file gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(Stderr);
     deploy_guard::decision::set_line_format(format);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.event_format(JsonLine).try_init(),
     };
+}
+
+/// Decision lines waiting to be written to stderr (see [`Stderr`]).
+static PENDING_LINES: parking_lot::Mutex<Vec<u8>> = parking_lot::Mutex::new(Vec::new());
+
+/// Whether decision lines are gathered (in `serve` only; see [`gather_decision_lines`]).
+static GATHER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, gather decision lines until [`flush_decision_lines`] (or 64 KiB of
+/// them): for a loop that flushes with each batch of answers.
+pub fn gather_decision_lines() {
+    GATHER.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Past this many bytes, pending decision lines are written without waiting.
+const PENDING_LIMIT: usize = 64 * 1024;
+
+/// Where log lines go: stderr. In `serve`, decision lines are gathered and written by
+/// [`flush_decision_lines`] (called with each batch's answers), so that a batch costs
+/// one write to stderr rather than one per decision; every other line is
+/// written at once, after any decision lines still pending, so the order holds and a
+/// warning from a watcher thread never waits for the next request.
+struct Stderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
+    type Writer = LineSink;
+
+    fn make_writer(&'a self) -> LineSink {
+        LineSink { pending: false }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> LineSink {
+        LineSink {
+            pending: meta.target() == "deploy_guard::decision" && GATHER.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+/// One log line on its way to stderr (tracing-subscriber writes a line in one call).
+struct LineSink {
+    pending: bool,
+}
+
+impl std::io::Write for LineSink {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut pending = PENDING_LINES.lock();
+        if self.pending {
+            pending.extend_from_slice(line);
+            if pending.len() >= PENDING_LIMIT {
+                write_out(&mut pending);
+            }
+        } else {
+            write_out(&mut pending);
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Write the pending lines to stderr. A failed write loses them, as it would have
+/// lost each line: logging never fails a decision.
+fn write_out(pending: &mut Vec<u8>) {
+    if !pending.is_empty() {
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), pending);
+        pending.clear();
+    }
+}
+
+/// Write the decision lines gathered so far to stderr.
+pub fn flush_decision_lines() {
+    write_out(&mut PENDING_LINES.lock());
 }
 
 /// The fields of a decision line, each written in JSON even when the decision has no

@@ -9,10 +9,11 @@ use std::process::ExitCode;
 pub fn run(overrides: Overrides, shadow: Option<&Path>, metrics: Option<String>) -> anyhow::Result<ExitCode> {
     let config = Config::load(&overrides);
     super::init_logging(config.log, "info");
+    super::gather_decision_lines();
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut input = std::io::BufReader::with_capacity(1 << 16, stdin.lock());
-    let mut output = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut output = AnswersThenLines(std::io::BufWriter::with_capacity(1 << 16, stdout.lock()));
     let guard = match Guard::with_overrides(config.clone(), overrides) {
         Ok(guard) => guard,
         Err(e) => {
@@ -53,7 +54,9 @@ pub fn run(overrides: Overrides, shadow: Option<&Path>, metrics: Option<String>)
             }
         }
     });
-    let answered = deploy_guard::serve::serve(&guard, &mut input, &mut output)?;
+    let answered = deploy_guard::serve::serve(&guard, &mut input, &mut output);
+    super::flush_decision_lines();
+    let answered = answered?;
     tracing::info!(target: "deploy_guard::serve", answered, "end of input");
     if let Some(stats) = guard.finish_shadow() {
         let candidate = shadow.map(|p| p.display().to_string()).unwrap_or_default();
@@ -64,4 +67,24 @@ pub fn run(overrides: Overrides, shadow: Option<&Path>, metrics: Option<String>)
         ledger.flush();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `serve`'s stdout: flushing it (which the loop does at the end of every batch) also
+/// writes the batch's decision lines to stderr, in one write.
+struct AnswersThenLines<W: std::io::Write>(W);
+
+impl<W: std::io::Write> std::io::Write for AnswersThenLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let answers = self.0.flush();
+        super::flush_decision_lines();
+        answers
+    }
 }
