@@ -136,6 +136,7 @@ impl From<Paths> for deploy_guard::Overrides {
         deploy_guard::Overrides {
             db: paths.db,
             policy: paths.policy,
+            ..deploy_guard::Overrides::default()
         }
     }
 }
