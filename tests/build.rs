@@ -53,6 +53,7 @@ const CASES: &[(&str, World)] = &[
     ("rule-out-of-bounds", World::Guard),
     ("huge-rule", World::Guard),
     ("live-trap", World::Guard),
+    ("live-loop", World::Guard),
 ];
 
 fn main() {
