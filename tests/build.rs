@@ -57,6 +57,7 @@ const CASES: &[(&str, World)] = &[
     ("look-alike-name", World::Guard),
     ("forged-line-rule", World::Guard),
     ("live-classes", World::Guard),
+    ("live-loop", World::Guard),
 ];
 
 fn main() {

@@ -134,13 +134,21 @@ impl Default for Config {
     }
 }
 
-/// Values given on the command line; they override everything else.
+/// Values given on the command line (or by an embedding program); they override
+/// everything else.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     /// `--db`.
     pub db: Option<PathBuf>,
     /// `--policy`.
     pub policy: Option<PathBuf>,
+    /// The config file to read instead of `DEPLOY_GUARD_CONFIG`'s.
+    pub config_file: Option<PathBuf>,
+    /// Settings with the config file's keys and value types (`enabled`, `repos`,
+    /// `timeout_ms`, ...), over both the environment and the file, as flags are: what
+    /// the Python `Guard(**settings)` passes. An unknown key or a value of the wrong
+    /// type is a problem (every decision fails safe naming it), as in the file.
+    pub settings: toml::Table,
 }
 
 /// The keys of the `DEPLOY_GUARD_CONFIG` file. Values are strings or their natural
@@ -176,19 +184,40 @@ impl Config {
     /// Load with `env` standing for the environment (tests, embedding).
     pub fn load_from(env: impl Fn(&str) -> Option<String>, overrides: &Overrides) -> Config {
         let from_env = |name: &str| env(name).map(|v| (name.to_owned(), v));
-        let file_path = env("DEPLOY_GUARD_CONFIG")
-            .filter(|p| !p.trim().is_empty())
-            .map(PathBuf::from);
+        let file_path = overrides.config_file.clone().or_else(|| {
+            env("DEPLOY_GUARD_CONFIG")
+                .filter(|p| !p.trim().is_empty())
+                .map(PathBuf::from)
+        });
         let mut problem = None;
-        let file = match &file_path {
-            None => FileConfig::default(),
+        let mut file = match &file_path {
+            None => toml::Table::new(),
             Some(path) => match read_file_config(path) {
                 Ok(file) => file,
                 Err(e) => {
                     problem = Some(e);
-                    FileConfig::default()
+                    toml::Table::new()
                 }
             },
+        };
+        // The settings, checked on their own first so that a bad one is named as a
+        // setting, then laid over the file's keys.
+        if let Err(e) = FileConfig::deserialize(overrides.settings.clone()) {
+            problem.get_or_insert(format!("config: setting: {}", one_line(&e.to_string())));
+        } else {
+            file.extend(overrides.settings.clone());
+        }
+        let file: FileConfig = match FileConfig::deserialize(file) {
+            Ok(file) => file,
+            Err(e) => {
+                let path = file_path.as_deref().unwrap_or(Path::new(""));
+                problem.get_or_insert(format!(
+                    "config: cannot parse the config file {}: {}",
+                    path.display(),
+                    one_line(&e.to_string())
+                ));
+                FileConfig::default()
+            }
         };
         let from_file = |key: &str, value: &Option<toml::Value>| {
             value.as_ref().map(|v| {
@@ -383,20 +412,24 @@ impl Config {
     }
 }
 
-fn read_file_config(path: &Path) -> Result<FileConfig, String> {
+/// The file's keys, parsed as TOML but not yet checked against [`FileConfig`].
+fn read_file_config(path: &Path) -> Result<toml::Table, String> {
     let cannot_read =
         |e: &dyn std::fmt::Display| format!("config: cannot read the config file {}: {e}", path.display());
     let bytes =
         crate::read_file::read_bounded(path, crate::read_file::MAX_CONFIG_BYTES).map_err(|e| cannot_read(&e))?;
     let text = String::from_utf8(bytes).map_err(|e| cannot_read(&e))?;
     toml::from_str(&text).map_err(|e| {
-        let message = e.to_string();
         format!(
             "config: cannot parse the config file {}: {}",
             path.display(),
-            message.lines().collect::<Vec<_>>().join(" ")
+            one_line(&e.to_string())
         )
     })
+}
+
+fn one_line(message: &str) -> String {
+    message.lines().collect::<Vec<_>>().join(" ")
 }
 
 /// true/false/1/0/yes/no/on/off, in any case, surrounding whitespace ignored.
@@ -564,9 +597,54 @@ mod tests {
         let flags = Overrides {
             db: Some("flag.db".into()),
             policy: Some("flag.wasm".into()),
+            ..Overrides::default()
         };
         let c = Config::load_from(|n| vars.get(n).cloned(), &flags);
         assert_eq!((c.db, c.policy), (PathBuf::from("flag.db"), PathBuf::from("flag.wasm")));
+    }
+
+    #[test]
+    fn settings_override_the_file_and_the_environment_and_a_bad_one_is_a_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("guard.toml");
+        std::fs::write(&file, "enabled = false\nrepos = \"svc-a\"\ntimeout_ms = 300\n").expect("write");
+        let env = |n: &str| (n == "DEPLOY_GUARD_FUEL").then(|| "20000".to_owned());
+        let mut settings = toml::Table::new();
+        settings.insert("enabled".into(), toml::Value::Boolean(true));
+        settings.insert("fuel".into(), toml::Value::Integer(50_000));
+        let overrides = Overrides {
+            config_file: Some(file.clone()),
+            settings,
+            ..Overrides::default()
+        };
+        let c = Config::load_from(env, &overrides);
+        assert!(c.problem.is_none(), "{:?}", c.problem);
+        assert_eq!(
+            c.file.as_deref(),
+            Some(file.as_path()),
+            "the given file, not the environment's"
+        );
+        assert!(c.enabled, "the setting wins over the file");
+        assert_eq!(c.scope_repos, ["svc-a"], "the file still gives what no setting gives");
+        assert_eq!(c.limits.timeout, Duration::from_millis(300));
+        assert_eq!(c.limits.fuel, 50_000, "the setting wins over the environment");
+
+        for (key, value) in [
+            ("no_such_key", toml::Value::Boolean(true)),
+            ("log", toml::Value::Integer(3)),
+        ] {
+            let mut settings = toml::Table::new();
+            settings.insert(key.into(), value);
+            let c = Config::load_from(
+                env,
+                &Overrides {
+                    settings,
+                    ..Overrides::default()
+                },
+            );
+            let problem = c.problem.unwrap_or_default();
+            assert!(problem.starts_with("config: setting:"), "{key}: {problem}");
+        }
     }
 
     #[test]

@@ -88,10 +88,42 @@ impl ResourceLimiter for SandboxState {
 struct Ticker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The process that started the thread: after a fork, the child has the Ticker
+    /// but not the thread.
+    pid: u32,
+}
+
+impl Ticker {
+    /// Start a thread that advances the epoch of every engine in `engines`.
+    fn start(engines: Vec<Engine>) -> Result<Ticker, EngineError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("deploy-guard-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    // Parked, not asleep: dropping the owner unparks it at once.
+                    std::thread::park_timeout(EPOCH_TICK);
+                    engines.iter().for_each(Engine::increment_epoch);
+                }
+            })
+            .map_err(|e| EngineError(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Ticker {
+            stop,
+            thread: Some(thread),
+            pid: std::process::id(),
+        })
+    }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            // Forked: the thread is the parent's. Nothing here to join or detach (its
+            // handle names a thread of another process), so the handle is leaked.
+            std::mem::forget(self.thread.take());
+            return;
+        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             thread.thread().unpark();
@@ -132,7 +164,7 @@ pub struct Sandbox {
     /// How many components this sandbox compiled (a cache hit compiles none): what
     /// proves that the precompiled cache was used.
     compiles: std::sync::atomic::AtomicU64,
-    _ticker: Ticker,
+    ticker: std::sync::Mutex<Ticker>,
 }
 
 static NEXT_LANE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -190,19 +222,7 @@ impl Sandbox {
                 Ok(Lane { engine, linker })
             })
             .collect::<Result<Vec<Lane>, EngineError>>()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticking: Vec<Engine> = lanes.iter().map(|lane| lane.engine.clone()).collect();
-        let stopped = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("deploy-guard-epoch".into())
-            .spawn(move || {
-                while !stopped.load(Ordering::Relaxed) {
-                    // Parked, not asleep: dropping the owner unparks it at once.
-                    std::thread::park_timeout(EPOCH_TICK);
-                    ticking.iter().for_each(Engine::increment_epoch);
-                }
-            })
-            .map_err(|e| EngineError(format!("cannot start the epoch ticker: {e}")))?;
+        let ticker = Ticker::start(lanes.iter().map(|lane| lane.engine.clone()).collect())?;
         let cache = cache.and_then(|dir| match crate::cache::ArtifactCache::open(dir) {
             Ok(cache) => Some(cache),
             Err(e) => {
@@ -214,11 +234,20 @@ impl Sandbox {
             lanes,
             cache,
             compiles: std::sync::atomic::AtomicU64::new(0),
-            _ticker: Ticker {
-                stop,
-                thread: Some(thread),
-            },
+            ticker: std::sync::Mutex::new(ticker),
         }))
+    }
+
+    /// Restart the epoch ticker if this process did not start it: threads do not
+    /// survive `fork()`, and without the ticker no deadline would ever pass in a
+    /// forked child. Cheap and idempotent; an embedding that forks calls it in the
+    /// child (the Python extension does, from `os.register_at_fork`).
+    pub fn ensure_ticker(&self) -> Result<(), EngineError> {
+        let mut ticker = self.ticker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ticker.pid != std::process::id() {
+            *ticker = Ticker::start(self.lanes.iter().map(|lane| lane.engine.clone()).collect())?;
+        }
+        Ok(())
     }
 
     /// The first lane's engine: where policies are compiled and checked.

@@ -378,6 +378,34 @@ impl Guard {
         ConfigReload::Reloaded
     }
 
+    /// Before `fork()`: stop this guard's ledger writer (what waits is committed), so
+    /// that no thread of it holds a lock (SQLite's, the allocator's) that the child
+    /// would inherit locked. The caller stops its [`Watcher`] too, and lets no decision
+    /// run until [`Guard::after_fork`]. Decisions in between are not recorded.
+    pub fn before_fork(&self) {
+        drop(self.shared.ledger.swap(None));
+    }
+
+    /// After `fork()`, in the parent (`in_child` false) or the child (true): the
+    /// per-process state is made again. In the child: the epoch ticker (threads do not
+    /// survive a fork; without it no deadline would pass), fresh database connections
+    /// (SQLite's are not to be used across a fork; the inherited ones are leaked, never
+    /// closed). In both: the ledger writer. A watcher is the caller's to restart.
+    pub fn after_fork(&self, in_child: bool) {
+        if in_child {
+            if let Err(e) = self.shared.sandbox.ensure_ticker() {
+                tracing::error!(target: "deploy_guard::engine", "{e}: deadlines cannot pass in this process");
+            }
+            std::mem::forget(self.shared.facts.load_full());
+            let config = self.shared.config.load_full();
+            self.shared
+                .facts
+                .store(Arc::new(FactsSource::new(config.db.clone(), config.busy_timeout)));
+        }
+        let config = self.shared.config.load_full();
+        self.shared.ledger.store(open_ledger(&config, &self.shared.metrics).map(Arc::new));
+    }
+
     /// Start watching the policy and config files (hot swap); stops when dropped. The
     /// config file has a thread of its own, so that a slow candidate under the gate never
     /// delays the kill-switch.

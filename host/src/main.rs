@@ -142,6 +142,7 @@ impl From<Paths> for deploy_guard::Overrides {
         deploy_guard::Overrides {
             db: paths.db,
             policy: paths.policy,
+            ..deploy_guard::Overrides::default()
         }
     }
 }
