@@ -90,6 +90,8 @@ pub struct PolicySlot {
     /// Why no policy is live (start-up with a bad or missing file).
     problem: ArcSwapOption<String>,
     refused: Mutex<Refused>,
+    /// The keys a candidate must be signed by, checked before the gate (issue 13).
+    trust: ArcSwapOption<crate::signature::Trust>,
 }
 
 /// The decisions after a swap are watched: if [`ROLLBACK_FAILURES`] of the first
@@ -150,6 +152,12 @@ impl PolicySlot {
     /// Why no policy is live.
     pub fn problem(&self) -> Option<Arc<String>> {
         self.problem.load_full()
+    }
+
+    /// Require candidates to be signed by these keys from now on (`None`: no signature
+    /// required).
+    pub fn set_trust(&self, trust: Option<crate::signature::Trust>) {
+        self.trust.store(trust.map(Arc::new));
     }
 
     /// Replace the live policy (already admitted) and say so.
@@ -291,6 +299,34 @@ impl PolicySlot {
         path: &Path,
         limits: crate::config::Limits,
     ) -> Outcome {
+        self.load(sandbox, path, limits, true)
+    }
+
+    /// [`PolicySlot::load_from`] for the local copy of a policy pulled from a registry,
+    /// whose signature [`crate::follow`] has verified already (cosign's registry
+    /// signature is over the manifest, not over the file).
+    pub fn load_pulled(
+        &self,
+        sandbox: &Arc<crate::engine::Sandbox>,
+        path: &Path,
+        limits: crate::config::Limits,
+    ) -> Outcome {
+        self.load(sandbox, path, limits, false)
+    }
+
+    /// Say once why the policy could not be updated (no policy live: every decision
+    /// fails safe with it).
+    pub fn report_problem(&self, reason: String) -> Outcome {
+        self.refuse(None, reason)
+    }
+
+    fn load(
+        &self,
+        sandbox: &Arc<crate::engine::Sandbox>,
+        path: &Path,
+        limits: crate::config::Limits,
+        check_signature: bool,
+    ) -> Outcome {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -311,11 +347,20 @@ impl PolicySlot {
         // its own (rolled back after going live) stays refused whatever the vectors.
         let vectors = crate::vectors::vectors_path(path);
         let judged_with = std::fs::read(&vectors).map_or_else(|_| "none".to_owned(), |v| crate::policy::digest(&v));
-        let key = format!("{digest} vectors={judged_with} limits={limits:?}");
+        let mut key = format!("{digest} vectors={judged_with} limits={limits:?}");
+        let trust = self.trust.load_full().filter(|_| check_signature);
+        if trust.is_some() {
+            key.push_str(&format!(" sig={}", crate::signature::signature_stamp(path)));
+        }
         if let Ok(refused) = self.refused.lock()
             && (refused.digests.contains(&key) || refused.digests.contains(&digest))
         {
             return Outcome::Refused(format!("{digest} was refused before"));
+        }
+        if let Some(trust) = trust
+            && let Err(e) = trust.verify_file(path, &bytes)
+        {
+            return self.refuse(Some(key), format!("policy refused: {}: {e}", path.display()));
         }
         match gate::admit(sandbox, &bytes, limits, Some(&vectors)) {
             Ok(admitted) => self.activate(admitted.policy, path),
@@ -445,5 +490,6 @@ impl Drop for Watcher {
 pub(crate) struct WatchState {
     pub(crate) policy: ChangeDetector,
     pub(crate) vectors: ChangeDetector,
+    pub(crate) signature: ChangeDetector,
     pub(crate) policy_path: PathBuf,
 }

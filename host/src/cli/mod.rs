@@ -6,11 +6,16 @@ pub mod decide;
 pub mod demo;
 pub mod diff;
 pub mod export;
+pub mod keygen;
+pub mod push;
 pub mod replay;
 pub mod rollback;
 pub mod serve;
+pub mod sign;
+pub mod verify;
 
 use deploy_guard::LogFormat;
+use deploy_guard::oci::PolicyRef;
 use tracing_subscriber::EnvFilter;
 
 /// Log lines to stderr (never stdout: it carries the answers), text or JSON,
@@ -26,4 +31,14 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// `target` as a registry reference: `oci://...`, or `HOST/REPO:TAG` when no such
+/// file exists.
+pub fn registry_reference(target: &str) -> Option<PolicyRef> {
+    if target.starts_with(deploy_guard::oci::SCHEME) || !std::path::Path::new(target).exists() {
+        PolicyRef::parse(target).ok()
+    } else {
+        None
+    }
 }
