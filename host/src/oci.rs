@@ -394,7 +394,8 @@ impl Registry {
         during: &str,
         future: impl Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
     ) -> Result<T, OciError> {
-        match self.runtime.block_on(tokio::time::timeout(self.timeout, future)) {
+        // The timer is made inside the runtime (it needs the runtime's clock).
+        match self.runtime.block_on(async { tokio::time::timeout(self.timeout, future).await }) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(OciError::Registry {
                 registry: self.registry.clone(),
@@ -562,7 +563,8 @@ impl Registry {
         }
         let bytes = self
             .runtime
-            .block_on(tokio::time::timeout(self.timeout, async {
+            .block_on(async {
+                tokio::time::timeout(self.timeout, async {
                 let mut stream = self
                     .client
                     .pull_blob_stream(&reference.reference, &descriptor.layer_descriptor())
@@ -583,7 +585,9 @@ impl Registry {
                     bytes.extend_from_slice(&chunk);
                 }
                 Ok(bytes)
-            }))
+                })
+                .await
+            })
             .map_err(|_| self.timed_out(during))?
             .map_err(|failed| match failed {
                 Failed::TooLarge => artifact(
