@@ -78,7 +78,13 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
 impl Follower {
     /// Look at the registry if the poll interval has passed (always when `now` is
     /// set), and act on a new manifest. `None` when nothing was looked at.
-    pub fn refresh(&mut self, slot: &PolicySlot, sandbox: &Arc<Sandbox>, config: &Config, now: bool) -> Option<Outcome> {
+    pub fn refresh(
+        &mut self,
+        slot: &PolicySlot,
+        sandbox: &Arc<Sandbox>,
+        config: &Config,
+        now: bool,
+    ) -> Option<Outcome> {
         let text = config.policy.to_string_lossy().into_owned();
         let reference = match PolicyRef::parse(&text) {
             Ok(reference) => reference,
@@ -112,7 +118,6 @@ impl Follower {
             Err(e) => slot.report_problem(format!("policy not updated from {reference}: {e}")),
         })
     }
-
 
     fn poll_registry(
         &mut self,
@@ -160,7 +165,6 @@ impl Follower {
         }
         Ok(outcome)
     }
-
 }
 
 /// The registry client, connected on first use and kept.
@@ -177,24 +181,30 @@ fn connect_once<'a>(
             &|name| std::env::var(name).ok(),
         )?);
     }
-    client.as_ref().ok_or_else(|| OciError::Local("no registry client".into()))
+    client
+        .as_ref()
+        .ok_or_else(|| OciError::Local("no registry client".into()))
 }
 
 /// Write the pulled policy and its record into `dir`, each atomically; the policy's path.
 fn keep_local_copy(dir: &Path, reference: &PolicyRef, pulled: &Pulled) -> std::io::Result<PathBuf> {
-        private_dir(dir)?;
-        let record = LocalRecord {
-            reference: reference.to_string(),
-            manifest_digest: pulled.manifest_digest.clone(),
-            layer_digest: crate::policy::digest(&pulled.bytes),
-            signature: pulled.signature.clone(),
-        };
-        let path = dir.join("policy.wasm");
-        // The record names the policy's digest: a crash between the two renames leaves
-        // a pair that does not match, which start-up refuses rather than trusts.
-        write_atomically(dir, "policy.wasm", &pulled.bytes)?;
-        write_atomically(dir, "policy.json", &serde_json::to_vec_pretty(&record).unwrap_or_default())?;
-        Ok(path)
+    private_dir(dir)?;
+    let record = LocalRecord {
+        reference: reference.to_string(),
+        manifest_digest: pulled.manifest_digest.clone(),
+        layer_digest: crate::policy::digest(&pulled.bytes),
+        signature: pulled.signature.clone(),
+    };
+    let path = dir.join("policy.wasm");
+    // The record names the policy's digest: a crash between the two renames leaves
+    // a pair that does not match, which start-up refuses rather than trusts.
+    write_atomically(dir, "policy.wasm", &pulled.bytes)?;
+    write_atomically(
+        dir,
+        "policy.json",
+        &serde_json::to_vec_pretty(&record).unwrap_or_default(),
+    )?;
+    Ok(path)
 }
 
 impl Follower {
@@ -228,7 +238,10 @@ impl Follower {
         match checked {
             Ok(record) => {
                 tracing::warn!(target: "deploy_guard::oci", reference = %reference, manifest = %record.manifest_digest, path = %path.display(), "starting on the last good local copy of {reference} ({}) before asking the registry", record.manifest_digest);
-                if matches!(slot.load_pulled(sandbox, &path, config.limits), Outcome::Activated { .. }) {
+                if matches!(
+                    slot.load_pulled(sandbox, &path, config.limits),
+                    Outcome::Activated { .. }
+                ) {
                     self.live_manifest = Some(record.manifest_digest);
                 }
             }

@@ -105,7 +105,9 @@ impl Guard {
             watch.policy_path = config.policy.clone();
             watch.policy.settle(&config.policy);
             watch.vectors.settle(&crate::vectors::vectors_path(&config.policy));
-            watch.signature.settle(&crate::signature::signature_path(&config.policy));
+            watch
+                .signature
+                .settle(&crate::signature::signature_path(&config.policy));
         }
         if let (Some(file), Ok(mut detector)) = (&config.file, guard.shared.config_watch.lock()) {
             detector.settle(file);

@@ -114,11 +114,15 @@ impl PolicyRef {
             reference: text.to_owned(),
             reason: reason.to_owned(),
         };
-        let (host, rest) = bare.split_once('/').ok_or_else(|| error("no repository after the host"))?;
+        let (host, rest) = bare
+            .split_once('/')
+            .ok_or_else(|| error("no repository after the host"))?;
         if host.is_empty() || rest.is_empty() {
             return Err(error("expected HOST[:PORT]/REPOSITORY:TAG"));
         }
-        let reference: Reference = bare.parse().map_err(|e: oci_client::ParseError| error(&e.to_string()))?;
+        let reference: Reference = bare
+            .parse()
+            .map_err(|e: oci_client::ParseError| error(&e.to_string()))?;
         if reference.registry() != host {
             return Err(error("the first component must be the registry host"));
         }
@@ -172,7 +176,13 @@ impl PolicyRef {
     pub fn directory_name(&self) -> String {
         self.to_string()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect()
     }
 }
@@ -195,10 +205,7 @@ fn is_loopback(registry: &str) -> bool {
         _ => registry,
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A pulled, checked policy artifact (not yet through the gate).
@@ -312,7 +319,11 @@ pub fn simple_signing_payload(reference: &PolicyRef, digest: &str) -> String {
 /// Check `stored` against `trust` for the manifest `digest`: the signature is by a
 /// trusted key over the payload, and the payload names this digest.
 pub fn verify_stored(trust: &Trust, stored: &StoredSignature, digest: &str) -> Result<String, SignatureError> {
-    let key = trust.verify(stored.payload.as_bytes(), stored.signature.as_bytes(), " in the registry")?;
+    let key = trust.verify(
+        stored.payload.as_bytes(),
+        stored.signature.as_bytes(),
+        " in the registry",
+    )?;
     let payload: SimpleSigning = serde_json::from_str(&stored.payload).map_err(|e| SignatureError::Malformed {
         from: " payload".into(),
         reason: e.to_string(),
@@ -395,7 +406,10 @@ impl Registry {
         future: impl Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
     ) -> Result<T, OciError> {
         // The timer is made inside the runtime (it needs the runtime's clock).
-        match self.runtime.block_on(async { tokio::time::timeout(self.timeout, future).await }) {
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(self.timeout, future).await })
+        {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(OciError::Registry {
                 registry: self.registry.clone(),
@@ -473,16 +487,14 @@ impl Registry {
             let digest = crate::policy::digest(blob);
             self.run(
                 "pushing a blob",
-                self.client
-                    .push_blob(&reference.reference, blob.clone(), &digest),
+                self.client.push_blob(&reference.reference, blob.clone(), &digest),
             )?;
         }
         let digest = crate::policy::digest(&body);
         let content_type = http::HeaderValue::from_static(OCI_MANIFEST_MEDIA_TYPE);
         self.run(
             "pushing the manifest",
-            self.client
-                .push_manifest_raw(&reference.reference, body, content_type),
+            self.client.push_manifest_raw(&reference.reference, body, content_type),
         )?;
         Ok(digest)
     }
@@ -565,26 +577,29 @@ impl Registry {
             .runtime
             .block_on(async {
                 tokio::time::timeout(self.timeout, async {
-                let mut stream = self
-                    .client
-                    .pull_blob_stream(&reference.reference, &descriptor.layer_descriptor())
-                    .await
-                    .map_err(|e| Failed::Transfer(describe(&e)))?;
-                let mut bytes = Vec::new();
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(|e| {
-                        // oci-client checks the digest as the body streams in.
-                        match e.get_ref().and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>()) {
-                            Some(digest) => Failed::Digest(digest.to_string()),
-                            None => Failed::Transfer(describe(&e)),
+                    let mut stream = self
+                        .client
+                        .pull_blob_stream(&reference.reference, &descriptor.layer_descriptor())
+                        .await
+                        .map_err(|e| Failed::Transfer(describe(&e)))?;
+                    let mut bytes = Vec::new();
+                    while let Some(chunk) = stream.next().await {
+                        let chunk = chunk.map_err(|e| {
+                            // oci-client checks the digest as the body streams in.
+                            match e
+                                .get_ref()
+                                .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
+                            {
+                                Some(digest) => Failed::Digest(digest.to_string()),
+                                None => Failed::Transfer(describe(&e)),
+                            }
+                        })?;
+                        if (bytes.len() + chunk.len()) as u64 > limit {
+                            return Err(Failed::TooLarge);
                         }
-                    })?;
-                    if (bytes.len() + chunk.len()) as u64 > limit {
-                        return Err(Failed::TooLarge);
+                        bytes.extend_from_slice(&chunk);
                     }
-                    bytes.extend_from_slice(&chunk);
-                }
-                Ok(bytes)
+                    Ok(bytes)
                 })
                 .await
             })
@@ -604,13 +619,20 @@ impl Registry {
         if got != descriptor.digest {
             return Err(artifact(
                 reference,
-                format!("digest mismatch: the manifest says {}, the blob is {got}", descriptor.digest),
+                format!(
+                    "digest mismatch: the manifest says {}, the blob is {got}",
+                    descriptor.digest
+                ),
             ));
         }
         if bytes.len() as u64 != descriptor.size {
             return Err(artifact(
                 reference,
-                format!("size mismatch: the manifest says {}, the blob is {}", descriptor.size, bytes.len()),
+                format!(
+                    "size mismatch: the manifest says {}, the blob is {}",
+                    descriptor.size,
+                    bytes.len()
+                ),
             ));
         }
         Ok(bytes)
@@ -782,7 +804,10 @@ pub fn docker_credentials(registry: &str, env: &dyn Fn(&str) -> Option<String>) 
         .as_deref()
         .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a.trim()).ok())
         .and_then(|decoded| String::from_utf8(decoded).ok())
-        .and_then(|pair| pair.split_once(':').map(|(u, p)| RegistryAuth::Basic(u.to_owned(), p.to_owned())))
+        .and_then(|pair| {
+            pair.split_once(':')
+                .map(|(u, p)| RegistryAuth::Basic(u.to_owned(), p.to_owned()))
+        })
         .unwrap_or(RegistryAuth::Anonymous)
 }
 
@@ -821,7 +846,12 @@ mod tests {
         .expect("write");
         let docker_config = dir.path().display().to_string();
         let env = move |name: &str| (name == "DOCKER_CONFIG").then(|| docker_config.clone());
-        assert!(matches!(docker_credentials("reg.example:5000", &env), RegistryAuth::Basic(u, p) if u == "user" && p == "s3cret"));
-        assert!(matches!(docker_credentials("other:5000", &env), RegistryAuth::Anonymous));
+        assert!(
+            matches!(docker_credentials("reg.example:5000", &env), RegistryAuth::Basic(u, p) if u == "user" && p == "s3cret")
+        );
+        assert!(matches!(
+            docker_credentials("other:5000", &env),
+            RegistryAuth::Anonymous
+        ));
     }
 }

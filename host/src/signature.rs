@@ -63,7 +63,9 @@ pub enum SignatureError {
         reason: String,
     },
     /// A well-formed signature that none of the trusted keys made over these bytes.
-    #[error("signature not valid for any of the {keys} trusted key(s) ({names}): signed by another key or over other bytes")]
+    #[error(
+        "signature not valid for any of the {keys} trusted key(s) ({names}): signed by another key or over other bytes"
+    )]
     NotTrusted {
         /// How many keys were tried.
         keys: usize,
@@ -175,7 +177,8 @@ pub fn read_signature(sig_path: &Path) -> Result<Vec<u8>, SignatureError> {
 /// The digest of the signature beside `path` (or `none`), so that a refusal for a
 /// missing or bad signature is judged again when the signature changes.
 pub fn signature_stamp(path: &Path) -> String {
-    bounded_read(&signature_path(path), MAX_SIGNATURE_BYTES).map_or_else(|_| "none".to_owned(), |b| crate::policy::digest(&b))
+    bounded_read(&signature_path(path), MAX_SIGNATURE_BYTES)
+        .map_or_else(|_| "none".to_owned(), |b| crate::policy::digest(&b))
 }
 
 fn parse_signature(text: &[u8], from: &str) -> Result<Signature, SignatureError> {
@@ -268,7 +271,10 @@ fn bounded_read(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
     let file = std::fs::File::open(path)?;
     if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
     let mut bytes = Vec::new();
     file.take(limit + 1).read_to_end(&mut bytes)?;
@@ -296,11 +302,20 @@ mod tests {
         let (_, theirs_pub) = pair(dir.path(), "theirs");
         let key = read_signing_key(&ours_key).expect("read key");
         let text = sign(&key, b"policy bytes");
-        let ours = Trust::from_files(&[ours_pub.clone()]).expect("trust");
-        assert_eq!(ours.verify(b"policy bytes", text.as_bytes(), "").expect("valid"), ours_pub.display().to_string());
-        assert!(matches!(ours.verify(b"other bytes", text.as_bytes(), ""), Err(SignatureError::NotTrusted { .. })));
+        let ours = Trust::from_files(std::slice::from_ref(&ours_pub)).expect("trust");
+        assert_eq!(
+            ours.verify(b"policy bytes", text.as_bytes(), "").expect("valid"),
+            ours_pub.display().to_string()
+        );
+        assert!(matches!(
+            ours.verify(b"other bytes", text.as_bytes(), ""),
+            Err(SignatureError::NotTrusted { .. })
+        ));
         let theirs = Trust::from_files(&[theirs_pub]).expect("trust");
-        assert!(matches!(theirs.verify(b"policy bytes", text.as_bytes(), ""), Err(SignatureError::NotTrusted { .. })));
+        assert!(matches!(
+            theirs.verify(b"policy bytes", text.as_bytes(), ""),
+            Err(SignatureError::NotTrusted { .. })
+        ));
     }
 
     #[test]
@@ -310,7 +325,10 @@ mod tests {
         let (key, _) = pair(dir.path(), "k");
         let mode = std::fs::metadata(&key).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(matches!(generate_key_pair(&dir.path().join("k")), Err(SignatureError::Write { .. })));
+        assert!(matches!(
+            generate_key_pair(&dir.path().join("k")),
+            Err(SignatureError::Write { .. })
+        ));
     }
 
     #[test]
@@ -320,9 +338,18 @@ mod tests {
         let text = sign(&read_signing_key(&key).expect("key"), b"m");
         let trust = Trust::from_files(&[public]).expect("trust");
         let truncated = &text.as_bytes()[..text.len() / 2];
-        assert!(matches!(trust.verify(b"m", truncated, ""), Err(SignatureError::Malformed { .. })));
-        assert!(matches!(trust.verify(b"m", b"", ""), Err(SignatureError::Malformed { .. })));
-        assert!(matches!(trust.verify(b"m", b"%%%", ""), Err(SignatureError::Malformed { .. })));
+        assert!(matches!(
+            trust.verify(b"m", truncated, ""),
+            Err(SignatureError::Malformed { .. })
+        ));
+        assert!(matches!(
+            trust.verify(b"m", b"", ""),
+            Err(SignatureError::Malformed { .. })
+        ));
+        assert!(matches!(
+            trust.verify(b"m", b"%%%", ""),
+            Err(SignatureError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -334,8 +361,15 @@ mod tests {
         std::fs::write(&not_a_key, "hello").expect("write");
         for broken in [dir.path().join("missing.pub"), not_a_key, key.clone()] {
             let trust = Trust::from_files(&[public.clone(), broken.clone()]).expect("trust");
-            assert!(trust.problem().is_some_and(|p| p.contains(&broken.display().to_string())));
-            assert!(matches!(trust.verify(b"m", text.as_bytes(), ""), Err(SignatureError::TrustedKey { .. })));
+            assert!(
+                trust
+                    .problem()
+                    .is_some_and(|p| p.contains(&broken.display().to_string()))
+            );
+            assert!(matches!(
+                trust.verify(b"m", text.as_bytes(), ""),
+                Err(SignatureError::TrustedKey { .. })
+            ));
         }
         assert!(Trust::from_files(&[]).is_none());
     }

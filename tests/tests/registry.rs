@@ -138,18 +138,33 @@ fn push_sign_verify_and_check_on_the_command_line() {
     assert_eq!(ok.status.code(), Some(0), "{}{}", text(&ok.stdout), text(&ok.stderr));
     let refused = verify(&foreign, &target);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stdout));
-    assert!(text(&refused.stdout).contains("another key"), "{}", text(&refused.stdout));
+    assert!(
+        text(&refused.stdout).contains("another key"),
+        "{}",
+        text(&refused.stdout)
+    );
 
     // An unsigned push, then `sign REF` signs it.
     let unsigned = format!("{}/policies/guard:next", registry.addr);
     let next = ws.dir.path().join("next.wasm");
     std::fs::write(&next, NEXT).expect("write");
-    let out = ws.command().arg("push").arg(&next).arg(&unsigned).output().expect("push");
+    let out = ws
+        .command()
+        .arg("push")
+        .arg(&next)
+        .arg(&unsigned)
+        .output()
+        .expect("push");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let before = verify(&public, &unsigned);
     assert_eq!(before.status.code(), Some(1));
     assert!(text(&before.stdout).contains("unsigned"), "{}", text(&before.stdout));
-    let out = ws.command().args(["sign", &unsigned, "--key"]).arg(&private).output().expect("sign");
+    let out = ws
+        .command()
+        .args(["sign", &unsigned, "--key"])
+        .arg(&private)
+        .output()
+        .expect("sign");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(verify(&public, &unsigned).status.code(), Some(0));
 
@@ -168,7 +183,12 @@ fn push_sign_verify_and_check_on_the_command_line() {
         .arg(format!("oci://{unsigned}"))
         .output()
         .expect("diff");
-    assert_eq!(diff.status.code(), Some(1), "1.0.0 and 1.1.0 differ: {}", text(&diff.stdout));
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "1.0.0 and 1.1.0 differ: {}",
+        text(&diff.stdout)
+    );
 
     // A policy the gate refuses is never pushed.
     let bad = ws.dir.path().join("bad.wasm");
@@ -188,7 +208,10 @@ fn http_get(addr: &str, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
     body.to_owned()
 }
 
@@ -298,15 +321,23 @@ fn a_fleet_of_three_follows_a_signed_tag_and_rides_out_the_registry_going_down()
     }
 
     // Signed by the trusted key: every host takes it, no fail-safe meanwhile.
-    client.push_signature(&reference, &next, &key).expect("trusted signature");
+    client
+        .push_signature(&reference, &next, &key)
+        .expect("trusted signature");
     let signed_at = Instant::now();
     let mut reached = [None; 3];
     let deadline = signed_at + Duration::from_secs(60);
     while reached.iter().any(Option::is_none) {
-        assert!(Instant::now() < deadline, "1.1.0 did not reach every host within 60 s: {reached:?}");
+        assert!(
+            Instant::now() < deadline,
+            "1.1.0 did not reach every host within 60 s: {reached:?}"
+        );
         for (host, reached) in hosts.iter_mut().zip(&mut reached) {
             let answer = host.ask();
-            assert_ne!(answer["rule"], "fail-safe", "a fail-safe answer during the rollout: {answer}");
+            assert_ne!(
+                answer["rule"], "fail-safe",
+                "a fail-safe answer during the rollout: {answer}"
+            );
             if reached.is_none() && answer["policy_digest"] == next_digest.as_str() {
                 *reached = Some(signed_at.elapsed());
             }
@@ -412,9 +443,16 @@ fn bad_artifacts_are_refused_each_naming_its_cause_and_the_live_policy_stays() {
         client.push_signature(&reference, &digest, &key).expect("sign");
         let why = refresh_until_refused(&guard);
         assert!(why.contains(expect), "{name}: {why}");
-        assert_eq!(guard.policy().expect("live").digest, live, "{name} changed the live policy");
+        assert_eq!(
+            guard.policy().expect("live").digest,
+            live,
+            "{name} changed the live policy"
+        );
         let d = guard.decide("ORCH-081", Target::Awaiting, None);
-        assert_eq!((d.rule.as_str(), d.policy_digest.as_deref()), ("non-terminal", Some(live.as_str())));
+        assert_eq!(
+            (d.rule.as_str(), d.policy_digest.as_deref()),
+            ("non-terminal", Some(live.as_str()))
+        );
     };
     case(
         "oversized blob",
@@ -443,7 +481,10 @@ fn bad_artifacts_are_refused_each_naming_its_cause_and_the_live_policy_stays() {
         .push_artifact(
             &registry.reference("policies/guard:scratch"),
             &[config.clone(), altered.clone()],
-            manifest(&config, &[("application/wasm", altered_digest.clone(), altered.len() as u64)]),
+            manifest(
+                &config,
+                &[("application/wasm", altered_digest.clone(), altered.len() as u64)],
+            ),
         )
         .expect("scratch");
     let blob_file = registry
@@ -557,6 +598,12 @@ fn unreachable_dns_and_a_registry_hanging_mid_body_are_named_and_bounded() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     server.join().expect("server");
     let error = error.to_string();
-    assert!(error.contains("no answer within") || error.contains("timed out"), "{error}");
-    assert!(waited < Duration::from_secs(30), "the timeout did not bound the wait: {waited:?}");
+    assert!(
+        error.contains("no answer within") || error.contains("timed out"),
+        "{error}"
+    );
+    assert!(
+        waited < Duration::from_secs(30),
+        "the timeout did not bound the wait: {waited:?}"
+    );
 }

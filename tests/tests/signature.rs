@@ -17,7 +17,10 @@ fn keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// Sign the file at `path` with `key` (the library's signer, what `sign` calls).
 fn sign_file(path: &Path, key: &Path) {
-    let text = sign(&read_signing_key(key).expect("key"), &std::fs::read(path).expect("read"));
+    let text = sign(
+        &read_signing_key(key).expect("key"),
+        &std::fs::read(path).expect("read"),
+    );
     std::fs::write(signature_path(path), format!("{text}\n")).expect("write sig");
 }
 
@@ -35,7 +38,11 @@ fn keygen_sign_and_verify_on_the_command_line() {
     let public = ws.dir.path().join("ops.pub");
     let mode = std::fs::metadata(&private).expect("key").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the private key is private");
-    assert!(std::fs::read_to_string(&public).expect("pub").starts_with("-----BEGIN PUBLIC KEY-----"));
+    assert!(
+        std::fs::read_to_string(&public)
+            .expect("pub")
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
     let (_, foreign) = keys(ws.dir.path(), "foreign");
 
     let policy = ws.policy();
@@ -66,17 +73,29 @@ fn keygen_sign_and_verify_on_the_command_line() {
     write_atomically(&policy, NEXT);
     let tampered = verify(&public);
     assert_eq!(tampered.status.code(), Some(1));
-    assert!(text(&tampered.stdout).contains("over other bytes"), "{}", text(&tampered.stdout));
+    assert!(
+        text(&tampered.stdout).contains("over other bytes"),
+        "{}",
+        text(&tampered.stdout)
+    );
 
     std::fs::write(signature_path(&policy), "MEUCIQ").expect("truncate");
     let truncated = verify(&public);
     assert_eq!(truncated.status.code(), Some(1));
-    assert!(text(&truncated.stdout).contains("malformed signature"), "{}", text(&truncated.stdout));
+    assert!(
+        text(&truncated.stdout).contains("malformed signature"),
+        "{}",
+        text(&truncated.stdout)
+    );
 
     std::fs::remove_file(signature_path(&policy)).expect("rm");
     let unsigned = verify(&public);
     assert_eq!(unsigned.status.code(), Some(1));
-    assert!(text(&unsigned.stdout).contains("unsigned"), "{}", text(&unsigned.stdout));
+    assert!(
+        text(&unsigned.stdout).contains("unsigned"),
+        "{}",
+        text(&unsigned.stdout)
+    );
 }
 
 #[test]
@@ -180,16 +199,26 @@ fn hot_swap_refuses_unsigned_and_foreign_signed_and_takes_the_signed_one() {
     std::fs::remove_file(signature_path(&ws.policy())).expect("rm sig");
     write_atomically(&ws.policy(), NEXT);
     let outcome = refresh_until_outcome(&guard);
-    assert!(matches!(&outcome, Outcome::Refused(why) if why.contains("unsigned")), "{outcome:?}");
+    assert!(
+        matches!(&outcome, Outcome::Refused(why) if why.contains("unsigned")),
+        "{outcome:?}"
+    );
     assert_eq!(guard.policy().expect("live").digest, reference);
 
     // Signed by a key nobody trusts.
     sign_file(&ws.policy(), &foreign_private);
     let outcome = refresh_until_outcome(&guard);
-    assert!(matches!(&outcome, Outcome::Refused(why) if why.contains("another key")), "{outcome:?}");
+    assert!(
+        matches!(&outcome, Outcome::Refused(why) if why.contains("another key")),
+        "{outcome:?}"
+    );
     assert_eq!(guard.policy().expect("live").digest, reference);
     let d = guard.decide("ORCH-081", Target::Awaiting, None);
-    assert_eq!((d.rule.as_str(), d.error), ("non-terminal", None), "the reference decides");
+    assert_eq!(
+        (d.rule.as_str(), d.error),
+        ("non-terminal", None),
+        "the reference decides"
+    );
 
     // The trusted signature arrives after the file: the change of the .sig is enough.
     sign_file(&ws.policy(), &private);

@@ -7,6 +7,9 @@ use std::process::ExitCode;
 pub fn run(prefix: &Path) -> anyhow::Result<ExitCode> {
     let (private, public) = deploy_guard::signature::generate_key_pair(prefix)?;
     println!("private key: {} (keep it secret)", private.display());
-    println!("public key: {} (list it in DEPLOY_GUARD_TRUSTED_KEYS)", public.display());
+    println!(
+        "public key: {} (list it in DEPLOY_GUARD_TRUSTED_KEYS)",
+        public.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -26,7 +26,12 @@ pub fn run(file: &Path, target: &str, key: Option<&Path>) -> anyhow::Result<Exit
     let sandbox = deploy_guard::engine::Sandbox::new()?;
     let bytes = match deploy_guard::gate::admit_file(&sandbox, file, config.limits) {
         Ok(admitted) => {
-            eprintln!("gate: {} is {} ({})", file.display(), admitted.policy.identity(), admitted.policy.digest);
+            eprintln!(
+                "gate: {} is {} ({})",
+                file.display(),
+                admitted.policy.identity(),
+                admitted.policy.digest
+            );
             admitted.policy.bytes().to_vec()
         }
         Err(e) => {
@@ -40,7 +45,10 @@ pub fn run(file: &Path, target: &str, key: Option<&Path>) -> anyhow::Result<Exit
         let tag = registry.push_signature(&reference, &digest, signing_key)?;
         eprintln!("signed: {tag}");
     }
-    println!("{}@{digest}", target.strip_prefix(deploy_guard::oci::SCHEME).unwrap_or(target));
+    println!(
+        "{}@{digest}",
+        target.strip_prefix(deploy_guard::oci::SCHEME).unwrap_or(target)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

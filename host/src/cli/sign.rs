@@ -15,7 +15,12 @@ pub fn run(target: &str, key: &Path) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let sig_path = signature_path(path);
     let text = sign(&signing_key, &bytes);
-    std::fs::write(&sig_path, format!("{text}\n")).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", sig_path.display()))?;
-    println!("signed: {} ({})", sig_path.display(), deploy_guard::policy::digest(&bytes));
+    std::fs::write(&sig_path, format!("{text}\n"))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", sig_path.display()))?;
+    println!(
+        "signed: {} ({})",
+        sig_path.display(),
+        deploy_guard::policy::digest(&bytes)
+    );
     Ok(ExitCode::SUCCESS)
 }

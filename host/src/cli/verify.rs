@@ -9,7 +9,11 @@ use std::process::ExitCode;
 pub fn run(target: &str, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let config = Config::load(&Overrides::default());
     super::init_logging(config.log, "warn");
-    let key_files = if keys.is_empty() { &config.trusted_keys[..] } else { keys };
+    let key_files = if keys.is_empty() {
+        &config.trusted_keys[..]
+    } else {
+        keys
+    };
     let Some(trust) = Trust::from_files(key_files) else {
         println!("not verified: {target}: no trusted key (set DEPLOY_GUARD_TRUSTED_KEYS or pass --key)");
         return Ok(ExitCode::from(1));
@@ -19,7 +23,10 @@ pub fn run(target: &str, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
         None => {
             let path = Path::new(target);
             match std::fs::read(path) {
-                Ok(bytes) => trust.verify_file(path, &bytes).map(str::to_owned).map_err(|e| e.to_string()),
+                Ok(bytes) => trust
+                    .verify_file(path, &bytes)
+                    .map(str::to_owned)
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("cannot read {}: {e}", path.display())),
             }
         }
