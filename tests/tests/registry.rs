@@ -90,6 +90,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A detached FILE.sig, as `deploy-guard sign FILE` writes it.
+fn sign_file_with(path: &Path, key: &Path) {
+    let bytes = std::fs::read(path).expect("read");
+    let text = deploy_guard::signature::sign(&read_signing_key(key).expect("key"), &bytes);
+    std::fs::write(deploy_guard::signature::signature_path(path), text).expect("write sig");
+}
+
 fn keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     generate_key_pair(&dir.join(name)).expect("keygen")
 }
@@ -189,6 +196,28 @@ fn push_sign_verify_and_check_on_the_command_line() {
         "1.0.0 and 1.1.0 differ: {}",
         text(&diff.stdout)
     );
+
+    // `serve --shadow` takes one too: 1.1.0 judges beside the file's 1.0.0.
+    sign_file_with(&ws.policy(), &private);
+    let shadowed = deploy_guard_e2e::pipe(
+        {
+            let mut command = ws.command();
+            command
+                .env("DEPLOY_GUARD_TRUSTED_KEYS", &public)
+                .args(["serve", "--shadow", &format!("oci://{unsigned}")]);
+            command
+        },
+        b"{\"work_item\": \"ORCH-081\", \"target\": \"awaiting\"}\n".to_vec(),
+    );
+    assert_eq!(shadowed.status.code(), Some(0), "{}", text(&shadowed.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&shadowed.stdout).expect("one answer");
+    assert_eq!(answer["rule"], "non-terminal", "1.0.0 answers: {answer}");
+    let stderr = text(&shadowed.stderr);
+    assert!(
+        stderr.contains("shadowing") && stderr.contains("deploy-status-guard@1.1.0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 decisions compared, 1 disagreements"), "{stderr}");
 
     // A policy the gate refuses is never pushed.
     let bad = ws.dir.path().join("bad.wasm");
