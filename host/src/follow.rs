@@ -102,17 +102,12 @@ impl Follower {
             return None;
         }
         let outcome = self.poll_registry(slot, sandbox, config, &reference, trust.as_ref());
-        let delay = match outcome {
-            Err(_) => {
-                self.failures = self.failures.saturating_add(1);
-                config.poll * 2u32.saturating_pow(self.failures.min(5)).min(MAX_BACKOFF_FACTOR)
-            }
-            Ok(_) => {
-                self.failures = 0;
-                config.poll
-            }
+        self.failures = match outcome {
+            Err(_) => self.failures.saturating_add(1),
+            Ok(_) => 0,
         };
-        self.next_poll = Some(Instant::now() + delay.max(Duration::from_millis(100)));
+        let delay = backoff(config.poll, self.failures);
+        self.next_poll = Some(Instant::now() + delay);
         Some(match outcome {
             Ok(outcome) => outcome,
             Err(e) => slot.report_problem(format!("policy not updated from {reference}: {e}")),
@@ -165,6 +160,14 @@ impl Follower {
         }
         Ok(outcome)
     }
+}
+
+/// How long to wait before the next look at the registry after `failures` failures
+/// in a row: the poll interval, doubled per failure, at most [`MAX_BACKOFF_FACTOR`]
+/// times it (and never under 100 ms).
+pub fn backoff(poll: Duration, failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.min(8)).min(MAX_BACKOFF_FACTOR);
+    (poll * factor).max(Duration::from_millis(100))
 }
 
 /// The registry client, connected on first use and kept.
@@ -295,4 +298,18 @@ pub fn admit_candidate(
         trust.verify_file(policy, &bytes)?;
     }
     Ok(crate::gate::admit_file(sandbox, policy, config.limits)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_sixteen_polls_and_reset_on_success() {
+        let poll = Duration::from_millis(200);
+        let delays: Vec<u64> = (0..7).map(|f| backoff(poll, f).as_millis() as u64).collect();
+        assert_eq!(delays, [200, 400, 800, 1600, 3200, 3200, 3200]);
+        assert_eq!(backoff(poll, u32::MAX), Duration::from_millis(3200));
+        assert_eq!(backoff(Duration::from_millis(1), 0), Duration::from_millis(100));
+    }
 }
