@@ -92,6 +92,9 @@ pub struct PolicySlot {
     refused: Mutex<Refused>,
     /// The keys a candidate must be signed by, checked before the gate (issue 13).
     trust: ArcSwapOption<crate::signature::Trust>,
+    /// The verified detached signature of each policy that went live from a file, by
+    /// digest: a roll back writes it back beside the file with the policy.
+    signatures: Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 /// The decisions after a swap are watched: if [`ROLLBACK_FAILURES`] of the first
@@ -267,6 +270,13 @@ impl PolicySlot {
         {
             tracing::error!(target: "deploy_guard::policy", path = %path.display(), "cannot write the rolled-back policy back: {e}");
         }
+        // Its signature too, when one was verified: a restart must accept what is back.
+        if let (Some(path), Ok(kept)) = (swapping.as_deref(), self.signatures.lock())
+            && let Some(signature) = kept.get(&previous.digest)
+            && let Err(e) = write_policy_file(&crate::signature::signature_path(path), signature)
+        {
+            tracing::error!(target: "deploy_guard::policy", path = %path.display(), "cannot write the rolled-back policy's signature back: {e}");
+        }
         tracing::error!(
             target: "deploy_guard::policy",
             from = %bad.identity(), from_digest = %bad.digest, to = %previous.identity(), to_digest = %previous.digest,
@@ -357,10 +367,19 @@ impl PolicySlot {
         {
             return Outcome::Refused(format!("{digest} was refused before"));
         }
-        if let Some(trust) = trust
-            && let Err(e) = trust.verify_file(path, &bytes)
-        {
-            return self.refuse(Some(key), format!("policy refused: {}: {e}", path.display()));
+        if let Some(trust) = trust {
+            if let Err(e) = trust.verify_file(path, &bytes) {
+                return self.refuse(Some(key), format!("policy refused: {}: {e}", path.display()));
+            }
+            if let (Ok(signature), Ok(mut kept)) = (
+                crate::signature::read_signature(&crate::signature::signature_path(path)),
+                self.signatures.lock(),
+            ) {
+                if kept.len() >= MAX_REFUSED_REMEMBERED {
+                    kept.clear();
+                }
+                kept.insert(digest.clone(), signature);
+            }
         }
         match gate::admit(sandbox, &bytes, limits, Some(&vectors)) {
             Ok(admitted) => self.activate(admitted.policy, path),

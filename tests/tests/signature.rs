@@ -225,6 +225,17 @@ fn hot_swap_refuses_unsigned_and_foreign_signed_and_takes_the_signed_one() {
     let outcome = refresh_until_outcome(&guard);
     assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
     assert_eq!(guard.policy().expect("live").digest, deploy_guard::policy::digest(NEXT));
+
+    // A roll back puts the reference back in the file with its own signature, so that
+    // a restart under the same trusted key starts on it.
+    assert!(matches!(guard.roll_back("test"), Some(Outcome::RolledBack { .. })));
+    assert_eq!(std::fs::read(ws.policy()).expect("read"), REFERENCE);
+    let restarted = Guard::new(deploy_guard::Config {
+        trusted_keys: guard.config().trusted_keys.clone(),
+        ..ws.config()
+    })
+    .expect("guard");
+    assert_eq!(restarted.policy().expect("signed reference live").digest, reference);
 }
 
 /// Refresh until the policy poll acts (a change is acted on once it held still).
