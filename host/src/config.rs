@@ -104,6 +104,15 @@ pub struct Config {
     /// the loopback interface); none: no endpoint. `DEPLOY_GUARD_METRICS_ADDR`, read at
     /// start-up (`serve --metrics` overrides it).
     pub metrics_addr: Option<String>,
+    /// Public-key files a policy must be signed by (none: signatures not required).
+    /// `DEPLOY_GUARD_TRUSTED_KEYS`, a CSV; see [`crate::signature`].
+    pub trusted_keys: Vec<PathBuf>,
+    /// How often an `oci://` policy's tag is resolved. `DEPLOY_GUARD_POLL_MS`, default
+    /// 30,000, at least 100.
+    pub poll: Duration,
+    /// Registries (`host:port`) allowed over plain HTTP besides loopback.
+    /// `DEPLOY_GUARD_REGISTRY_INSECURE`, a CSV.
+    pub registry_insecure: Vec<String>,
     /// The config file this was loaded from, if any (`serve` watches it).
     pub file: Option<PathBuf>,
     /// Set when the configuration could not be read: every decision fails safe with it.
@@ -127,6 +136,9 @@ impl Default for Config {
             ledger: None,
             ledger_max_rows: DEFAULT_LEDGER_MAX_ROWS,
             metrics_addr: None,
+            trusted_keys: Vec::new(),
+            poll: Duration::from_millis(30_000),
+            registry_insecure: Vec::new(),
             file: None,
             problem: None,
             warnings: Vec::new(),
@@ -170,6 +182,9 @@ struct FileConfig {
     ledger: Option<PathBuf>,
     ledger_max_rows: Option<toml::Value>,
     metrics_addr: Option<String>,
+    trusted_keys: Option<toml::Value>,
+    poll_ms: Option<toml::Value>,
+    registry_insecure: Option<toml::Value>,
 }
 
 /// A raw setting: its source (for messages) and its text.
@@ -386,6 +401,29 @@ impl Config {
             .metrics_addr
             .or_else(|| env("DEPLOY_GUARD_METRICS_ADDR"))
             .filter(|addr| !addr.trim().is_empty());
+        if let Some((_, text)) = pick(
+            from_file("trusted_keys", &file.trusted_keys),
+            from_env("DEPLOY_GUARD_TRUSTED_KEYS"),
+        ) {
+            config.trusted_keys = split_csv(&text).into_iter().map(PathBuf::from).collect();
+        }
+        // A trusted key that cannot be read never means "trust everything": every
+        // decision fails safe naming it.
+        if let Some(problem) = crate::signature::Trust::from_files(&config.trusted_keys)
+            .and_then(|trust| trust.problem().map(str::to_owned))
+            && config.problem.is_none()
+        {
+            config.problem = Some(format!("trusted_keys: {problem}"));
+        }
+        if let Some(ms) = limit("poll_ms", &file.poll_ms, "DEPLOY_GUARD_POLL_MS", (100, 86_400_000)) {
+            config.poll = Duration::from_millis(ms);
+        }
+        if let Some((_, text)) = pick(
+            from_file("registry_insecure", &file.registry_insecure),
+            from_env("DEPLOY_GUARD_REGISTRY_INSECURE"),
+        ) {
+            config.registry_insecure = split_csv(&text);
+        }
         config.cache = match file.cache.or_else(|| env("DEPLOY_GUARD_CACHE")) {
             Some(dir)
                 if matches!(

@@ -246,6 +246,18 @@ pub fn set_line_format(format: LogFormat) {
     JSON_LINES.store(format == LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// `sha256:` and the lowercase hex digest of `bytes`: the form of a decision's
+/// `policy_digest` (of the module file's bytes), and of every digest the host compares.
+pub fn digest(bytes: &[u8]) -> String {
+    let hash = <sha2::Sha256 as sha2::Digest>::digest(bytes);
+    let mut text = String::with_capacity(7 + 64);
+    text.push_str("sha256:");
+    for byte in hash {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
 /// Rule of a decision made with the guard disabled (the policy did not run).
 pub const RULE_KILL_SWITCH: &str = "kill-switch";
 /// Rule of a decision where something failed: the verdict is ALLOW.

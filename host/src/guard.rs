@@ -35,6 +35,8 @@ struct Shared {
     ledger: ArcSwapOption<Ledger>,
     shadow: ArcSwapOption<Shadow>,
     metrics: Metrics,
+    /// The registry side of an `oci://` policy (issue 13).
+    follower: Mutex<crate::follow::Follower>,
 }
 
 /// Errors creating a guard (deciding never fails).
@@ -85,12 +87,16 @@ impl Guard {
                 ledger: ArcSwapOption::from(open_ledger(&config, &metrics).map(Arc::new)),
                 shadow: ArcSwapOption::empty(),
                 metrics,
+                follower: Mutex::new(crate::follow::Follower::default()),
             }),
         };
         if let Ok(mut watch) = guard.shared.watch.lock() {
             watch.policy_path = config.policy.clone();
             watch.policy.settle(&config.policy);
             watch.vectors.settle(&crate::vectors::vectors_path(&config.policy));
+            watch
+                .signature
+                .settle(&crate::signature::signature_path(&config.policy));
         }
         if let (Some(file), Ok(mut detector)) = (&config.file, guard.shared.config_watch.lock()) {
             detector.settle(file);
@@ -98,7 +104,15 @@ impl Guard {
         guard
             .shared
             .slot
-            .load_from(&guard.shared.sandbox, &config.policy, config.limits);
+            .set_trust(crate::signature::Trust::from_files(&config.trusted_keys));
+        if crate::oci::is_oci(&config.policy) {
+            guard.refresh_registry(&config, true);
+        } else {
+            guard
+                .shared
+                .slot
+                .load_from(&guard.shared.sandbox, &config.policy, config.limits);
+        }
         Ok(guard)
     }
 
@@ -305,17 +319,24 @@ impl Guard {
             return None;
         };
         let config = self.shared.config.load_full();
+        if crate::oci::is_oci(&config.policy) {
+            drop(watch);
+            return self.refresh_registry(&config, false);
+        }
         let vectors = crate::vectors::vectors_path(&config.policy);
+        let signature = crate::signature::signature_path(&config.policy);
         let path_changed = watch.policy_path != config.policy;
         if path_changed {
             watch.policy_path = config.policy.clone();
             watch.policy.settle(&config.policy);
             watch.vectors.settle(&vectors);
+            watch.signature.settle(&signature);
         }
-        // Both are polled every time (each detector tracks its own file's stability).
+        // All are polled every time (each detector tracks its own file's stability).
         let policy_changed = watch.policy.poll(&config.policy);
         let vectors_changed = watch.vectors.poll(&vectors);
-        if path_changed || policy_changed || vectors_changed {
+        let signature_changed = watch.signature.poll(&signature);
+        if path_changed || policy_changed || vectors_changed || signature_changed {
             return Some(
                 self.shared
                     .slot
@@ -323,6 +344,12 @@ impl Guard {
             );
         }
         None
+    }
+
+    /// An `oci://` policy: resolve its tag (at most every `poll_ms`, or `now`).
+    fn refresh_registry(&self, config: &Config, now: bool) -> Option<Outcome> {
+        let mut follower = self.shared.follower.lock().ok()?;
+        follower.refresh(&self.shared.slot, &self.shared.sandbox, config, now)
     }
 
     fn reload_config(&self, running: &Config) -> ConfigReload {
@@ -365,6 +392,11 @@ impl Guard {
                 .store(Arc::new(FactsSource::new(fresh.db.clone(), fresh.busy_timeout)));
         }
         self.shared.slot.relimit(fresh.limits);
+        if fresh.trusted_keys != running.trusted_keys {
+            self.shared
+                .slot
+                .set_trust(crate::signature::Trust::from_files(&fresh.trusted_keys));
+        }
         tracing::warn!(
             target: "deploy_guard::config",
             enabled = fresh.enabled,
@@ -403,7 +435,9 @@ impl Guard {
                 .store(Arc::new(FactsSource::new(config.db.clone(), config.busy_timeout)));
         }
         let config = self.shared.config.load_full();
-        self.shared.ledger.store(open_ledger(&config, &self.shared.metrics).map(Arc::new));
+        self.shared
+            .ledger
+            .store(open_ledger(&config, &self.shared.metrics).map(Arc::new));
     }
 
     /// Start watching the policy and config files (hot swap); stops when dropped. The

@@ -99,6 +99,39 @@ enum Command {
     /// Decision latency and throughput of a policy against the native Rust reference,
     /// in one run, on a generated database of 10,000 tasks.
     Bench(cli::bench::BenchArgs),
+    /// Write a new signing key pair: PREFIX.key (mode 0600) and PREFIX.pub.
+    Keygen {
+        /// Path and name stem of the two files.
+        prefix: PathBuf,
+    },
+    /// Run the gate on a policy, then push it to a registry as a CNCF Wasm artifact;
+    /// prints REF@sha256:<manifest digest>. Exit 0, 1 refused, 2 trouble.
+    Push {
+        /// The policy component.
+        file: PathBuf,
+        /// HOST[:PORT]/REPOSITORY:TAG.
+        reference: String,
+        /// Sign what was pushed with this private key (cosign's .sig tag).
+        #[arg(long, value_name = "KEY")]
+        key: Option<PathBuf>,
+    },
+    /// Sign a local policy file (a detached FILE.sig, cosign's sign-blob format) or a
+    /// pushed artifact (cosign's sha256-<digest>.sig tag).
+    Sign {
+        /// The policy file, or HOST[:PORT]/REPOSITORY:TAG.
+        target: String,
+        /// The private key (PEM PKCS#8, from `keygen`).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+    },
+    /// Check a policy's signature against the trusted keys: exit 0 valid, 1 not.
+    Verify {
+        /// The policy file, or HOST[:PORT]/REPOSITORY:TAG.
+        target: String,
+        /// A public key to trust (repeatable) instead of DEPLOY_GUARD_TRUSTED_KEYS.
+        #[arg(long, value_name = "PUB")]
+        key: Vec<PathBuf>,
+    },
     /// Write the embedded policies as deployable files (`<dir>/<name>.wasm`).
     ExportPolicies {
         /// Where to write them.
@@ -125,6 +158,10 @@ fn main() -> ExitCode {
         Command::Diff { old, new } => cli::diff::run(&old, &new),
         Command::Demo => cli::demo::run(),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Keygen { prefix } => cli::keygen::run(&prefix),
+        Command::Push { file, reference, key } => cli::push::run(&file, &reference, key.as_deref()),
+        Command::Sign { target, key } => cli::sign::run(&target, &key),
+        Command::Verify { target, key } => cli::verify::run(&target, &key),
         Command::ExportPolicies { out } => cli::export::run(&out),
     };
     cli::flush_decision_lines();

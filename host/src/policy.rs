@@ -8,7 +8,6 @@
 use crate::config::Limits;
 use crate::decision::MAX_RULE_BYTES;
 use crate::engine::{Sandbox, SandboxState};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use wasmtime::Trap;
 use wasmtime::component::{Component, types::ComponentItem};
@@ -116,16 +115,8 @@ impl std::fmt::Debug for LoadedPolicy {
     }
 }
 
-/// `sha256:` and the lowercase hex digest of `bytes`.
-pub fn digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let mut text = String::with_capacity(7 + 64);
-    text.push_str("sha256:");
-    for byte in hash {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    text
-}
+/// `sha256:` and the lowercase hex digest of `bytes` (the decision's `policy_digest`).
+pub use crate::decision::digest;
 
 /// Compile `bytes` (a component) for the sandbox's engine.
 pub fn compile(sandbox: &Sandbox, bytes: &[u8]) -> Result<Component, LoadError> {

@@ -92,6 +92,11 @@ pub struct PolicySlot {
     refused: Mutex<Refused>,
     /// Swaps, roll backs and refusals, for the metrics.
     counters: crate::metrics::SwapCounters,
+    /// The keys a candidate must be signed by, checked before the gate (issue 13).
+    trust: ArcSwapOption<crate::signature::Trust>,
+    /// The verified detached signature of each policy that went live from a file, by
+    /// digest: a roll back writes it back beside the file with the policy.
+    signatures: Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 /// The decisions after a swap are watched: if [`ROLLBACK_FAILURES`] of the first
@@ -160,6 +165,12 @@ impl PolicySlot {
     /// Why no policy is live.
     pub fn problem(&self) -> Option<Arc<String>> {
         self.problem.load_full()
+    }
+
+    /// Require candidates to be signed by these keys from now on (`None`: no signature
+    /// required).
+    pub fn set_trust(&self, trust: Option<crate::signature::Trust>) {
+        self.trust.store(trust.map(Arc::new));
     }
 
     /// Replace the live policy (already admitted) and say so.
@@ -286,6 +297,13 @@ impl PolicySlot {
                 ),
             }
         }
+        // Its signature too, when one was verified: a restart must accept what is back.
+        if let (Some(path), Ok(kept)) = (swapping.as_deref(), self.signatures.lock())
+            && let Some(signature) = kept.get(&previous.digest)
+            && let Err(e) = write_policy_file(&crate::signature::signature_path(path), signature)
+        {
+            tracing::error!(target: "deploy_guard::policy", path = %path.display(), "cannot write the rolled-back policy's signature back: {e}");
+        }
         tracing::error!(
             target: "deploy_guard::policy",
             from = %bad.identity(), from_digest = %bad.digest, to = %previous.identity(), to_digest = %previous.digest,
@@ -318,6 +336,34 @@ impl PolicySlot {
         path: &Path,
         limits: crate::config::Limits,
     ) -> Outcome {
+        self.load(sandbox, path, limits, true)
+    }
+
+    /// [`PolicySlot::load_from`] for the local copy of a policy pulled from a registry,
+    /// whose signature [`crate::follow`] has verified already (cosign's registry
+    /// signature is over the manifest, not over the file).
+    pub fn load_pulled(
+        &self,
+        sandbox: &Arc<crate::engine::Sandbox>,
+        path: &Path,
+        limits: crate::config::Limits,
+    ) -> Outcome {
+        self.load(sandbox, path, limits, false)
+    }
+
+    /// Say once why the policy could not be updated (no policy live: every decision
+    /// fails safe with it).
+    pub fn report_problem(&self, class: Option<&'static str>, reason: String) -> Outcome {
+        self.refuse(None, class, reason)
+    }
+
+    fn load(
+        &self,
+        sandbox: &Arc<crate::engine::Sandbox>,
+        path: &Path,
+        limits: crate::config::Limits,
+        check_signature: bool,
+    ) -> Outcome {
         let bytes = match crate::read_file::read_bounded(path, crate::read_file::MAX_POLICY_BYTES) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -326,7 +372,7 @@ impl PolicySlot {
                     reason: e.to_string(),
                 }
                 .to_string();
-                return self.refuse(None, "unreadable", reason);
+                return self.refuse(None, Some("unreadable"), reason);
             }
         };
         let digest = crate::policy::digest(&bytes);
@@ -339,25 +385,51 @@ impl PolicySlot {
         let vectors = crate::vectors::vectors_path(path);
         let judged_with = crate::read_file::read_bounded(&vectors, crate::read_file::MAX_VECTORS_BYTES)
             .map_or_else(|_| "none".to_owned(), |v| crate::policy::digest(&v));
-        let key = format!("{digest} vectors={judged_with} limits={limits:?}");
+        let mut key = format!("{digest} vectors={judged_with} limits={limits:?}");
+        let trust = self.trust.load_full().filter(|_| check_signature);
+        if trust.is_some() {
+            key.push_str(&format!(" sig={}", crate::signature::signature_stamp(path)));
+        }
         if let Ok(refused) = self.refused.lock()
             && (refused.digests.contains(&key) || refused.digests.contains(&digest))
         {
             self.counters.refused("refused-before");
             return Outcome::Refused(format!("{digest} was refused before"));
         }
+        if let Some(trust) = trust {
+            if let Err(e) = trust.verify_file(path, &bytes) {
+                return self.refuse(
+                    Some(key),
+                    Some("signature"),
+                    format!("policy refused: {}: {e}", path.display()),
+                );
+            }
+            if let (Ok(signature), Ok(mut kept)) = (
+                crate::signature::read_signature(&crate::signature::signature_path(path)),
+                self.signatures.lock(),
+            ) {
+                if kept.len() >= MAX_REFUSED_REMEMBERED {
+                    kept.clear();
+                }
+                kept.insert(digest.clone(), signature);
+            }
+        }
         match gate::admit(sandbox, &bytes, limits, Some(&vectors)) {
             Ok(admitted) => self.activate(admitted.policy, path),
             Err(e) => self.refuse(
                 Some(key),
-                e.reason(),
+                Some(e.reason()),
                 format!("policy refused: {}: {e}", path.display()),
             ),
         }
     }
 
-    fn refuse(&self, digest: Option<String>, class: &'static str, reason: String) -> Outcome {
-        self.counters.refused(class);
+    /// Refuse a candidate (`class`: the metrics' reason label; none when what failed
+    /// was not a candidate, such as an unreachable registry, which is not counted).
+    fn refuse(&self, digest: Option<String>, class: Option<&'static str>, reason: String) -> Outcome {
+        if let Some(class) = class {
+            self.counters.refused(class);
+        }
         let first_time = match self.refused.lock() {
             Ok(mut refused) => match digest {
                 Some(digest) => {
@@ -574,5 +646,6 @@ impl Drop for Watcher {
 pub(crate) struct WatchState {
     pub(crate) policy: ChangeDetector,
     pub(crate) vectors: ChangeDetector,
+    pub(crate) signature: ChangeDetector,
     pub(crate) policy_path: PathBuf,
 }

@@ -10,14 +10,14 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "vocabulary",
-        &["decision", "wit", "read_file", "sqlite_mutex", "policies"],
+        &["decision", "wit", "read_file", "sqlite_mutex", "policies", "signature"],
     ),
     ("config", &["config"]),
     ("engine", &["engine", "cache", "facts"]),
     ("policy", &["policy"]),
-    ("what a policy is judged on", &["grid", "vectors", "metrics"]),
+    ("what a policy is judged on", &["grid", "vectors", "metrics", "oci"]),
     ("gate", &["gate"]),
-    ("around the live policy", &["swap", "ledger", "shadow"]),
+    ("around the live policy", &["swap", "ledger", "shadow", "follow"]),
     ("guard", &["guard"]),
     ("serving", &["serve", "tracker", "metrics_server"]),
 ];

@@ -1,7 +1,7 @@
 //! `deploy-guard check POLICY.wasm`: the gate as a command.
 
 use deploy_guard::engine::Sandbox;
-use deploy_guard::gate::admit_file;
+use deploy_guard::follow::admit_candidate;
 use deploy_guard::grid::GRID_CASES;
 use deploy_guard::{Config, Overrides};
 use std::path::Path;
@@ -11,7 +11,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(&Overrides::default());
     super::init_logging(config.log, "warn");
     let sandbox = Sandbox::new()?;
-    match admit_file(&sandbox, path, config.limits) {
+    // Who signed it comes before whether it is safe (issue 13), when keys are trusted;
+    // an `oci://` reference is pulled first.
+    match admit_candidate(&sandbox, path, &config) {
         Ok(admitted) => {
             let policy = &admitted.policy;
             println!("ok: {} is {} ({})", path.display(), policy.identity(), policy.digest);
@@ -32,6 +34,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 ),
             }
             println!("  fingerprint: {}", admitted.fingerprint());
+            if !config.trusted_keys.is_empty() {
+                println!("  signature: valid, by a trusted key");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

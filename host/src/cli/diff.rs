@@ -1,7 +1,8 @@
 //! `deploy-guard diff OLD.wasm NEW.wasm`: what a new policy changes over the fact grid.
 
 use deploy_guard::engine::Sandbox;
-use deploy_guard::gate::{Admitted, admit_file};
+use deploy_guard::follow::admit_candidate;
+use deploy_guard::gate::Admitted;
 use deploy_guard::{Config, Overrides};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +12,7 @@ pub fn run(old: &Path, new: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(&Overrides::default());
     super::init_logging(config.log, "warn");
     let sandbox = Sandbox::new()?;
-    let load = |path: &Path| admit_file(&sandbox, path, config.limits).map_err(|e| format!("{}: {e}", path.display()));
+    let load = |path: &Path| admit_candidate(&sandbox, path, &config).map_err(|e| format!("{}: {e}", path.display()));
     let (old_admitted, new_admitted) = match (load(old), load(new)) {
         (Ok(o), Ok(n)) => (o, n),
         (Err(e), _) | (_, Err(e)) => {

@@ -6,11 +6,16 @@ pub mod decide;
 pub mod demo;
 pub mod diff;
 pub mod export;
+pub mod keygen;
+pub mod push;
 pub mod replay;
 pub mod rollback;
 pub mod serve;
+pub mod sign;
+pub mod verify;
 
 use deploy_guard::LogFormat;
+use deploy_guard::oci::PolicyRef;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
@@ -178,5 +183,15 @@ impl tracing::field::Visit for JsonFields<'_> {
     }
     fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
         self.0.insert(field.name().to_owned(), value.into());
+    }
+}
+
+/// `target` as a registry reference: `oci://...`, or `HOST/REPO:TAG` when no such
+/// file exists.
+pub fn registry_reference(target: &str) -> Option<PolicyRef> {
+    if target.starts_with(deploy_guard::oci::SCHEME) || !std::path::Path::new(target).exists() {
+        PolicyRef::parse(target).ok()
+    } else {
+        None
     }
 }

@@ -2,7 +2,7 @@
 //! facts through a candidate; what would have changed, by transition, with examples.
 
 use deploy_guard::engine::Sandbox;
-use deploy_guard::gate::admit_file;
+use deploy_guard::follow::admit_candidate;
 use deploy_guard::ledger::read_ledger;
 use deploy_guard::{Config, Overrides};
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ pub fn run(ledger: &Path, candidate: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(&Overrides::default());
     super::init_logging(config.log, "warn");
     let sandbox = Sandbox::with_cache(config.cache.as_deref())?;
-    let admitted = match admit_file(&sandbox, candidate, config.limits) {
+    let admitted = match admit_candidate(&sandbox, candidate, &config) {
         Ok(admitted) => admitted,
         Err(e) => {
             println!("trouble: {}: {e}", candidate.display());

@@ -1,6 +1,6 @@
 //! `deploy-guard serve`: the JSON-lines loop with hot swap, and shadow mode.
 
-use deploy_guard::gate::admit_file;
+use deploy_guard::follow::admit_candidate;
 use deploy_guard::metrics_server::MetricsServer;
 use deploy_guard::{Config, Guard, Overrides};
 use std::path::Path;
@@ -24,7 +24,7 @@ pub fn run(overrides: Overrides, shadow: Option<&Path>, metrics: Option<String>)
         }
     };
     if let Some(candidate) = shadow {
-        match admit_file(guard.sandbox(), candidate, config.limits) {
+        match admit_candidate(guard.sandbox(), candidate, &config) {
             Ok(admitted) => {
                 let shadow = guard.start_shadow(admitted.policy)?;
                 tracing::info!(target: "deploy_guard::shadow", candidate = shadow.candidate(), "shadowing");

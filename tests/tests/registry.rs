@@ -1,0 +1,638 @@
+//! Policies from a real OCI registry (issue 13): Debian's `docker-registry`
+//! (distribution 2.8) started by each test on a free 127.0.0.1 port with its storage in
+//! a temporary directory, and stopped at the end. Push, sign, verify, follow a tag with
+//! three `serve` hosts, and the bad artifacts that must never go live.
+
+use deploy_guard::oci::{PolicyRef, Registry, simple_signing_payload};
+use deploy_guard::signature::{generate_key_pair, read_signing_key};
+use deploy_guard::swap::Outcome;
+use deploy_guard::{Guard, Target};
+use deploy_guard_e2e::{NEXT, REFERENCE, Workspace};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `docker-registry serve` child on 127.0.0.1, killed on drop.
+struct RegistryProcess {
+    child: Option<Child>,
+    addr: String,
+    storage: PathBuf,
+    config: PathBuf,
+}
+
+impl RegistryProcess {
+    fn start(dir: &Path) -> RegistryProcess {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let storage = dir.join("registry-storage");
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .expect("registry config");
+        let mut registry = RegistryProcess {
+            child: None,
+            addr: format!("127.0.0.1:{port}"),
+            storage,
+            config,
+        };
+        registry.restart();
+        registry
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&self.addr).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn reference(&self, repository_and_tag: &str) -> PolicyRef {
+        PolicyRef::parse(&format!("{}/{repository_and_tag}", self.addr)).expect("reference")
+    }
+
+    fn client(&self, reference: &PolicyRef) -> Registry {
+        Registry::connect(reference, &[], Duration::from_secs(10), &|_| None).expect("client")
+    }
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A detached FILE.sig, as `deploy-guard sign FILE` writes it.
+fn sign_file_with(path: &Path, key: &Path) {
+    let bytes = std::fs::read(path).expect("read");
+    let text = deploy_guard::signature::sign(&read_signing_key(key).expect("key"), &bytes);
+    std::fs::write(deploy_guard::signature::signature_path(path), text).expect("write sig");
+}
+
+fn keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    generate_key_pair(&dir.join(name)).expect("keygen")
+}
+
+#[test]
+fn push_sign_verify_and_check_on_the_command_line() {
+    let ws = Workspace::story();
+    let registry = RegistryProcess::start(ws.dir.path());
+    let (private, public) = keys(ws.dir.path(), "ops");
+    let (_, foreign) = keys(ws.dir.path(), "foreign");
+    let target = format!("{}/policies/guard:1.0.0", registry.addr);
+    let out = ws
+        .command()
+        .arg("push")
+        .arg(ws.policy())
+        .arg(&target)
+        .arg("--key")
+        .arg(&private)
+        .output()
+        .expect("push");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let (pushed, digest) = printed.trim().split_once('@').expect("REF@digest");
+    assert_eq!(pushed, target);
+    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
+
+    // The manifest is the CNCF Wasm layout, read back by the registry's own API.
+    let manifest = http_get(&registry.addr, &format!("/v2/policies/guard/manifests/{digest}"));
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).expect("manifest JSON");
+    assert_eq!(manifest["config"]["mediaType"], "application/vnd.wasm.config.v0+json");
+    assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
+    assert_eq!(manifest["layers"][0]["digest"], deploy_guard::policy::digest(REFERENCE));
+    let sig_tag = digest.replace(':', "-") + ".sig";
+    let signature = http_get(&registry.addr, &format!("/v2/policies/guard/manifests/{sig_tag}"));
+    assert!(signature.contains("dev.cosignproject.cosign/signature"), "{signature}");
+
+    let verify = |key: &Path, target: &str| {
+        ws.command()
+            .env("DEPLOY_GUARD_TRUSTED_KEYS", key)
+            .args(["verify", target])
+            .output()
+            .expect("verify")
+    };
+    let ok = verify(&public, &target);
+    assert_eq!(ok.status.code(), Some(0), "{}{}", text(&ok.stdout), text(&ok.stderr));
+    let refused = verify(&foreign, &target);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stdout));
+    assert!(
+        text(&refused.stdout).contains("another key"),
+        "{}",
+        text(&refused.stdout)
+    );
+
+    // An unsigned push, then `sign REF` signs it.
+    let unsigned = format!("{}/policies/guard:next", registry.addr);
+    let next = ws.dir.path().join("next.wasm");
+    std::fs::write(&next, NEXT).expect("write");
+    let out = ws
+        .command()
+        .arg("push")
+        .arg(&next)
+        .arg(&unsigned)
+        .output()
+        .expect("push");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let before = verify(&public, &unsigned);
+    assert_eq!(before.status.code(), Some(1));
+    assert!(text(&before.stdout).contains("unsigned"), "{}", text(&before.stdout));
+    let out = ws
+        .command()
+        .args(["sign", &unsigned, "--key"])
+        .arg(&private)
+        .output()
+        .expect("sign");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(verify(&public, &unsigned).status.code(), Some(0));
+
+    // `check` and `diff` take oci:// references, signature first when keys are trusted.
+    let check = ws
+        .command()
+        .env("DEPLOY_GUARD_TRUSTED_KEYS", &public)
+        .args(["check", &format!("oci://{target}")])
+        .output()
+        .expect("check");
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
+    let diff = ws
+        .command()
+        .arg("diff")
+        .arg(format!("oci://{target}"))
+        .arg(format!("oci://{unsigned}"))
+        .output()
+        .expect("diff");
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "1.0.0 and 1.1.0 differ: {}",
+        text(&diff.stdout)
+    );
+
+    // `serve --shadow` takes one too: 1.1.0 judges beside the file's 1.0.0.
+    sign_file_with(&ws.policy(), &private);
+    let shadowed = deploy_guard_e2e::pipe(
+        {
+            let mut command = ws.command();
+            command
+                .env("DEPLOY_GUARD_TRUSTED_KEYS", &public)
+                .args(["serve", "--shadow", &format!("oci://{unsigned}")]);
+            command
+        },
+        b"{\"work_item\": \"ORCH-081\", \"target\": \"awaiting\"}\n".to_vec(),
+    );
+    assert_eq!(shadowed.status.code(), Some(0), "{}", text(&shadowed.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&shadowed.stdout).expect("one answer");
+    assert_eq!(answer["rule"], "non-terminal", "1.0.0 answers: {answer}");
+    let stderr = text(&shadowed.stderr);
+    assert!(
+        stderr.contains("shadowing") && stderr.contains("deploy-status-guard@1.1.0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 decisions compared, 1 disagreements"), "{stderr}");
+
+    // A policy the gate refuses is never pushed.
+    let bad = ws.dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"\0asm not a component").expect("write");
+    let out = ws.command().arg("push").arg(&bad).arg(&target).output().expect("push");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+}
+
+/// A plain HTTP/1.0 GET to the registry (its own API, read back independently).
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/vnd.oci.image.manifest.v1+json\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// A `serve` host following a tag, its stderr kept in a file to wait for its lines.
+struct Host {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    log: PathBuf,
+}
+
+impl Host {
+    fn start(ws: &Workspace, name: &str, policy: &str, trusted: &Path) -> Host {
+        let log = ws.dir.path().join(format!("{name}.log"));
+        let mut child = ws
+            .command()
+            .arg("serve")
+            .env("DEPLOY_GUARD_POLICY", policy)
+            .env("DEPLOY_GUARD_POLL_MS", "200")
+            .env("DEPLOY_GUARD_TRUSTED_KEYS", trusted)
+            .env("DEPLOY_GUARD_CACHE", ws.dir.path().join(format!("{name}-cache")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("serve starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Host {
+            child,
+            stdin,
+            stdout,
+            log,
+        }
+    }
+
+    fn ask(&mut self) -> serde_json::Value {
+        writeln!(self.stdin, "{{\"work_item\": \"ORCH-081\", \"target\": \"awaiting\"}}").expect("write");
+        self.stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait (30 s at most) for a line of the host's log containing `needle`.
+    fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within 30 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_fleet_of_three_follows_a_signed_tag_and_rides_out_the_registry_going_down() {
+    let ws = Workspace::story();
+    let mut registry = RegistryProcess::start(ws.dir.path());
+    let (private, public) = keys(ws.dir.path(), "ops");
+    let (foreign, _) = keys(ws.dir.path(), "foreign");
+    let reference = registry.reference("policies/guard:live");
+    let client = registry.client(&reference);
+    let key = read_signing_key(&private).expect("key");
+    let first = client.push_policy(&reference, REFERENCE).expect("push 1.0.0");
+    client.push_signature(&reference, &first, &key).expect("sign 1.0.0");
+    let policy = format!("oci://{reference}");
+    let reference_digest = deploy_guard::policy::digest(REFERENCE);
+    let next_digest = deploy_guard::policy::digest(NEXT);
+
+    let mut hosts: Vec<Host> = ["a", "b", "c"]
+        .iter()
+        .map(|name| Host::start(&ws, name, &policy, &public))
+        .collect();
+    for host in &mut hosts {
+        let answer = host.ask();
+        assert_eq!(answer["policy_digest"], reference_digest.as_str(), "{answer}");
+    }
+
+    // Unsigned 1.1.0 on the tag: refused by every host, 1.0.0 keeps deciding.
+    let next = client.push_policy(&reference, NEXT).expect("push 1.1.0");
+    for host in &mut hosts {
+        host.wait_for_log("unsigned");
+        let answer = host.ask();
+        assert_eq!(answer["policy_digest"], reference_digest.as_str(), "{answer}");
+    }
+    // Signed by a key nobody trusts: refused too.
+    client
+        .push_signature(&reference, &next, &read_signing_key(&foreign).expect("key"))
+        .expect("foreign signature");
+    for host in &mut hosts {
+        host.wait_for_log("another key");
+        let answer = host.ask();
+        assert_eq!(answer["policy_digest"], reference_digest.as_str(), "{answer}");
+    }
+
+    // Signed by the trusted key: every host takes it, no fail-safe meanwhile.
+    client
+        .push_signature(&reference, &next, &key)
+        .expect("trusted signature");
+    let signed_at = Instant::now();
+    let mut reached = [None; 3];
+    let deadline = signed_at + Duration::from_secs(60);
+    while reached.iter().any(Option::is_none) {
+        assert!(
+            Instant::now() < deadline,
+            "1.1.0 did not reach every host within 60 s: {reached:?}"
+        );
+        for (host, reached) in hosts.iter_mut().zip(&mut reached) {
+            let answer = host.ask();
+            assert_ne!(
+                answer["rule"], "fail-safe",
+                "a fail-safe answer during the rollout: {answer}"
+            );
+            if reached.is_none() && answer["policy_digest"] == next_digest.as_str() {
+                *reached = Some(signed_at.elapsed());
+            }
+        }
+    }
+    let slowest = reached.iter().flatten().max().copied().unwrap_or_default();
+    eprintln!("rollout: 1.1.0 reached 3 hosts in {slowest:?} (poll 200 ms): {reached:?}");
+    assert!(
+        slowest <= Duration::from_millis(200) + Duration::from_secs(2),
+        "slower than poll + 2 s: {reached:?}"
+    );
+
+    // The registry goes down: every host goes on deciding on 1.1.0.
+    registry.stop();
+    for host in &mut hosts {
+        host.wait_for_log("policy not updated from");
+        for _ in 0..3 {
+            let answer = host.ask();
+            assert_eq!(answer["policy_digest"], next_digest.as_str(), "{answer}");
+            assert_eq!(answer["rule"], "failed", "1.1.0 decides: {answer}");
+        }
+    }
+    // A host restarted while the registry is down starts on its last good copy.
+    let restarted = hosts.remove(0);
+    restarted.stop();
+    let mut restarted = Host::start(&ws, "a", &policy, &public);
+    let answer = restarted.ask();
+    assert_eq!(answer["policy_digest"], next_digest.as_str(), "{answer}");
+    assert_eq!(answer["error"], serde_json::Value::Null, "{answer}");
+    restarted.wait_for_log("starting on the last good local copy");
+    restarted.stop();
+    for host in hosts {
+        host.stop();
+    }
+}
+
+/// A guard following `reference`, with trusted `public`, on its own cache.
+fn follower(ws: &Workspace, reference: &PolicyRef, public: &Path) -> Guard {
+    Guard::new(deploy_guard::Config {
+        policy: format!("oci://{reference}").into(),
+        trusted_keys: vec![public.to_owned()],
+        poll: Duration::from_millis(100),
+        cache: Some(ws.dir.path().join("cache")),
+        ..ws.config()
+    })
+    .expect("guard")
+}
+
+/// Refresh until the follower acts on something other than "unchanged".
+fn refresh_until_refused(guard: &Guard) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match guard.refresh_policy() {
+            Some(Outcome::Refused(why)) => return why,
+            Some(Outcome::Activated { identity, .. }) => panic!("{identity} went live"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no refusal within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A manifest in the CNCF layout with these layers (JSON text).
+fn manifest(config: &[u8], layers: &[(&str, String, u64)]) -> Vec<u8> {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.wasm.config.v0+json",
+            "digest": deploy_guard::policy::digest(config),
+            "size": config.len(),
+        },
+        "layers": layers.iter().map(|(media_type, digest, size)| serde_json::json!({
+            "mediaType": media_type, "digest": digest, "size": size,
+        })).collect::<Vec<_>>(),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn bad_artifacts_are_refused_each_naming_its_cause_and_the_live_policy_stays() {
+    let ws = Workspace::story();
+    let registry = RegistryProcess::start(ws.dir.path());
+    let (private, public) = keys(ws.dir.path(), "ops");
+    let key = read_signing_key(&private).expect("key");
+    let reference = registry.reference("policies/guard:live");
+    let client = registry.client(&reference);
+    let good = client.push_policy(&reference, REFERENCE).expect("push");
+    client.push_signature(&reference, &good, &key).expect("sign");
+    let guard = follower(&ws, &reference, &public);
+    let live = deploy_guard::policy::digest(REFERENCE);
+    assert_eq!(guard.policy().expect("live").digest, live);
+
+    let config = b"{}".to_vec();
+    let next = NEXT.to_vec();
+    let next_digest = deploy_guard::policy::digest(&next);
+    let size = next.len() as u64;
+    // Each bad artifact is put on the tag, signed by the trusted key (so that only
+    // what is wrong with it is wrong), and must be refused naming its cause.
+    let case = |name: &str, body: Vec<u8>, blobs: Vec<Vec<u8>>, expect: &str| {
+        let digest = client.push_artifact(&reference, &blobs, body).expect(name);
+        client.push_signature(&reference, &digest, &key).expect("sign");
+        let why = refresh_until_refused(&guard);
+        assert!(why.contains(expect), "{name}: {why}");
+        assert_eq!(
+            guard.policy().expect("live").digest,
+            live,
+            "{name} changed the live policy"
+        );
+        let d = guard.decide("ORCH-081", Target::Awaiting, None);
+        assert_eq!(
+            (d.rule.as_str(), d.policy_digest.as_deref()),
+            ("non-terminal", Some(live.as_str()))
+        );
+    };
+    case(
+        "oversized blob",
+        manifest(&config, &[("application/wasm", next_digest.clone(), 65 << 20)]),
+        vec![config.clone(), next.clone()],
+        "more than the 67108864 allowed",
+    );
+    case(
+        "two layers",
+        manifest(
+            &config,
+            &[
+                ("application/wasm", next_digest.clone(), size),
+                ("application/wasm", next_digest.clone(), size),
+            ],
+        ),
+        vec![config.clone(), next.clone()],
+        "expected exactly one layer",
+    );
+    // Digest mismatch: the registry's stored blob is altered on disk, so that it
+    // serves other bytes under the digest (what a corrupt or lying registry does).
+    let altered = [next.clone(), b"x".to_vec()].concat();
+    let altered_digest = deploy_guard::policy::digest(&altered);
+    let hex = altered_digest.trim_start_matches("sha256:");
+    client
+        .push_artifact(
+            &registry.reference("policies/guard:scratch"),
+            &[config.clone(), altered.clone()],
+            manifest(
+                &config,
+                &[("application/wasm", altered_digest.clone(), altered.len() as u64)],
+            ),
+        )
+        .expect("scratch");
+    let blob_file = registry
+        .storage
+        .join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    std::fs::write(&blob_file, [&NEXT[..NEXT.len() - 1], b"yz"].concat()).expect("alter the blob");
+    case(
+        "digest mismatch",
+        manifest(&config, &[("application/wasm", altered_digest, altered.len() as u64)]),
+        vec![config.clone()],
+        "digest mismatch",
+    );
+}
+
+#[test]
+fn bad_signatures_are_refused_each_naming_its_cause() {
+    let ws = Workspace::story();
+    let registry = RegistryProcess::start(ws.dir.path());
+    let (private, public) = keys(ws.dir.path(), "ops");
+    let key = read_signing_key(&private).expect("key");
+    let reference = registry.reference("policies/guard:live");
+    let client = registry.client(&reference);
+    let good = client.push_policy(&reference, REFERENCE).expect("push");
+    client.push_signature(&reference, &good, &key).expect("sign");
+    let guard = follower(&ws, &reference, &public);
+    let live = deploy_guard::policy::digest(REFERENCE);
+
+    let next = client.push_policy(&reference, NEXT).expect("push 1.1.0");
+    // A .sig whose payload names another digest, signed by the trusted key.
+    let push_sig = |payload: String, signature: String| {
+        let config = b"{}".to_vec();
+        let body = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": deploy_guard::policy::digest(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                        "digest": deploy_guard::policy::digest(payload.as_bytes()), "size": payload.len(),
+                        "annotations": {"dev.cosignproject.cosign/signature": signature}}],
+        });
+        client
+            .push_artifact(
+                &reference.signature_tag(&next),
+                &[config, payload.into_bytes()],
+                body.to_string().into_bytes(),
+            )
+            .expect("push sig");
+    };
+    let other_payload = simple_signing_payload(&reference, &good);
+    let other_signature = deploy_guard::signature::sign(&key, other_payload.as_bytes());
+    push_sig(other_payload.clone(), other_signature.clone());
+    let why = refresh_until_refused(&guard);
+    assert!(why.contains("signed for another digest"), "{why}");
+    assert_eq!(guard.policy().expect("live").digest, live);
+
+    // A truncated signature over the right payload.
+    let payload = simple_signing_payload(&reference, &next);
+    let signature = deploy_guard::signature::sign(&key, payload.as_bytes());
+    push_sig(payload.clone(), signature[..signature.len() / 2].to_owned());
+    let why = refresh_until_refused(&guard);
+    assert!(why.contains("malformed signature"), "{why}");
+    assert_eq!(guard.policy().expect("live").digest, live);
+
+    // And the right signature at last: it goes live.
+    push_sig(payload, signature);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while guard.policy().expect("live").digest == live {
+        assert!(Instant::now() < deadline, "the signed 1.1.0 never went live");
+        guard.refresh_policy();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(guard.policy().expect("live").digest, deploy_guard::policy::digest(NEXT));
+}
+
+#[test]
+fn unreachable_dns_and_a_registry_hanging_mid_body_are_named_and_bounded() {
+    // DNS: `.invalid` never resolves (RFC 6761).
+    let nowhere = PolicyRef::parse("registry.invalid:5000/policies/guard:live").expect("reference");
+    let client = Registry::connect(&nowhere, &[], Duration::from_secs(10), &|_| None).expect("client");
+    let error = client.resolve(&nowhere).expect_err("no such host").to_string();
+    assert!(error.contains("dns error") || error.contains("lookup"), "{error}");
+
+    // A registry that sends headers and part of a body, then hangs.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = std::sync::Arc::clone(&stop);
+    let server = std::thread::spawn(move || {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let mut held = Vec::new();
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request);
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 100000\r\n\r\n{\"schemaVersion\":",
+                    );
+                    let _ = stream.flush();
+                    held.push(stream);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    let hanging = PolicyRef::parse(&format!("{addr}/policies/guard:live")).expect("reference");
+    let client = Registry::connect(&hanging, &[], Duration::from_secs(1), &|_| None).expect("client");
+    let started = Instant::now();
+    let error = client.resolve(&hanging).expect_err("a hanging registry");
+    let waited = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().expect("server");
+    let error = error.to_string();
+    assert!(
+        error.contains("no answer within") || error.contains("timed out"),
+        "{error}"
+    );
+    assert!(
+        waited < Duration::from_secs(30),
+        "the timeout did not bound the wait: {waited:?}"
+    );
+}

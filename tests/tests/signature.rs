@@ -1,0 +1,308 @@
+//! Signed policies (issue 13): `keygen`, `sign`, `verify`, and trusted keys on every
+//! load path (start-up, hot swap, `check`, `decide`, the library's `Guard`). Real key
+//! files, real signature files, the real binary, and OpenSSL as the independent reader
+//! of the format (what cosign's `verify-blob` checks: ECDSA P-256 over SHA-256, DER,
+//! base64).
+
+use deploy_guard::signature::{generate_key_pair, read_signing_key, sign, signature_path};
+use deploy_guard::swap::Outcome;
+use deploy_guard::{Guard, Target};
+use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, write_atomically};
+use std::path::{Path, PathBuf};
+
+/// A key pair in `dir`: (private, public).
+fn keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    generate_key_pair(&dir.join(name)).expect("keygen")
+}
+
+/// Sign the file at `path` with `key` (the library's signer, what `sign` calls).
+fn sign_file(path: &Path, key: &Path) {
+    let text = sign(
+        &read_signing_key(key).expect("key"),
+        &std::fs::read(path).expect("read"),
+    );
+    std::fs::write(signature_path(path), format!("{text}\n")).expect("write sig");
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn keygen_sign_and_verify_on_the_command_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::story();
+    let out = ws.command().args(["keygen", "ops"]).output().expect("keygen");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let private = ws.dir.path().join("ops.key");
+    let public = ws.dir.path().join("ops.pub");
+    let mode = std::fs::metadata(&private).expect("key").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the private key is private");
+    assert!(
+        std::fs::read_to_string(&public)
+            .expect("pub")
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+    let (_, foreign) = keys(ws.dir.path(), "foreign");
+
+    let policy = ws.policy();
+    let out = ws
+        .command()
+        .args(["sign", policy.to_str().expect("utf-8"), "--key", "ops.key"])
+        .output()
+        .expect("sign");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(signature_path(&policy).exists());
+
+    let verify = |trusted: &Path| {
+        ws.command()
+            .env("DEPLOY_GUARD_TRUSTED_KEYS", trusted)
+            .args(["verify", policy.to_str().expect("utf-8")])
+            .output()
+            .expect("verify")
+    };
+    let ok = verify(&public);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stdout));
+    assert!(text(&ok.stdout).contains("verified"), "{}", text(&ok.stdout));
+
+    let other = verify(&foreign);
+    assert_eq!(other.status.code(), Some(1));
+    assert!(text(&other.stdout).contains("another key"), "{}", text(&other.stdout));
+
+    // The same signature over other bytes.
+    write_atomically(&policy, NEXT);
+    let tampered = verify(&public);
+    assert_eq!(tampered.status.code(), Some(1));
+    assert!(
+        text(&tampered.stdout).contains("over other bytes"),
+        "{}",
+        text(&tampered.stdout)
+    );
+
+    std::fs::write(signature_path(&policy), "MEUCIQ").expect("truncate");
+    let truncated = verify(&public);
+    assert_eq!(truncated.status.code(), Some(1));
+    assert!(
+        text(&truncated.stdout).contains("malformed signature"),
+        "{}",
+        text(&truncated.stdout)
+    );
+
+    std::fs::remove_file(signature_path(&policy)).expect("rm");
+    let unsigned = verify(&public);
+    assert_eq!(unsigned.status.code(), Some(1));
+    assert!(
+        text(&unsigned.stdout).contains("unsigned"),
+        "{}",
+        text(&unsigned.stdout)
+    );
+}
+
+#[test]
+fn openssl_reads_our_signatures_as_cosign_verify_blob_would() {
+    let ws = Workspace::story();
+    let (private, public) = keys(ws.dir.path(), "ops");
+    let policy = ws.policy();
+    sign_file(&policy, &private);
+    let der = ws.dir.path().join("sig.der");
+    let b64 = std::fs::read_to_string(signature_path(&policy)).expect("sig");
+    let decoded = std::process::Command::new("openssl")
+        .args(["base64", "-d", "-A", "-out"])
+        .arg(&der)
+        .stdin(std::fs::File::open(signature_path(&policy)).expect("open"))
+        .output()
+        .expect("openssl is installed");
+    assert!(decoded.status.success(), "{b64}: {}", text(&decoded.stderr));
+    let out = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&public)
+        .arg("-signature")
+        .arg(&der)
+        .arg(&policy)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{} {}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("Verified OK"));
+
+    // And the other way: a signature OpenSSL made verifies with `deploy-guard verify`.
+    let pem = ws.dir.path().join("openssl.key");
+    let pub_pem = ws.dir.path().join("openssl.pub");
+    let status = std::process::Command::new("openssl")
+        .args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"])
+        .arg(&pem)
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    let status = std::process::Command::new("openssl")
+        .args(["ec", "-pubout", "-in"])
+        .arg(&pem)
+        .arg("-out")
+        .arg(&pub_pem)
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    let signed = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(&pem)
+        .arg("-out")
+        .arg(&der)
+        .arg(&policy)
+        .status()
+        .expect("openssl");
+    assert!(signed.success());
+    let b64 = std::process::Command::new("openssl")
+        .args(["base64", "-A", "-in"])
+        .arg(&der)
+        .output()
+        .expect("openssl");
+    std::fs::write(signature_path(&policy), &b64.stdout).expect("write");
+    let verify = ws
+        .command()
+        .env("DEPLOY_GUARD_TRUSTED_KEYS", &pub_pem)
+        .args(["verify", policy.to_str().expect("utf-8")])
+        .output()
+        .expect("verify");
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+}
+
+#[test]
+fn with_trusted_keys_an_unsigned_policy_never_goes_live_at_start_up() {
+    let ws = Workspace::story();
+    let (_, public) = keys(ws.dir.path(), "ops");
+    let guard = Guard::new(deploy_guard::Config {
+        trusted_keys: vec![public],
+        ..ws.config()
+    })
+    .expect("guard");
+    assert!(guard.policy().is_none());
+    let d = guard.decide("ORCH-061", Target::Monitoring, None);
+    assert_eq!(d.rule, "fail-safe");
+    let error = d.error.expect("a cause");
+    assert!(error.contains("unsigned"), "{error}");
+}
+
+#[test]
+fn hot_swap_refuses_unsigned_and_foreign_signed_and_takes_the_signed_one() {
+    let ws = Workspace::story();
+    let (private, public) = keys(ws.dir.path(), "ops");
+    let (foreign_private, _) = keys(ws.dir.path(), "foreign");
+    sign_file(&ws.policy(), &private);
+    let guard = Guard::new(deploy_guard::Config {
+        trusted_keys: vec![public],
+        ..ws.config()
+    })
+    .expect("guard");
+    let reference = deploy_guard::policy::digest(REFERENCE);
+    assert_eq!(guard.policy().expect("signed reference live").digest, reference);
+
+    // Unsigned: the old signature is over other bytes.
+    std::fs::remove_file(signature_path(&ws.policy())).expect("rm sig");
+    write_atomically(&ws.policy(), NEXT);
+    let outcome = refresh_until_outcome(&guard);
+    assert!(
+        matches!(&outcome, Outcome::Refused(why) if why.contains("unsigned")),
+        "{outcome:?}"
+    );
+    assert_eq!(guard.policy().expect("live").digest, reference);
+
+    // Signed by a key nobody trusts.
+    sign_file(&ws.policy(), &foreign_private);
+    let outcome = refresh_until_outcome(&guard);
+    assert!(
+        matches!(&outcome, Outcome::Refused(why) if why.contains("another key")),
+        "{outcome:?}"
+    );
+    assert_eq!(guard.policy().expect("live").digest, reference);
+    let d = guard.decide("ORCH-081", Target::Awaiting, None);
+    assert_eq!(
+        (d.rule.as_str(), d.error),
+        ("non-terminal", None),
+        "the reference decides"
+    );
+
+    // The trusted signature arrives after the file: the change of the .sig is enough.
+    sign_file(&ws.policy(), &private);
+    let outcome = refresh_until_outcome(&guard);
+    assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
+    assert_eq!(guard.policy().expect("live").digest, deploy_guard::policy::digest(NEXT));
+
+    // A roll back puts the reference back in the file with its own signature, so that
+    // a restart under the same trusted key starts on it.
+    assert!(matches!(guard.roll_back("test"), Some(Outcome::RolledBack { .. })));
+    assert_eq!(std::fs::read(ws.policy()).expect("read"), REFERENCE);
+    let restarted = Guard::new(deploy_guard::Config {
+        trusted_keys: guard.config().trusted_keys.clone(),
+        ..ws.config()
+    })
+    .expect("guard");
+    assert_eq!(restarted.policy().expect("signed reference live").digest, reference);
+}
+
+/// Refresh until the policy poll acts (a change is acted on once it held still).
+fn refresh_until_outcome(guard: &Guard) -> Outcome {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(outcome) = guard.refresh_policy() {
+            return outcome;
+        }
+        assert!(std::time::Instant::now() < deadline, "no outcome within 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_missing_or_non_key_trusted_file_is_named_in_every_answer() {
+    let ws = Workspace::story();
+    let (private, _) = keys(ws.dir.path(), "ops");
+    sign_file(&ws.policy(), &private);
+    let not_a_key = ws.dir.path().join("notes.txt");
+    std::fs::write(&not_a_key, "not a key").expect("write");
+    for broken in [ws.dir.path().join("missing.pub"), not_a_key] {
+        let out = ws
+            .command()
+            .env("DEPLOY_GUARD_TRUSTED_KEYS", &broken)
+            .args(["decide", "--work-item", "ORCH-061", "--target", "monitoring"])
+            .output()
+            .expect("decide");
+        assert_eq!(out.status.code(), Some(0));
+        let decision: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(decision["rule"], "fail-safe", "{decision}");
+        let error = decision["error"].as_str().expect("error");
+        assert!(
+            error.contains("trusted_keys") && error.contains(&broken.display().to_string()),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn check_and_decide_require_the_signature_too() {
+    let ws = Workspace::story();
+    let (private, public) = keys(ws.dir.path(), "ops");
+    let check = || {
+        ws.command()
+            .env("DEPLOY_GUARD_TRUSTED_KEYS", &public)
+            .args(["check", ws.policy().to_str().expect("utf-8")])
+            .output()
+            .expect("check")
+    };
+    let decide = || {
+        let out = ws
+            .command()
+            .env("DEPLOY_GUARD_TRUSTED_KEYS", &public)
+            .args(["decide", "--work-item", "ORCH-061", "--target", "monitoring"])
+            .output()
+            .expect("decide");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let refused = check();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stdout).contains("unsigned"), "{}", text(&refused.stdout));
+    assert_eq!(decide()["rule"], "fail-safe");
+
+    sign_file(&ws.policy(), &private);
+    let admitted = check();
+    assert_eq!(admitted.status.code(), Some(0), "{}", text(&admitted.stdout));
+    assert!(text(&admitted.stdout).contains("signature: valid"));
+    assert_eq!(decide()["rule"], "converge-done");
+}
