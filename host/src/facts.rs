@@ -121,6 +121,8 @@ struct Pool {
     idle: Vec<PooledConnection>,
     /// Whether a reaper thread is running for this pool.
     reaper: bool,
+    /// The last reaper started (joined by [`FactsSource::quiesce`]).
+    reaper_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What the database's journal looked like the last time its header was read: the
@@ -262,6 +264,23 @@ impl FactsSource {
         })
     }
 
+    /// Before `fork()`: close every idle connection on this thread and wait for the
+    /// reaper to end, so that no thread of ours is inside SQLite (holding its mutexes
+    /// or the allocator's) when the process forks: the child would inherit them locked.
+    /// The next connection handed back starts a new reaper.
+    pub fn quiesce(&self) {
+        let (idle, reaper) = match self.pool.lock() {
+            Ok(mut pool) => (std::mem::take(&mut pool.idle), pool.reaper_thread.take()),
+            Err(_) => return,
+        };
+        drop(idle);
+        if let Some(reaper) = reaper {
+            // Woken, it finds the pool empty and ends.
+            reaper.thread().unpark();
+            let _ = reaper.join();
+        }
+    }
+
     fn give_back(&self, mut pooled: PooledConnection) {
         pooled.last_used = Instant::now();
         let Ok(mut pool) = self.pool.lock() else { return };
@@ -273,7 +292,10 @@ impl FactsSource {
                 .spawn(move || reap_idle(&weak));
             // Without a reaper no connection may stay: close it now.
             match spawned {
-                Ok(_) => pool.reaper = true,
+                Ok(thread) => {
+                    pool.reaper = true;
+                    pool.reaper_thread = Some(thread);
+                }
                 Err(_) => pool.idle.clear(),
             }
         }

@@ -50,6 +50,15 @@ pub struct Follower {
     refused: HashSet<String>,
 }
 
+impl Follower {
+    /// After a fork, in the child: the registry client (its runtime, its connections)
+    /// is the parent's; leak it, and connect afresh at the next poll, which is now.
+    pub fn forget_connection(&mut self) {
+        std::mem::forget(self.registry.take());
+        self.next_poll = None;
+    }
+}
+
 /// The private directory of `reference`'s local copy: `<cache>/oci/<reference>` (mode
 /// 0700), the cache being `DEPLOY_GUARD_CACHE`'s directory or, without one, a
 /// `deploy-guard-oci` directory in the system's temporary directory.
@@ -222,13 +231,21 @@ impl Follower {
     ) {
         let dir = local_dir(config, reference);
         let path = dir.join("policy.wasm");
-        let Ok(record) = std::fs::read(dir.join("policy.json")) else {
+        // The directory must be our own and private: a local copy planted by another
+        // user (the default lives under the shared temporary directory) is never used.
+        if let Err(why) = owned_and_private(&dir) {
+            tracing::warn!(target: "deploy_guard::oci", dir = %dir.display(), "not using the local copy: {why}");
+            return;
+        }
+        let Ok(record) = crate::read_file::read_bounded(&dir.join("policy.json"), crate::read_file::MAX_VECTORS_BYTES)
+        else {
             return;
         };
         let checked = serde_json::from_slice::<LocalRecord>(&record)
             .map_err(|e| format!("its record does not parse: {e}"))
             .and_then(|record| {
-                let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+                let bytes = crate::read_file::read_bounded(&path, crate::read_file::MAX_POLICY_BYTES)
+                    .map_err(|e| e.to_string())?;
                 if crate::policy::digest(&bytes) != record.layer_digest {
                     return Err("it does not match its record".to_owned());
                 }
@@ -290,14 +307,41 @@ pub fn admit_candidate(
         let pulled = registry.pull_policy(&reference, &digest, trust.as_ref())?;
         return Ok(crate::gate::admit(sandbox, &pulled.bytes, config.limits, None)?);
     }
-    if let Some(trust) = &trust {
-        let bytes = std::fs::read(policy).map_err(|e| crate::gate::GateError::Unreadable {
+    // Read once (bounded, never blocking): the bytes whose signature is checked are the
+    // bytes the gate judges, whatever happens to the file meanwhile.
+    let bytes = crate::read_file::read_bounded(policy, crate::read_file::MAX_POLICY_BYTES).map_err(|e| {
+        crate::gate::GateError::Unreadable {
             path: policy.display().to_string(),
             reason: e.to_string(),
-        })?;
+        }
+    })?;
+    if let Some(trust) = &trust {
         trust.verify_file(policy, &bytes)?;
     }
-    Ok(crate::gate::admit_file(sandbox, policy, config.limits)?)
+    Ok(crate::gate::admit(
+        sandbox,
+        &bytes,
+        config.limits,
+        Some(&crate::vectors::vectors_path(policy)),
+    )?)
+}
+
+/// Whether `dir` is a directory of this user's, closed to everyone else (0700).
+fn owned_and_private(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err("not a directory".to_owned());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!("owned by uid {}, not by this process's ({me})", meta.uid()));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!("mode {:o}: open to other users", meta.mode() & 0o777));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

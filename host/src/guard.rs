@@ -416,6 +416,9 @@ impl Guard {
     /// run until [`Guard::after_fork`]. Decisions in between are not recorded.
     pub fn before_fork(&self) {
         drop(self.shared.ledger.swap(None));
+        // The idle-connection reaper too: it may be closing a connection (inside
+        // SQLite's mutexes) at the moment of the fork.
+        self.shared.facts.load().quiesce();
     }
 
     /// After `fork()`, in the parent (`in_child` false) or the child (true): the
@@ -433,6 +436,12 @@ impl Guard {
             self.shared
                 .facts
                 .store(Arc::new(FactsSource::new(config.db.clone(), config.busy_timeout)));
+            // The registry client holds an async runtime whose threads did not survive
+            // and sockets shared with the parent: never used again (forgotten, since
+            // dropping the runtime would wait for threads that are not there).
+            if let Ok(mut follower) = self.shared.follower.lock() {
+                follower.forget_connection();
+            }
         }
         let config = self.shared.config.load_full();
         self.shared

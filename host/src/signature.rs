@@ -268,23 +268,12 @@ pub fn generate_key_pair(prefix: &Path) -> Result<(PathBuf, PathBuf), SignatureE
 
 /// Read at most `limit` bytes of a regular file; larger is an error.
 fn bounded_read(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than {limit} bytes"),
-        ));
-    }
-    Ok(bytes)
+    // The host's one way of reading a given file (issue 11): without blocking on a
+    // FIFO, regular files only, bounded.
+    crate::read_file::read_bounded(path, limit).map_err(|e| match e {
+        crate::read_file::ReadError::Io(e) => e,
+        other => std::io::Error::new(std::io::ErrorKind::InvalidData, other.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -282,7 +282,7 @@ impl PolicySlot {
         }
         if let Some(path) = swapping.as_deref() {
             match put_back(path, &bad.digest, previous.bytes()) {
-                Ok(()) => {}
+                Ok(()) => self.put_back_signature(path, &bad.digest, &previous.digest),
                 // Someone put another file in place since (an operator's fix): it is
                 // theirs, and it goes through the gate as any candidate does.
                 Err(PutBack::Changed(now)) => tracing::warn!(
@@ -297,13 +297,6 @@ impl PolicySlot {
                 ),
             }
         }
-        // Its signature too, when one was verified: a restart must accept what is back.
-        if let (Some(path), Ok(kept)) = (swapping.as_deref(), self.signatures.lock())
-            && let Some(signature) = kept.get(&previous.digest)
-            && let Err(e) = write_policy_file(&crate::signature::signature_path(path), signature)
-        {
-            tracing::error!(target: "deploy_guard::policy", path = %path.display(), "cannot write the rolled-back policy's signature back: {e}");
-        }
         tracing::error!(
             target: "deploy_guard::policy",
             from = %bad.identity(), from_digest = %bad.digest, to = %previous.identity(), to_digest = %previous.digest,
@@ -313,6 +306,32 @@ impl PolicySlot {
             to: previous.identity().to_owned(),
             from: bad.identity().to_owned(),
         })
+    }
+
+    /// After the policy file was put back: its detached signature too, when one was
+    /// verified for the policy put back, so that a restart accepts what is back. By the
+    /// same rule as the policy file ([`put_back`]): only over the bad policy's own
+    /// signature (or where none is), never over a symbolic link.
+    fn put_back_signature(&self, path: &Path, bad: &str, previous: &str) {
+        let Ok(kept) = self.signatures.lock() else { return };
+        let Some(signature) = kept.get(previous) else { return };
+        let sig_path = crate::signature::signature_path(path);
+        let result = match std::fs::symlink_metadata(&sig_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_policy_file(&sig_path, signature).map_err(|e| PutBack::Io(e.to_string()))
+            }
+            Err(e) => Err(PutBack::Io(e.to_string())),
+            Ok(_) => match kept.get(bad) {
+                Some(bad_signature) => put_back(&sig_path, &crate::decision::digest(bad_signature), signature),
+                None => Err(PutBack::Io("the bad policy's own signature is not known".to_owned())),
+            },
+        };
+        if let Err(e) = result {
+            tracing::error!(
+                target: "deploy_guard::policy", path = %sig_path.display(),
+                "the rolled-back policy's signature is not written back: {e}; a restart under trusted keys refuses the file until it is signed"
+            );
+        }
     }
 
     /// Keep the same policy under new limits (a configuration reload).

@@ -137,9 +137,13 @@ fn register(state: &Arc<GuardState>) {
 fn before_fork(py: Python<'_>) {
     let guards = live_guards();
     py.detach(|| {
+        // The watchers first, while decisions still run: a watcher may be in the middle
+        // of a registry call (seconds), which must never hold decisions up.
+        for state in &guards {
+            state.stop_watcher();
+        }
         for state in &guards {
             state.gate.close();
-            state.stop_watcher();
             if let Ok(guard) = &state.guard {
                 guard.before_fork();
             }
@@ -534,25 +538,56 @@ fn log_decision(
             return Ok(());
         }
         let caller = match reason {
-            Some(r) => r.clone(),
+            Some(r) => escaped_value(py, r),
             None => py.None().into_bound(py),
         };
+        // Every text field escaped as in the host's own decision line (issue 11): a
+        // newline in a work item or a stage must not forge a second line.
         let args = (
             level,
             intern!(py, MESSAGE),
-            work_item,
+            escaped_value(py, work_item),
             caller,
-            target,
-            decision.db_stage.as_deref(),
+            escaped_value(py, target),
+            decision.db_stage.as_deref().map(escaped_text),
             decision.window_active,
             verdict_str(py, decision.verdict),
-            decision.rule.as_str(),
-            decision.policy.as_deref(),
-            decision.error.as_deref(),
+            escaped_text(&decision.rule),
+            decision.policy.as_deref().map(escaped_text),
+            decision.error.as_deref().map(escaped_text),
         );
         logger.call_method1(intern!(py, "log"), args)?;
         Ok(())
     })();
+}
+
+/// `text` with control and format characters (and backslashes) escaped, as the host's
+/// text decision line writes it; borrowed when there is nothing to escape.
+fn escaped_text(text: &str) -> Cow<'_, str> {
+    if text
+        .chars()
+        .any(|c| c == '\\' || deploy_guard::decision::is_control_or_format(c))
+    {
+        Cow::Owned(deploy_guard::decision::Escaped(text).to_string())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// A value the caller passed, for the decision line: a string escaped as
+/// [`escaped_text`] (lone surrogates replaced), anything else as it is (`%s` gives its
+/// `str()`, as the original's line did).
+fn escaped_value<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+    match value.cast::<PyString>() {
+        Ok(text) => {
+            let text = text.to_string_lossy();
+            match escaped_text(&text) {
+                Cow::Borrowed(_) => value.clone(),
+                Cow::Owned(escaped) => PyString::new(py, &escaped).into_any(),
+            }
+        }
+        Err(_) => value.clone(),
+    }
 }
 
 impl Guard {

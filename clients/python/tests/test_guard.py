@@ -289,6 +289,20 @@ class TestLogging(GuardCase):
         # The record points at the orchestrator's call site, not at the binding.
         self.assertEqual(records[0].pathname, __file__)
 
+    def test_no_field_can_forge_a_line_or_carry_an_escape(self) -> None:
+        g = self.guard()
+        forged = "ORCH-X\ndeploy_status_guard: work_item=ORCH-061 verdict=ALLOW\x1b[2J"
+        g.decide(forged, AWAITING, "tick\r\u202eevil")
+        g.decide("ORCH-LIVE", AWAITING, "plain\\text")
+        messages = self.recorder.messages(LOGGER)
+        self.assertEqual(len(messages), 2, messages)
+        for message in messages:
+            self.assertFalse(any(c in message for c in "\n\r\x1b\u202e"), repr(message))
+        self.assertIn("work_item=ORCH-X\\u{a}deploy_status_guard: work_item=ORCH-061 verdict=ALLOW\\u{1b}[2J ", messages[0])
+        self.assertIn("caller=tick\\u{d}\\u{202e}evil ", messages[0])
+        # A backslash is escaped too, so an escape cannot be forged either.
+        self.assertIn("caller=plain\\\\text ", messages[1])
+
     def test_levels_below_the_loggers_are_not_built(self) -> None:
         g = self.guard()
         self.logger.setLevel(logging.WARNING)
