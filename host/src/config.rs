@@ -507,6 +507,21 @@ fn split_csv(csv: &str) -> Vec<String> {
         .collect()
 }
 
+/// The default cache directory: `$XDG_CACHE_HOME/deploy-guard`, else
+/// `$HOME/.cache/deploy-guard`.
+/// `env` stands for the environment.
+pub fn default_cache_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let base = env("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("deploy-guard"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,19 +729,4 @@ mod tests {
             c.problem
         );
     }
-}
-
-/// The default cache directory: `$XDG_CACHE_HOME/deploy-guard`, else
-/// `$HOME/.cache/deploy-guard`.
-/// `env` stands for the environment.
-pub fn default_cache_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let base = env("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            env("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        })?;
-    Some(base.join("deploy-guard"))
 }
