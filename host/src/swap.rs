@@ -199,6 +199,15 @@ impl PolicySlot {
             }
             if let Some(kept) = self.previous.load_full() {
                 save_previous(path, kept.bytes());
+                // With its verified signature, so that `deploy-guard rollback` can put
+                // a signed policy back under trusted keys (or none: a stale one is
+                // never left beside it).
+                let signature = self.signatures.lock().ok().and_then(|s| s.get(&kept.digest).cloned());
+                let kept_signature = crate::signature::signature_path(&previous_path(path));
+                let _ = match signature {
+                    Some(signature) => write_policy_file(&kept_signature, &signature),
+                    None => std::fs::remove_file(&kept_signature),
+                };
             }
         }
         match previous {

@@ -238,6 +238,66 @@ fn hot_swap_refuses_unsigned_and_foreign_signed_and_takes_the_signed_one() {
     assert_eq!(restarted.policy().expect("signed reference live").digest, reference);
 }
 
+/// `deploy-guard rollback` under trusted keys: the policy that went out kept its
+/// signature beside it, and both go back, so the host takes it; without that signature
+/// the command refuses (exit 1) rather than claim a roll back the host would refuse.
+#[test]
+fn the_rollback_command_puts_a_signed_policy_back_with_its_signature() {
+    let ws = Workspace::story();
+    let (private, public) = keys(ws.dir.path(), "ops");
+    sign_file(&ws.policy(), &private);
+    let config = || deploy_guard::Config {
+        trusted_keys: vec![public.clone()],
+        ..ws.config()
+    };
+    let guard = Guard::new(config()).expect("guard");
+    write_atomically(&ws.policy(), NEXT);
+    sign_file(&ws.policy(), &private);
+    let outcome = refresh_until_outcome(&guard);
+    assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
+    let previous = deploy_guard::swap::previous_path(&ws.policy());
+    assert_eq!(std::fs::read(&previous).expect("kept"), REFERENCE);
+    assert!(
+        signature_path(&previous).exists(),
+        "the kept policy's signature is kept too"
+    );
+
+    let rollback = || {
+        ws.command()
+            .env("DEPLOY_GUARD_TRUSTED_KEYS", &public)
+            .arg("rollback")
+            .output()
+            .expect("rollback")
+    };
+    // Without the kept signature: refused, nothing changed.
+    let kept_signature = std::fs::read(signature_path(&previous)).expect("kept sig");
+    std::fs::remove_file(signature_path(&previous)).expect("rm");
+    let out = rollback();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("needs its signature"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::read(ws.policy()).expect("read"), NEXT);
+
+    // With it: the reference and its signature are back, and the host takes them.
+    std::fs::write(signature_path(&previous), &kept_signature).expect("restore");
+    let out = rollback();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(std::fs::read(ws.policy()).expect("read"), REFERENCE);
+    assert_eq!(
+        std::fs::read(signature_path(&ws.policy())).expect("sig"),
+        kept_signature
+    );
+    let outcome = refresh_until_outcome(&guard);
+    assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
+    assert_eq!(
+        guard.policy().expect("live").digest,
+        deploy_guard::policy::digest(REFERENCE)
+    );
+}
+
 /// Refresh until the policy poll acts (a change is acted on once it held still).
 fn refresh_until_outcome(guard: &Guard) -> Outcome {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -23,6 +23,32 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    // Under trusted keys, the previous policy must carry its signature (kept beside it
+    // when it went out), and goes back with it: a policy the host would refuse is never
+    // put back with a claim of success.
+    let trust = deploy_guard::signature::Trust::from_files(&config.trusted_keys);
+    let signature = match &trust {
+        None => None,
+        Some(trust) => {
+            let kept = deploy_guard::signature::signature_path(&previous);
+            // Read once: the signature verified is the signature put back.
+            let verified = deploy_guard::signature::read_signature(&kept).and_then(|signature| {
+                trust
+                    .verify(&bytes, &signature, &format!(" in {}", kept.display()))
+                    .map(|_| signature)
+            });
+            match verified {
+                Ok(signature) => Some(signature),
+                Err(e) => {
+                    println!(
+                        "refused: {}: {e}; a roll back under trusted keys needs its signature",
+                        previous.display()
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    };
     // The same gate as any swap: a previous policy that no longer passes stays out.
     let sandbox = Sandbox::with_cache(config.cache.as_deref())?;
     let vectors = deploy_guard::vectors::vectors_path(&config.policy);
@@ -46,6 +72,15 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            if let Some(signature) = signature
+                && let Err(e) = put_signature_back(&config.policy, &signature)
+            {
+                println!(
+                    "rolled back, but its signature is not in place ({e}): under trusted keys the host refuses {} until it is signed",
+                    config.policy.display()
+                );
+                return Ok(ExitCode::from(1));
+            }
             println!(
                 "rolled back: {} is {} ({}) again",
                 config.policy.display(),
@@ -59,4 +94,20 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The signature beside the policy put back: written where none is, or over the
+/// signature there by the same compare-and-swap as the policy, never over a link.
+fn put_signature_back(policy: &std::path::Path, signature: &[u8]) -> anyhow::Result<()> {
+    let path = deploy_guard::signature::signature_path(policy);
+    match deploy_guard::read_file::read_bounded(&path, deploy_guard::read_file::MAX_POLICY_BYTES) {
+        Err(e) if e.is_not_found() && std::fs::symlink_metadata(&path).is_err() => {
+            write_atomically(&path, signature)?;
+        }
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        Ok(current) => {
+            deploy_guard::swap::put_back(&path, &deploy_guard::policy::digest(&current), signature)?;
+        }
+    }
+    Ok(())
 }
