@@ -48,6 +48,9 @@ pub struct Follower {
     live_manifest: Option<String>,
     /// Manifests the gate or the artifact checks refused (not pulled again).
     refused: HashSet<String>,
+    /// Manifests refused for want of a trusted signature: pulled again at each poll (a
+    /// signature may come), but counted as a refusal once.
+    unsigned: HashSet<String>,
 }
 
 impl Follower {
@@ -137,7 +140,8 @@ impl Follower {
             return Ok(Outcome::Unchanged);
         }
         if self.refused.contains(&digest) {
-            return Ok(Outcome::Refused(format!("{digest} was refused before")));
+            // Counted when it was refused; the tag still pointing at it is no new refusal.
+            return Ok(slot.report_problem(None, format!("{digest} was refused before")));
         }
         let pulled = match registry.pull_policy(reference, &digest, trust) {
             Ok(pulled) => pulled,
@@ -148,8 +152,10 @@ impl Follower {
             }
             Err(e @ OciError::Signature { .. }) => {
                 // Not signed (yet) by a trusted key: refused, and looked at again next
-                // poll without backing off, so that a signature pushed later is seen.
-                return Ok(slot.report_problem(Some("signature"), format!("policy refused: {e}")));
+                // poll without backing off, so that a signature pushed later is seen;
+                // counted once per manifest, not once per poll.
+                let class = self.unsigned.insert(digest.clone()).then_some("signature");
+                return Ok(slot.report_problem(class, format!("policy refused: {e}")));
             }
             Err(e) => return Err(e),
         };

@@ -576,6 +576,14 @@ fn bad_signatures_are_refused_each_naming_its_cause() {
     let why = refresh_until_refused(&guard);
     assert!(why.contains("malformed signature"), "{why}");
     assert_eq!(guard.policy().expect("live").digest, live);
+    // One manifest refused for its signature, however many polls saw it refused: one
+    // refusal in the metrics (an alert on "any increase" must not fire every poll).
+    let refusals = guard
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("deploy_guard_policy_refusals_total{reason=\"signature\"} "))
+        .map(str::to_owned);
+    assert_eq!(refusals.as_deref(), Some("1"), "{}", guard.metrics());
 
     // And the right signature at last: it goes live.
     push_sig(payload, signature);
