@@ -415,6 +415,45 @@ fn follower(ws: &Workspace, reference: &PolicyRef, public: &Path) -> Guard {
     .expect("guard")
 }
 
+/// A registry holding the signed reference policy under `policies/guard:live`, and a
+/// guard following that tag with the signing key trusted: the start of the tests of
+/// what a bad artifact or signature pushed over it does.
+struct Followed {
+    ws: Workspace,
+    registry: RegistryProcess,
+    key: deploy_guard::signature::SigningKey,
+    reference: PolicyRef,
+    client: Registry,
+    good: String,
+    guard: Guard,
+    live: String,
+}
+
+impl Followed {
+    fn start() -> Followed {
+        let ws = Workspace::story();
+        let registry = RegistryProcess::start(ws.dir.path());
+        let (private, public) = keys(ws.dir.path(), "ops");
+        let key = read_signing_key(&private).expect("key");
+        let reference = registry.reference("policies/guard:live");
+        let client = registry.client(&reference);
+        let good = client.push_policy(&reference, REFERENCE).expect("push");
+        client.push_signature(&reference, &good, &key).expect("sign");
+        let guard = follower(&ws, &reference, &public);
+        let live = deploy_guard::policy::digest(REFERENCE);
+        Followed {
+            ws,
+            registry,
+            key,
+            reference,
+            client,
+            good,
+            guard,
+            live,
+        }
+    }
+}
+
 /// Refresh until the follower acts on something other than "unchanged".
 fn refresh_until_refused(guard: &Guard) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -449,16 +488,16 @@ fn manifest(config: &[u8], layers: &[(&str, String, u64)]) -> Vec<u8> {
 
 #[test]
 fn bad_artifacts_are_refused_each_naming_its_cause_and_the_live_policy_stays() {
-    let ws = Workspace::story();
-    let registry = RegistryProcess::start(ws.dir.path());
-    let (private, public) = keys(ws.dir.path(), "ops");
-    let key = read_signing_key(&private).expect("key");
-    let reference = registry.reference("policies/guard:live");
-    let client = registry.client(&reference);
-    let good = client.push_policy(&reference, REFERENCE).expect("push");
-    client.push_signature(&reference, &good, &key).expect("sign");
-    let guard = follower(&ws, &reference, &public);
-    let live = deploy_guard::policy::digest(REFERENCE);
+    let Followed {
+        ws: _ws,
+        registry,
+        key,
+        reference,
+        client,
+        good: _good,
+        guard,
+        live,
+    } = Followed::start();
     assert_eq!(guard.policy().expect("live").digest, live);
 
     let config = b"{}".to_vec();
@@ -530,16 +569,16 @@ fn bad_artifacts_are_refused_each_naming_its_cause_and_the_live_policy_stays() {
 
 #[test]
 fn bad_signatures_are_refused_each_naming_its_cause() {
-    let ws = Workspace::story();
-    let registry = RegistryProcess::start(ws.dir.path());
-    let (private, public) = keys(ws.dir.path(), "ops");
-    let key = read_signing_key(&private).expect("key");
-    let reference = registry.reference("policies/guard:live");
-    let client = registry.client(&reference);
-    let good = client.push_policy(&reference, REFERENCE).expect("push");
-    client.push_signature(&reference, &good, &key).expect("sign");
-    let guard = follower(&ws, &reference, &public);
-    let live = deploy_guard::policy::digest(REFERENCE);
+    let Followed {
+        ws: _ws,
+        registry: _registry,
+        key,
+        reference,
+        client,
+        good,
+        guard,
+        live,
+    } = Followed::start();
 
     let next = client.push_policy(&reference, NEXT).expect("push 1.1.0");
     // A .sig whose payload names another digest, signed by the trusted key.
