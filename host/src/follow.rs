@@ -48,12 +48,22 @@ pub struct Follower {
     live_manifest: Option<String>,
     /// Manifests the gate or the artifact checks refused (not pulled again).
     refused: HashSet<String>,
+    /// The plain-HTTP allowance the registry client was made with: a reload that changes
+    /// it makes a new client.
+    connected_insecure: Vec<String>,
     /// Manifests refused for want of a trusted signature: pulled again at each poll (a
     /// signature may come), but counted as a refusal once.
     unsigned: HashSet<String>,
 }
 
 impl Follower {
+    /// The registry client as a poll gets it (see `poll_registry`).
+    #[cfg(test)]
+    fn client(&mut self, config: &Config, reference: &PolicyRef) -> Result<&Registry, OciError> {
+        forget_client_on_new_allowance(&mut self.registry, &mut self.connected_insecure, config);
+        connect_once(&mut self.registry, config, reference)
+    }
+
     /// After a fork, in the child: the registry client (its runtime, its connections)
     /// is the parent's; leak it, and connect afresh at the next poll, which is now.
     pub fn forget_connection(&mut self) {
@@ -134,6 +144,7 @@ impl Follower {
         reference: &PolicyRef,
         trust: Option<&Trust>,
     ) -> Result<Outcome, OciError> {
+        forget_client_on_new_allowance(&mut self.registry, &mut self.connected_insecure, config);
         let registry = connect_once(&mut self.registry, config, reference)?;
         let digest = registry.resolve(reference)?;
         if self.live_manifest.as_deref() == Some(digest.as_str()) {
@@ -186,6 +197,15 @@ pub fn backoff(poll: Duration, failures: u32) -> Duration {
 }
 
 /// The registry client, connected on first use and kept.
+/// Drop the registry client when the configuration's plain-HTTP allowance is not the
+/// one it was made with (a reload changed it): the next poll connects afresh.
+fn forget_client_on_new_allowance(client: &mut Option<Registry>, connected: &mut Vec<String>, config: &Config) {
+    if *connected != config.registry_insecure {
+        *client = None;
+        connected.clone_from(&config.registry_insecure);
+    }
+}
+
 fn connect_once<'a>(
     client: &'a mut Option<Registry>,
     config: &Config,
@@ -353,6 +373,21 @@ fn owned_and_private(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_that_changes_the_plain_http_allowance_makes_a_new_client() {
+        let reference = PolicyRef::parse("registry.example:5000/policies/guard:live").expect("reference");
+        let mut config = Config::default();
+        let mut follower = Follower::default();
+        // Not loopback, not allowed: HTTPS only.
+        assert!(!follower.client(&config, &reference).expect("client").plain_http());
+        // A reload allows it: the next poll's client may use plain HTTP.
+        config.registry_insecure = vec!["registry.example:5000".to_owned()];
+        assert!(follower.client(&config, &reference).expect("client").plain_http());
+        // And taken back: HTTPS only again.
+        config.registry_insecure.clear();
+        assert!(!follower.client(&config, &reference).expect("client").plain_http());
+    }
 
     #[test]
     fn retries_back_off_to_sixteen_polls_and_reset_on_success() {

@@ -347,6 +347,7 @@ pub struct Registry {
     auth: RegistryAuth,
     registry: String,
     timeout: Duration,
+    plain_http: bool,
 }
 
 impl std::fmt::Debug for Registry {
@@ -355,6 +356,7 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("registry", &self.registry)
             .field("timeout", &self.timeout)
+            .field("plain_http", &self.plain_http)
             .finish_non_exhaustive()
     }
 }
@@ -396,7 +398,14 @@ impl Registry {
             auth: docker_credentials(&registry, env),
             registry,
             timeout,
+            plain_http: plain,
         })
+    }
+
+    /// Whether this client may speak plain HTTP to its registry (loopback, or named in
+    /// the allowance it was made with).
+    pub fn plain_http(&self) -> bool {
+        self.plain_http
     }
 
     /// Run `future` bounded by the timeout.
