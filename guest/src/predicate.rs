@@ -61,6 +61,17 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Every rule, in the seed's order of steps.
+    pub const ALL: [Rule; 7] = [
+        Rule::TaskNotFound,
+        Rule::OutOfScope,
+        Rule::NonTerminal,
+        Rule::Cancelled,
+        Rule::MonitoringWindowActive,
+        Rule::WindowUnknown,
+        Rule::ConvergeDone,
+    ];
+
     /// The rule's name as decisions carry it (CONTRACT.md).
     pub const fn as_str(self) -> &'static str {
         match self {

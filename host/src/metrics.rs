@@ -39,17 +39,17 @@ pub const MAX_UNKNOWN_RULES: usize = 64;
 pub const OTHER_RULE: &str = "other";
 
 /// The rules whose counters are resolved once: the reference policy's and the host's.
-const KNOWN_RULES: [&str; 9] = [
-    "task-not-found",
-    "out-of-scope",
-    "non-terminal",
-    "cancelled",
-    "monitoring-window-active",
-    "window-unknown",
-    "converge-done",
-    RULE_KILL_SWITCH,
-    RULE_FAIL_SAFE,
-];
+const KNOWN_RULES: [&str; 9] = {
+    use deploy_status_guard::predicate::Rule;
+    let mut rules = [RULE_FAIL_SAFE; 9];
+    let mut i = 0;
+    while i < Rule::ALL.len() {
+        rules[i] = Rule::ALL[i].as_str();
+        i += 1;
+    }
+    rules[Rule::ALL.len()] = RULE_KILL_SWITCH;
+    rules
+};
 
 const VERDICTS: [Verdict; 3] = [Verdict::Allow, Verdict::ConvergeDone, Verdict::Suppress];
 

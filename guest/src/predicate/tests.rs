@@ -383,3 +383,26 @@ fn exhaustive_grid_matches_the_seed_table() {
     // Every rule but task-not-found (asserted above) shows up in the grid.
     assert_eq!(seen.len(), 6, "{seen:?}");
 }
+
+/// `Rule::ALL` holds every rule exactly once (the host's metrics resolve one counter
+/// per rule from it): the match below stops compiling when a rule is added, and each
+/// rule must sit in `ALL` at its place.
+#[test]
+fn rule_all_lists_every_rule_once() {
+    let place = |rule: Rule| match rule {
+        Rule::TaskNotFound => 0,
+        Rule::OutOfScope => 1,
+        Rule::NonTerminal => 2,
+        Rule::Cancelled => 3,
+        Rule::MonitoringWindowActive => 4,
+        Rule::WindowUnknown => 5,
+        Rule::ConvergeDone => 6,
+    };
+    for (at, rule) in Rule::ALL.iter().enumerate() {
+        assert_eq!(place(*rule), at, "{rule:?}");
+    }
+    let mut names: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), Rule::ALL.len(), "two rules share a name");
+}
