@@ -83,6 +83,71 @@ fn decide_answers_every_rule_with_one_json_object() {
     }
 }
 
+/// A `Write` into shared memory, for a subscriber made in the test.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The binary writes the text decision line by a shorter path than
+/// tracing-subscriber's default format (see `TextLine` in the CLI); the bytes must be
+/// the same. Compared, timestamp aside, with the default format rendering the same
+/// decision made by the library: plain values, escapes, quotes, spaces, non-ASCII
+/// text, null fields, each level.
+#[test]
+fn the_text_decision_line_is_the_default_format_byte_for_byte() {
+    let ws = Workspace::story();
+    let guard = deploy_guard::Guard::new(ws.config()).expect("guard");
+    let cases: [(&str, &str, Option<&str>); 4] = [
+        ("ORCH-061", "monitoring", Some("monitor-tick")),
+        ("ORCH-055", "awaiting", None),
+        ("we\u{7}ird\\\"q \u{202e}", "deploying", Some("a b \u{e9} \"c\"")),
+        ("", "deploying", Some("")),
+    ];
+    let after_timestamp = |line: &str| line.split_once(' ').map(|(_, rest)| rest.to_owned());
+    for (work_item, target, caller) in cases {
+        let mut command = ws.command();
+        command
+            .env("DEPLOY_GUARD_LOG", "text")
+            .args(["decide", "--work-item", work_item, "--target", target]);
+        if let Some(caller) = caller {
+            command.args(["--caller", caller]);
+        }
+        let output = command.output().expect("runs");
+        let stderr = String::from_utf8(output.stderr).expect("utf-8");
+        let ours: Vec<String> = stderr
+            .lines()
+            .filter(|l| l.contains(" deploy_guard::decision: "))
+            .filter_map(after_timestamp)
+            .collect();
+
+        let decision = guard.decide_unlogged(deploy_guard::Request {
+            work_item,
+            target: target.parse().expect("a target"),
+            caller,
+        });
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || decision.log());
+        let theirs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+        let theirs: Vec<String> = theirs.lines().filter_map(after_timestamp).collect();
+        assert_eq!(theirs.len(), 1, "{theirs:?}");
+        assert_eq!(ours, theirs, "work item {work_item:?}");
+    }
+}
+
 #[test]
 fn decide_honours_the_kill_switch_and_the_flags() {
     let ws = Workspace::story();

@@ -26,14 +26,18 @@ use tracing_subscriber::registry::LookupSpan;
 /// filtered by RUST_LOG (default: `default_filter`).
 pub fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // Colours only on a terminal: a pipe or a log file gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        // Colours only on a terminal: a pipe or a log file gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .with_writer(Stderr);
     deploy_guard::decision::set_line_format(format);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text if ansi => builder.try_init(),
+        LogFormat::Text => builder
+            .event_format(TextLine(tracing_subscriber::fmt::format().with_ansi(false)))
+            .try_init(),
         LogFormat::Json => builder.event_format(JsonLine).try_init(),
     };
 }
@@ -127,6 +131,114 @@ const DECISION_FIELDS: [&str; 10] = [
     "policy_digest",
     "error",
 ];
+
+/// Plain text log lines, exactly as tracing-subscriber's default format writes them
+/// without colours; the decision line, written once per decision, by a shorter path.
+///
+/// Why: the default format paints every part of a line (level, target, each field
+/// name) through `nu_ansi_term` even with colours off, and visits each field through
+/// `core::fmt` twice over. On `serve`, the decision line was 14% of the time per
+/// decision (`perf record`); this path writes the same bytes in about half of it.
+struct TextLine(tracing_subscriber::fmt::format::Format);
+
+impl<S, N> FormatEvent<S, N> for TextLine
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        // Inside a span the default format names the spans first: leave those lines
+        // (and every other event) to it.
+        if meta.target() != "deploy_guard::decision" || ctx.event_scope().is_some() {
+            return self.0.format_event(ctx, writer, event);
+        }
+        if SystemTime.format_time(&mut writer).is_err() {
+            writer.write_str("<unknown time>")?;
+        }
+        writer.write_str(match *meta.level() {
+            tracing::Level::ERROR => " ERROR ",
+            tracing::Level::WARN => "  WARN ",
+            tracing::Level::INFO => "  INFO ",
+            tracing::Level::DEBUG => " DEBUG ",
+            tracing::Level::TRACE => " TRACE ",
+        })?;
+        writer.write_str(meta.target())?;
+        writer.write_str(": ")?;
+        let mut fields = PlainFields {
+            writer: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_char('\n')
+    }
+}
+
+/// The fields of a decision line as tracing-subscriber's default visitor writes them
+/// without colours: the message, then ` name=value` with `Debug` of each value (so a
+/// `str` is quoted and a `Display` field written as it is).
+struct PlainFields<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    result: std::fmt::Result,
+}
+
+impl tracing::field::Visit for PlainFields<'_, '_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else if value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' ')
+        {
+            // What `{:?}` gives for text with nothing to escape, without `core::fmt`.
+            self.result = self.result.and_then(|()| {
+                self.writer.write_char(' ')?;
+                self.writer.write_str(field.name())?;
+                self.writer.write_str("=\"")?;
+                self.writer.write_str(value)?;
+                self.writer.write_char('"')
+            });
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.record_str_raw(field, if value { "true" } else { "false" });
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.result = self.result.and_then(|()| {
+            if field.name() == "message" {
+                // The default format escapes ANSI sequences in a message; this one's
+                // message is the fixed text of the decision line.
+                write!(self.writer, "{value:?}")
+            } else {
+                self.writer.write_char(' ')?;
+                self.writer.write_str(field.name())?;
+                self.writer.write_char('=')?;
+                write!(self.writer, "{value:?}")
+            }
+        });
+    }
+}
+
+impl PlainFields<'_, '_> {
+    fn record_str_raw(&mut self, field: &tracing::field::Field, value: &str) {
+        self.result = self.result.and_then(|()| {
+            self.writer.write_char(' ')?;
+            self.writer.write_str(field.name())?;
+            self.writer.write_char('=')?;
+            self.writer.write_str(value)
+        });
+    }
+}
 
 /// JSON log lines in tracing-subscriber's shape (`timestamp`, `level`, `fields`,
 /// `target`), with a decision's missing values as JSON null.
