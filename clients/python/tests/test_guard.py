@@ -274,6 +274,7 @@ class TestLogging(GuardCase):
 
     def test_one_line_per_decision_with_the_originals_fields_rule_and_policy(self) -> None:
         g = self.guard()
+        call_line = sys._getframe().f_lineno + 1
         g.decide("ORCH-DONE", AWAITING, "deploy-approve")
         g.decide_full("ORCH-LIVE", AWAITING, None)
         records = [r for r in self.recorder.records if r.name == LOGGER]
@@ -287,7 +288,29 @@ class TestLogging(GuardCase):
             "deploy_status_guard: work_item=ORCH-LIVE caller=None target=awaiting db_stage=deploy "
             "window_active=False verdict=ALLOW rule=non-terminal policy=deploy-status-guard@1.0.0 error=None")
         # The record points at the orchestrator's call site, not at the binding.
-        self.assertEqual(records[0].pathname, __file__)
+        self.assertEqual(
+            [(r.pathname, r.lineno, r.funcName) for r in records],
+            [(__file__, call_line, "test_one_line_per_decision_with_the_originals_fields_rule_and_policy"),
+             (__file__, call_line + 1, "test_one_line_per_decision_with_the_originals_fields_rule_and_policy")])
+
+    def test_the_record_is_made_by_the_loggers_own_factory(self) -> None:
+        # The record comes from logging's record factory (Logger.makeRecord), as
+        # Logger.log makes it: a factory the orchestrator installed applies.
+        g = self.guard()
+        original = logging.getLogRecordFactory()
+
+        def tagged(*args: object, **kwargs: object) -> logging.LogRecord:
+            record = original(*args, **kwargs)
+            record.tagged = True  # type: ignore[attr-defined]
+            return record
+
+        logging.setLogRecordFactory(tagged)
+        try:
+            g.decide("ORCH-LIVE", AWAITING, "tick")
+        finally:
+            logging.setLogRecordFactory(original)
+        records = [r for r in self.recorder.records if r.name == LOGGER]
+        self.assertEqual([getattr(r, "tagged", False) for r in records], [True])
 
     def test_no_field_can_forge_a_line_or_carry_an_escape(self) -> None:
         g = self.guard()
@@ -319,8 +342,8 @@ class TestLogging(GuardCase):
             self.assertEqual(g.decide("ORCH-CANCEL", AWAITING), SUPPRESS)
         finally:
             del self.logger.isEnabledFor
-        # The binding asks once per decision; Logger.log asks again for the one it sends.
-        self.assertEqual(asked, [logging.INFO, logging.WARNING, logging.WARNING])
+        # Once per decision, before anything of the record is built.
+        self.assertEqual(asked, [logging.INFO, logging.WARNING])
         messages = self.recorder.messages(LOGGER)
         self.assertEqual(len(messages), 1, messages)
         self.assertIn("verdict=SUPPRESS", messages[0])
