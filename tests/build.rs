@@ -58,6 +58,7 @@ const CASES: &[(&str, World)] = &[
     ("forged-line-rule", World::Guard),
     ("live-classes", World::Guard),
     ("live-loop", World::Guard),
+    ("remembers", World::Guard),
 ];
 
 fn main() {

