@@ -46,6 +46,9 @@ pub struct Follower {
     next_poll: Option<Instant>,
     failures: u32,
     live_manifest: Option<String>,
+    /// The trusted keys the live manifest's signature was checked with: when the
+    /// configuration names others, it is checked again (and withdrawn if it fails).
+    verified_with: Vec<PathBuf>,
     /// Manifests the gate or the artifact checks refused (not pulled again).
     refused: HashSet<String>,
     /// The plain-HTTP allowance the registry client was made with: a reload that changes
@@ -148,7 +151,24 @@ impl Follower {
         let registry = connect_once(&mut self.registry, config, reference)?;
         let digest = registry.resolve(reference)?;
         if self.live_manifest.as_deref() == Some(digest.as_str()) {
-            return Ok(Outcome::Unchanged);
+            let Some(trust) = trust.filter(|_| self.verified_with != config.trusted_keys) else {
+                self.verified_with.clone_from(&config.trusted_keys);
+                return Ok(Outcome::Unchanged);
+            };
+            // The trusted keys changed since it went live: its signature again.
+            return match registry.pull_policy(reference, &digest, Some(trust)) {
+                Ok(_) => {
+                    self.verified_with.clone_from(&config.trusted_keys);
+                    Ok(Outcome::Unchanged)
+                }
+                Err(e @ OciError::Signature { .. }) => {
+                    self.live_manifest = None;
+                    self.unsigned.insert(digest.clone());
+                    let live = slot.current().map(|p| p.digest.clone()).unwrap_or_default();
+                    Ok(slot.withdraw(&live, &format!("{reference}: {e}")))
+                }
+                Err(e) => Err(e),
+            };
         }
         if self.refused.contains(&digest) {
             // Counted when it was refused; the tag still pointing at it is no new refusal.
@@ -178,6 +198,7 @@ impl Follower {
             Outcome::Activated { .. } | Outcome::Unchanged => {
                 tracing::info!(target: "deploy_guard::oci", reference = %reference, manifest = %digest, signed_by = pulled.signed_by.as_deref().unwrap_or("-"), "following {reference}: {digest}");
                 self.live_manifest = Some(digest);
+                self.verified_with.clone_from(&config.trusted_keys);
             }
             Outcome::Refused(_) => {
                 self.refused.insert(digest);
@@ -289,6 +310,7 @@ impl Follower {
                     Outcome::Activated { .. }
                 ) {
                     self.live_manifest = Some(record.manifest_digest);
+                    self.verified_with.clone_from(&config.trusted_keys);
                 }
             }
             Err(why) => {

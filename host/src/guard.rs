@@ -380,7 +380,8 @@ impl Guard {
         let policy_changed = watch.policy.poll(&config.policy);
         let vectors_changed = watch.vectors.poll(&vectors);
         let signature_changed = watch.signature.poll(&signature);
-        if path_changed || policy_changed || vectors_changed || signature_changed {
+        let recheck = self.shared.slot.needs_recheck();
+        if path_changed || policy_changed || vectors_changed || signature_changed || recheck {
             return Some(
                 self.shared
                     .slot

@@ -94,6 +94,10 @@ pub struct PolicySlot {
     counters: crate::metrics::SwapCounters,
     /// The keys a candidate must be signed by, checked before the gate (issue 13).
     trust: ArcSwapOption<crate::signature::Trust>,
+    /// Set when the trusted keys changed while a policy was live: the live policy was
+    /// admitted under other keys (or none), so its file is verified again at the next
+    /// look, and it stops deciding if its signature does not hold.
+    recheck_live: AtomicBool,
     /// The verified detached signature of each policy that went live from a file, by
     /// digest: a roll back writes it back beside the file with the policy.
     signatures: Mutex<std::collections::HashMap<String, Vec<u8>>>,
@@ -170,7 +174,36 @@ impl PolicySlot {
     /// Require candidates to be signed by these keys from now on (`None`: no signature
     /// required).
     pub fn set_trust(&self, trust: Option<crate::signature::Trust>) {
+        let required = trust.is_some();
+        let swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.trust.store(trust.map(Arc::new));
+        if required && self.live.load().is_some() {
+            self.recheck_live.store(true, Ordering::Release);
+        }
+        // The policy a roll back would return to must hold under the new keys too.
+        if let (Some(trust), Some(previous)) = (self.trust.load_full(), self.previous.load_full()) {
+            let signature = self
+                .signatures
+                .lock()
+                .ok()
+                .and_then(|s| s.get(&previous.digest).cloned());
+            let holds = signature.is_some_and(|sig| trust.verify(previous.bytes(), &sig, " (kept)").is_ok());
+            if !holds {
+                self.previous.store(None);
+                tracing::warn!(
+                    target: "deploy_guard::policy",
+                    previous = %previous.identity(), previous_digest = %previous.digest,
+                    "the trusted keys changed and the previous policy is not signed by them: no roll back to it"
+                );
+            }
+        }
+        drop(swapping);
+    }
+
+    /// Whether the live policy must be verified again (the trusted keys changed since
+    /// it went live): the watcher then looks at its file even if nothing changed.
+    pub fn needs_recheck(&self) -> bool {
+        self.recheck_live.load(Ordering::Acquire)
     }
 
     /// Replace the live policy (already admitted) and say so.
@@ -405,6 +438,9 @@ impl PolicySlot {
         };
         let digest = crate::policy::digest(&bytes);
         if self.current().is_some_and(|live| live.digest == digest) {
+            if check_signature && self.recheck_live.swap(false, Ordering::AcqRel) {
+                return self.recheck(path, &bytes, &digest);
+            }
             return Outcome::Unchanged;
         }
         // A refusal is remembered for this content judged with these vectors: fixing the
@@ -450,6 +486,40 @@ impl PolicySlot {
                 format!("policy refused: {}: {e}", path.display()),
             ),
         }
+    }
+
+    /// The trusted keys changed while `digest` (read from `path`) was live: keep it if
+    /// its signature holds under them; otherwise it stops deciding (every decision
+    /// fails safe, naming why) until a policy signed by them lands.
+    fn recheck(&self, path: &Path, bytes: &[u8], digest: &str) -> Outcome {
+        let Some(trust) = self.trust.load_full() else {
+            return Outcome::Unchanged;
+        };
+        match trust.verify_file(path, bytes) {
+            Ok(_) => Outcome::Unchanged,
+            Err(e) => self.withdraw(digest, &format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// The live policy `digest` is not signed by the trusted keys any more (they
+    /// changed since it went live): it stops deciding, and every decision fails safe
+    /// naming why, until a policy signed by them lands. Nothing happens if another
+    /// policy went live meanwhile.
+    pub fn withdraw(&self, digest: &str, why: &str) -> Outcome {
+        let swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(live) = self.live.load_full().filter(|live| live.digest == digest) else {
+            return Outcome::Unchanged;
+        };
+        let reason = format!(
+            "policy-unavailable: the trusted keys changed and the live policy {} ({digest}) is not signed by them: {why}",
+            live.identity()
+        );
+        self.live.store(None);
+        self.problem.store(Some(Arc::new(reason.clone())));
+        self.counters.refused("signature");
+        drop(swapping);
+        tracing::error!(target: "deploy_guard::policy", "{reason}: every decision fails safe until a signed policy lands");
+        Outcome::Refused(reason)
     }
 
     /// Refuse a candidate (`class`: the metrics' reason label; none when what failed

@@ -683,3 +683,71 @@ fn unreachable_dns_and_a_registry_hanging_mid_body_are_named_and_bounded() {
         "the timeout did not bound the wait: {waited:?}"
     );
 }
+
+/// Trusted keys that change with a configuration reload apply to the policy already
+/// followed: its manifest's signature is checked again; signed only by a key no longer
+/// trusted, it stops deciding (fail-safe, naming why) until a trusted key signs it.
+#[test]
+fn a_reload_that_changes_the_trusted_keys_checks_the_followed_policy_again() {
+    let ws = Workspace::story();
+    let registry = RegistryProcess::start(ws.dir.path());
+    let (old_private, old_public) = keys(ws.dir.path(), "old");
+    let (new_private, new_public) = keys(ws.dir.path(), "new");
+    let reference = registry.reference("policies/guard:live");
+    let client = registry.client(&reference);
+    let good = client.push_policy(&reference, REFERENCE).expect("push");
+    client
+        .push_signature(&reference, &good, &read_signing_key(&old_private).expect("key"))
+        .expect("sign");
+    let file = ws.dir.path().join("guard.toml");
+    let write_config = |trusted: &Path| {
+        let text = format!(
+            "db = {:?}\npolicy = \"oci://{reference}\"\ntrusted_keys = {:?}\npoll_ms = 100\ncache = {:?}\n",
+            ws.db(),
+            trusted,
+            ws.dir.path().join("cache")
+        );
+        deploy_guard_e2e::write_atomically(&file, text.as_bytes());
+    };
+    write_config(&old_public);
+    let config = deploy_guard::Config::load_from(
+        |name| (name == "DEPLOY_GUARD_CONFIG").then(|| file.display().to_string()),
+        &deploy_guard::Overrides::default(),
+    );
+    assert_eq!(config.problem, None);
+    let guard = Guard::new(config).expect("guard");
+    let live = deploy_guard::policy::digest(REFERENCE);
+    assert_eq!(guard.policy().expect("signed by the old key, live").digest, live);
+
+    write_config(&new_public);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while guard.refresh_config().is_none() {
+        assert!(Instant::now() < deadline, "no reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let why = refresh_until_refused(&guard);
+    assert!(why.contains("not signed by them"), "{why}");
+    assert!(guard.policy().is_none());
+    let decision = guard.decide("ORCH-072", Target::Awaiting, None);
+    assert_eq!(decision.rule, "fail-safe");
+    assert!(
+        decision
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("policy-unavailable:")),
+        "{decision:?}"
+    );
+
+    // Signed by the new key: the same manifest is live again.
+    client
+        .push_signature(&reference, &good, &read_signing_key(&new_private).expect("key"))
+        .expect("sign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while guard.policy().is_none() {
+        assert!(Instant::now() < deadline, "never live again");
+        guard.refresh_policy();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(guard.policy().expect("live").digest, live);
+    assert_eq!(guard.decide("ORCH-072", Target::Awaiting, None).rule, "non-terminal");
+}

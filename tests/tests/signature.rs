@@ -366,3 +366,86 @@ fn check_and_decide_require_the_signature_too() {
     assert!(text(&admitted.stdout).contains("signature: valid"));
     assert_eq!(decide()["rule"], "converge-done");
 }
+
+/// Trusted keys that arrive with a configuration reload apply to the policy already
+/// live, not only to the next candidate: the live policy's file is verified again,
+/// and a policy that is not signed by them stops deciding (fail-safe, naming why)
+/// until it is signed; a signed one stays live without a swap. The policy a roll back
+/// would return to must be signed by them too.
+#[test]
+fn trusted_keys_added_by_a_reload_apply_to_the_live_policy() {
+    let ws = Workspace::story();
+    let (private, public) = keys(ws.dir.path(), "ops");
+    let file = ws.dir.path().join("guard.toml");
+    let write_config = |trusted: Option<&Path>| {
+        let mut text = format!("db = {:?}\npolicy = {:?}\n", ws.db(), ws.policy());
+        if let Some(key) = trusted {
+            text.push_str(&format!("trusted_keys = {:?}\n", key));
+        }
+        write_atomically(&file, text.as_bytes());
+    };
+    let reload = |guard: &Guard| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while guard.refresh_config().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no reload within 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    write_config(None);
+    let config = deploy_guard::Config::load_from(
+        |name| (name == "DEPLOY_GUARD_CONFIG").then(|| file.display().to_string()),
+        &deploy_guard::Overrides::default(),
+    );
+    let guard = Guard::new(config).expect("guard");
+    // Unsigned, no keys required: the reference is live, then NEXT (unsigned too)
+    // replaces it, so that a roll back target exists.
+    write_atomically(&ws.policy(), NEXT);
+    assert!(matches!(refresh_until_outcome(&guard), Outcome::Activated { .. }));
+    assert_eq!(guard.decide("ORCH-072", Target::Awaiting, None).rule, "non-terminal");
+
+    // Keys now required: the unsigned live policy stops deciding at the next look.
+    write_config(Some(&public));
+    reload(&guard);
+    let outcome = refresh_until_outcome(&guard);
+    assert!(
+        matches!(outcome, Outcome::Refused(ref why) if why.contains("not signed by them")),
+        "{outcome:?}"
+    );
+    assert!(guard.policy().is_none());
+    let decision = guard.decide("ORCH-072", Target::Awaiting, None);
+    assert_eq!(
+        (decision.rule.as_str(), decision.verdict),
+        ("fail-safe", deploy_guard::Verdict::Allow)
+    );
+    let error = decision.error.expect("the cause");
+    assert!(
+        error.starts_with("policy-unavailable:") && error.contains("not signed"),
+        "{error}"
+    );
+    // Nor can it come back by a roll back: the previous policy is unsigned too.
+    assert_eq!(guard.roll_back("test"), None);
+
+    // Signing the same file brings it back.
+    sign_file(&ws.policy(), &private);
+    let outcome = refresh_until_outcome(&guard);
+    assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
+    assert_eq!(guard.policy().expect("live").digest, deploy_guard::policy::digest(NEXT));
+
+    // A signed live policy stays live when the keys change again (a second key added):
+    // verified again, nothing swapped.
+    let (_, other) = keys(ws.dir.path(), "other");
+    std::fs::write(
+        &file,
+        format!(
+            "db = {:?}\npolicy = {:?}\ntrusted_keys = [{:?}, {:?}]\n",
+            ws.db(),
+            ws.policy(),
+            public,
+            other
+        ),
+    )
+    .expect("write");
+    reload(&guard);
+    assert_eq!(refresh_until_outcome(&guard), Outcome::Unchanged);
+    assert_eq!(guard.decide("ORCH-072", Target::Awaiting, None).rule, "non-terminal");
+}
