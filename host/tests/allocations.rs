@@ -79,10 +79,28 @@ fn a_decision_allocates_a_bounded_handful_and_a_filtered_line_nothing() {
     let batched = per_call(|| {
         guard.decide_batch(&batch);
     }) / 16.0;
+    // The sandbox alone (a Store, a fresh instance, the call, the checked answer): what
+    // wasmtime takes whatever the host does around it.
+    let policy = guard.policy().expect("a live policy");
+    let facts = deploy_guard::policy::Facts {
+        work_item_id: "ORCH-061".to_owned(),
+        target: deploy_guard::policy::TargetStatus::Monitoring,
+        caller: Some("monitor-tick".to_owned()),
+        task: Some(deploy_guard::policy::Task {
+            repo: "orchestrator".to_owned(),
+            stage: "done".to_owned(),
+        }),
+        window_active: Some(false),
+        scope_repos: Vec::new(),
+        self_hosting_repos: vec!["orchestrator".to_owned()],
+    };
+    let sandbox_alone = per_call(|| {
+        let _ = policy.decide(&facts);
+    });
     let decision = guard.decide_unlogged(request());
     let line = per_call(|| decision.log());
     eprintln!(
-        "allocations per decision: native {native}, sandboxed {sandboxed}, sandboxed in a batch of 16 {batched}, filtered line {line}"
+        "allocations per decision: native {native}, sandboxed {sandboxed} (of which the sandbox alone {sandbox_alone}), sandboxed in a batch of 16 {batched}, filtered line {line}"
     );
     assert!(
         batched < sandboxed,

@@ -10,7 +10,7 @@ Both in-process paths write their decision line through the same real handler (t
 /dev/null), as the original did in the orchestrator. Then the resident memory that
 ``import deploy_guard`` plus one ``Guard`` add to a fresh interpreter.
 
-    python -m deploy_guard.bench [--orch DIR] [--binary PATH] [--rounds N]
+    python -m deploy_guard.bench [--orch DIR] [--binary PATH] [--rounds N] [--split]
 
 ``--orch``: the directory holding the stand-ins' package ``orch/`` (default: the
 first ``shared/bench`` found beside the working directory or one of its parents).
@@ -110,6 +110,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--binary", help="the deploy-guard binary")
     parser.add_argument("--rounds", type=int, default=2, help="timed passes over the requests (default 2)")
     parser.add_argument("--requests", type=int, default=15000, help="requests per pass (default 15000)")
+    parser.add_argument("--split", action="store_true",
+                        help="also time each path with its logger off: what deciding costs, and by "
+                             "difference what the decision line costs")
     args = parser.parse_args(argv)
 
     orch_root = find_orch(args.orch)
@@ -160,9 +163,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ours = [guard.decide(w, t, c) for w, t, c in requests]
             sidecar = [client.decide(w, t, c) for w, t, c in requests]
             results = {}
-            for name, decide in (("original", original.decide), ("in-process", guard.decide),
-                                 ("sidecar", client.decide)):
+            paths = (("original", original.decide), ("in-process", guard.decide), ("sidecar", client.decide))
+            for name, decide in paths:
                 results[name] = summary(per_call(decide, requests, args.rounds))
+            unlogged = {}
+            if args.split:
+                log.setLevel(logging.CRITICAL)
+                for name, decide in paths:
+                    unlogged[name] = summary(per_call(decide, requests, args.rounds))
+                log.setLevel(logging.INFO)
         finally:
             client.close()
             guard.close()
@@ -184,6 +193,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("in-process p99:                          %.2f us  (target <= 50)" % results["in-process"][1])
     print("sidecar median:                          %.2f us  (target <= 30)" % results["sidecar"][0])
     print("resident memory of import + one Guard:   %.1f MiB  (target <= 20)" % memory)
+    if unlogged:
+        print("with the logger off (deciding alone; the difference is the decision line):")
+        for name in ("original", "in-process", "sidecar"):
+            print("  %-12s median %7.2f us   decision line %6.2f us" % (
+                name, unlogged[name][0], results[name][0] - unlogged[name][0]))
     differ = sum(1 for a, b in zip(theirs, ours) if a != b)
     differ_sidecar = sum(1 for a, b in zip(theirs, sidecar) if a != b)
     print("verdicts differing from the original:    %d in-process, %d sidecar (of %d)" % (differ, differ_sidecar, n))
