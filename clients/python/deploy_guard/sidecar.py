@@ -35,6 +35,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -221,6 +222,8 @@ class _Child:
 
     def read_answer(self, deadline: float) -> Any:
         """The next line, ``_EOF``, ``_OVERLONG``, or None when the deadline passed."""
+        spin_until = time.perf_counter() + _SPIN_SECONDS
+        spin = True
         while True:
             line = self.take_line()
             if line is not None:
@@ -230,7 +233,11 @@ class _Child:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            self._fill(int(remaining * 1000) + 1)
+            if spin and self._fill(0):
+                continue
+            spin = spin and time.perf_counter() < spin_until
+            if not spin:
+                self._fill(int(remaining * 1000) + 1)
 
     def _drain_stderr(self) -> None:
         err = self.proc.stderr
@@ -617,13 +624,26 @@ class Client:
             pass
 
 
+# How long an answer is looked for without sleeping before the client waits in poll():
+# most answers come within it, and an answer found awake saves the wake-up of a
+# sleeping thread.
+_SPIN_SECONDS = 50e-6
+
+_MESSAGE = (
+    "deploy_status_guard: work_item=%s caller=%s target=%s db_stage=%s "
+    "window_active=%s verdict=%s rule=%s policy=%s error=%s"
+)
+
+
 def _log_decision(decision: Decision) -> None:
-    """One structured line per verdict, the seed's format plus rule/policy/error."""
+    """One structured line per verdict, the seed's format plus rule/policy/error.
+
+    As the in-process binding does it: the record from the logger's own
+    ``makeRecord``, given to ``Logger.handle``, located at the orchestrator's call
+    site (the first frame outside this module) rather than at this function, and
+    without ``Logger.log``'s own search for it.
+    """
     try:
-        msg = (
-            "deploy_status_guard: work_item=%s caller=%s target=%s db_stage=%s "
-            "window_active=%s verdict=%s rule=%s policy=%s error=%s"
-        )
         level = logging.INFO if decision.verdict == ALLOW else logging.WARNING
         if not logger.isEnabledFor(level):
             return
@@ -631,9 +651,20 @@ def _log_decision(decision: Decision) -> None:
             decision.work_item, decision.caller, decision.target, decision.db_stage,
             decision.window_active, decision.verdict, decision.rule, decision.policy, decision.error,
         )
-        logger.log(level, msg, *argv)
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename == _THIS_FILE:
+            frame = frame.f_back
+        if frame is None:
+            where = ("(unknown file)", 0, "(unknown function)")
+        else:
+            where = (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        record = logger.makeRecord(logger.name, level, where[0], where[1], _MESSAGE, argv, None, where[2])
+        logger.handle(record)
     except Exception:  # noqa: BLE001 - logging must never raise
         pass
+
+
+_THIS_FILE = _log_decision.__code__.co_filename
 
 
 # ---------------------------------------------------------------------------

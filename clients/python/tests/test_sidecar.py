@@ -231,9 +231,15 @@ class TestRules(RealBinaryCase):
     def test_log_line_per_verdict(self) -> None:
         c = self.client()
         with self.assertLogs(LOGGER, level="INFO") as logs:
+            call_line = sys._getframe().f_lineno + 1
             c.decide("ORCH-DONE", AWAITING, "deploy-approve")
             c.decide("ORCH-LIVE", AWAITING, "deploy-approve")
         lines = [(r.levelno, r.getMessage()) for r in logs.records if "verdict=" in r.getMessage()]
+        # Located at the call site, not in the client.
+        self.assertEqual(
+            [(r.pathname, r.lineno, r.funcName) for r in logs.records if "verdict=" in r.getMessage()],
+            [(__file__, call_line, "test_log_line_per_verdict"),
+             (__file__, call_line + 1, "test_log_line_per_verdict")])
         self.assertEqual(len(lines), 2, logs.output)
         self.assertEqual(lines[0][0], logging.WARNING)
         self.assertIn(

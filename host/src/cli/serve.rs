@@ -12,7 +12,7 @@ pub fn run(overrides: Overrides, shadow: Option<&Path>, metrics: Option<String>)
     super::gather_decision_lines();
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let mut input = std::io::BufReader::with_capacity(1 << 16, stdin.lock());
+    let mut input = std::io::BufReader::with_capacity(1 << 16, AwakeFirst(stdin.lock()));
     let mut output = AnswersThenLines(std::io::BufWriter::with_capacity(1 << 16, stdout.lock()));
     let guard = match Guard::with_overrides(config.clone(), overrides) {
         Ok(guard) => guard,
@@ -86,5 +86,36 @@ impl<W: std::io::Write> std::io::Write for AnswersThenLines<W> {
         let answers = self.0.flush();
         super::flush_decision_lines();
         answers
+    }
+}
+
+/// How long `serve` looks for the next request without sleeping before it blocks on
+/// stdin. A client that asks one request at a time (the Python sidecar client) sends
+/// the next one soon after its answer; found awake, it costs no wake-up of a sleeping
+/// process (measured with `python -m deploy_guard.bench`, with the client's own
+/// look of the same kind: the sidecar's median from 45 to 37 us). When
+/// requests are waiting, the first look finds them: one `poll` per 64 KiB read.
+const AWAKE_FOR: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// stdin, looked at with `poll` (timeout 0) for [`AWAKE_FOR`] before a blocking read.
+struct AwakeFirst<R: std::io::Read>(R);
+
+impl<R: std::io::Read> std::io::Read for AwakeFirst<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let until = std::time::Instant::now() + AWAKE_FOR;
+        loop {
+            let mut stdin = libc::pollfd {
+                fd: libc::STDIN_FILENO,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, a timeout of 0: poll only reports.
+            let ready = unsafe { libc::poll(&mut stdin, 1, 0) };
+            if ready != 0 || std::time::Instant::now() >= until {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.0.read(buf)
     }
 }
