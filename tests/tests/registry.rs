@@ -24,6 +24,24 @@ struct RegistryProcess {
 
 impl RegistryProcess {
     fn start(dir: &Path) -> RegistryProcess {
+        RegistryProcess::start_with(dir, "")
+    }
+
+    /// A registry that requires `user` and `password` (HTTP basic, htpasswd).
+    fn start_with_credentials(dir: &Path, user: &str, password: &str) -> RegistryProcess {
+        let htpasswd = dir.join("htpasswd");
+        let hash = bcrypt::hash(password, 5).expect("bcrypt");
+        std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+        RegistryProcess::start_with(
+            dir,
+            &format!(
+                "auth:\n  htpasswd:\n    realm: deploy-guard-test\n    path: {}\n",
+                htpasswd.display()
+            ),
+        )
+    }
+
+    fn start_with(dir: &Path, extra: &str) -> RegistryProcess {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -33,7 +51,7 @@ impl RegistryProcess {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
                 storage.display()
             ),
         )
@@ -750,4 +768,127 @@ fn a_reload_that_changes_the_trusted_keys_checks_the_followed_policy_again() {
     }
     assert_eq!(guard.policy().expect("live").digest, live);
     assert_eq!(guard.decide("ORCH-072", Target::Awaiting, None).rule, "non-terminal");
+}
+
+/// A registry that requires credentials: `push`, `verify` and following a tag find
+/// them in the docker configuration (`DOCKER_CONFIG`), as docker and cosign do; without
+/// them, or with a wrong password, each says the registry refused, and neither the
+/// password nor its encoding ever reaches an answer or a log line.
+#[test]
+fn a_registry_that_requires_credentials_is_reached_with_the_docker_config_and_never_logs_them() {
+    let ws = Workspace::story();
+    let password = "s3cret-Pa55word";
+    let registry = RegistryProcess::start_with_credentials(ws.dir.path(), "ops", password);
+    let reference = registry.reference("policies/guard:live");
+    let policy_file = ws.policy();
+    let docker_config = |user_and_password: &str| {
+        let dir = ws.dir.path().join(format!("docker-{}", user_and_password.len()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let auth = base64_of(user_and_password);
+        std::fs::write(
+            dir.join("config.json"),
+            format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, registry.addr),
+        )
+        .expect("config.json");
+        (dir, auth)
+    };
+    let (good, good_auth) = docker_config(&format!("ops:{password}"));
+    let (wrong, wrong_auth) = docker_config("ops:not-the-password");
+    let secrets = [
+        password.to_owned(),
+        good_auth,
+        wrong_auth,
+        "not-the-password".to_owned(),
+    ];
+    let assert_no_secret = |what: &str, text: &str| {
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "{what} shows a credential: {text}");
+        }
+    };
+    let push = |docker: Option<&Path>| {
+        let mut command = ws.command();
+        // Every log line on, the libraries' too: none may show a credential.
+        command.env("HOME", ws.dir.path()).env("RUST_LOG", "trace").args([
+            "push",
+            policy_file.to_str().expect("utf-8"),
+            &reference.to_string(),
+        ]);
+        if let Some(docker) = docker {
+            command.env("DOCKER_CONFIG", docker);
+        }
+        command.output().expect("push")
+    };
+
+    // No credentials, then wrong ones: refused by the registry, said so, nothing shown.
+    for docker in [None, Some(wrong.as_path())] {
+        let out = push(docker);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "registry trouble: {all}");
+        assert!(
+            all.to_lowercase().contains("authoriz"),
+            "the refusal is not named: {all}"
+        );
+        assert_no_secret("a refused push", &all);
+    }
+    // The right ones: pushed.
+    let out = push(Some(&good));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert_no_secret("a push", &all);
+
+    // Following the tag: with the right credentials the pushed policy decides; with the
+    // wrong ones every decision fails safe naming the refusal.
+    let decide = |docker: &Path, cache: &str| {
+        let out = ws
+            .command()
+            .env("HOME", ws.dir.path())
+            .env("DOCKER_CONFIG", docker)
+            .env("RUST_LOG", "trace")
+            .env("DEPLOY_GUARD_POLICY", format!("oci://{reference}"))
+            .env("DEPLOY_GUARD_CACHE", ws.dir.path().join(cache))
+            .args(["decide", "--work-item", "ORCH-072", "--target", "awaiting"])
+            .output()
+            .expect("decide");
+        assert_eq!(out.status.code(), Some(0));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_no_secret("a decision", &all);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("one JSON answer")
+    };
+    let answer = decide(&good, "cache-good");
+    assert_eq!(
+        (answer["rule"].as_str(), answer["policy"].as_str()),
+        (Some("non-terminal"), Some("deploy-status-guard@1.0.0")),
+        "{answer}"
+    );
+    // (A cache of its own: with the good run's local copy it would start on that copy,
+    // as a host does when its registry is unreachable.)
+    let answer = decide(&wrong, "cache-wrong");
+    assert_eq!(answer["rule"], "fail-safe", "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("policy-unavailable:") && error.to_lowercase().contains("not authorized"),
+        "{answer}"
+    );
+}
+
+/// Standard base64 (docker's `auth` field), written here so that the test does not
+/// take it from the code under test.
+fn base64_of(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
