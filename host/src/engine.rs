@@ -40,6 +40,13 @@ pub const MAX_LANES: usize = 8;
 /// of what a decision costs, and a batch need not pay it each time. Each decision
 /// still has an instance of its own, its own fuel and its own deadline.
 pub const INSTANCES_PER_STORE: usize = 8;
+/// The most core instances, memories and tables one policy instance may have (the
+/// pool's per-component limits).
+pub const MAX_CORE_INSTANCES_PER_POLICY: usize = 8;
+/// See [`MAX_CORE_INSTANCES_PER_POLICY`].
+pub const MAX_MEMORIES_PER_POLICY: usize = 2;
+/// See [`MAX_CORE_INSTANCES_PER_POLICY`].
+pub const MAX_TABLES_PER_POLICY: usize = 4;
 
 /// Errors building the engine.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +59,11 @@ pub struct SandboxState {
     limits: Limits,
     /// Set when the policy asked for more memory (or table) than allowed.
     pub denied: Option<String>,
+    /// Set when an instance grew a memory or a table past its initial size: a Store
+    /// that holds one is not given a further decision of its batch (see
+    /// [`INSTANCES_PER_STORE`]), so that a batch never keeps more than one grown
+    /// instance alive.
+    pub grew: bool,
 }
 
 impl ResourceLimiter for SandboxState {
@@ -64,6 +76,8 @@ impl ResourceLimiter for SandboxState {
             self.denied = Some(why.clone());
             return Err(wasmtime::format_err!("{why}"));
         }
+        // `current` is 0 when the memory is made for a new instance.
+        self.grew |= current > 0;
         Ok(true)
     }
 
@@ -76,20 +90,24 @@ impl ResourceLimiter for SandboxState {
             self.denied = Some(why.clone());
             return Err(wasmtime::format_err!("{why}"));
         }
+        self.grew |= current > 0;
         Ok(true)
     }
 
     // Per Store, which holds one decision's instance, or the instances of up to
-    // INSTANCES_PER_STORE decisions of one batch: each policy instance's own share is
-    // bounded by the pool (max_*_per_component below).
+    // INSTANCES_PER_STORE decisions of one batch. The caps are those of the largest
+    // single policy the pool takes (max_*_per_component below), so that a batch's Store
+    // never holds more of the lane's pool than one such instance would: a policy of
+    // one core instance, one memory and one table shares a Store eight ways, a larger
+    // one fewer (the batch then goes on in a new Store).
     fn instances(&self) -> usize {
-        16 * INSTANCES_PER_STORE
+        MAX_CORE_INSTANCES_PER_POLICY
     }
     fn tables(&self) -> usize {
-        4 * INSTANCES_PER_STORE
+        INSTANCES_PER_STORE.max(MAX_TABLES_PER_POLICY)
     }
     fn memories(&self) -> usize {
-        2 * INSTANCES_PER_STORE
+        INSTANCES_PER_STORE.max(MAX_MEMORIES_PER_POLICY)
     }
 }
 
@@ -204,9 +222,9 @@ impl Sandbox {
             .total_core_instances(POOL_SLOTS * 2)
             .total_memories(POOL_SLOTS)
             .total_tables(POOL_SLOTS)
-            .max_memories_per_component(2)
-            .max_tables_per_component(4)
-            .max_core_instances_per_component(8)
+            .max_memories_per_component(MAX_MEMORIES_PER_POLICY as u32)
+            .max_tables_per_component(MAX_TABLES_PER_POLICY as u32)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_POLICY as u32)
             .max_memory_size(MEMORY_CEILING)
             // Keep what a policy touches mapped between instances: resetting it is a
             // memset instead of an munmap and page faults.
@@ -291,7 +309,14 @@ impl Sandbox {
     /// A fresh Store for one decision in `lane` (or a batch's, see
     /// [`INSTANCES_PER_STORE`]), with its fuel, deadline and memory limits set.
     pub fn store(&self, lane: usize, limits: Limits) -> Store<SandboxState> {
-        let mut store = Store::new(&self.lanes[lane].engine, SandboxState { limits, denied: None });
+        let mut store = Store::new(
+            &self.lanes[lane].engine,
+            SandboxState {
+                limits,
+                denied: None,
+                grew: false,
+            },
+        );
         store.limiter(|state| state);
         rearm(&mut store);
         store.epoch_deadline_trap();

@@ -116,6 +116,12 @@ impl Follower {
             Err(e) => return Some(slot.report_problem(None, e.to_string())),
         };
         let trust = Trust::from_files(&config.trusted_keys);
+        if slot.needs_recheck()
+            && self.following.as_deref() == Some(text.as_str())
+            && let Some(outcome) = self.recheck_live(slot, config, &reference, trust.as_ref())
+        {
+            return Some(outcome);
+        }
         if self.following.as_deref() != Some(text.as_str()) {
             // A new reference (start-up, or the configuration changed): its local copy first.
             *self = Follower {
@@ -193,7 +199,7 @@ impl Follower {
         let dir = local_dir(config, reference);
         let path = keep_local_copy(&dir, reference, &pulled)
             .map_err(|e| OciError::Local(format!("cannot keep the local copy in {}: {e}", dir.display())))?;
-        let outcome = slot.load_pulled(sandbox, &path, config.limits);
+        let outcome = slot.load_pulled(sandbox, &path, config.limits, trust.is_some());
         match &outcome {
             Outcome::Activated { .. } | Outcome::Unchanged => {
                 tracing::info!(target: "deploy_guard::oci", reference = %reference, manifest = %digest, signed_by = pulled.signed_by.as_deref().unwrap_or("-"), "following {reference}: {digest}");
@@ -267,6 +273,46 @@ fn keep_local_copy(dir: &Path, reference: &PolicyRef, pulled: &Pulled) -> std::i
 }
 
 impl Follower {
+    /// The trusted keys changed since the live policy was verified: verify it again
+    /// now, offline, against the signature kept in its local record (the live policy
+    /// must be the record's). Signed by the keys: nothing to say (`None`). Not: it is
+    /// withdrawn, until a manifest signed by them is pulled.
+    fn recheck_live(
+        &mut self,
+        slot: &PolicySlot,
+        config: &Config,
+        reference: &PolicyRef,
+        trust: Option<&Trust>,
+    ) -> Option<Outcome> {
+        slot.take_recheck()?;
+        let trust = trust?;
+        let live = slot.current()?;
+        let dir = local_dir(config, reference);
+        let checked = crate::read_file::read_bounded(&dir.join("policy.json"), crate::read_file::MAX_VECTORS_BYTES)
+            .map_err(|e| format!("its local record cannot be read: {e}"))
+            .and_then(|r| {
+                serde_json::from_slice::<LocalRecord>(&r).map_err(|e| format!("its local record does not parse: {e}"))
+            })
+            .and_then(|record| {
+                if record.layer_digest != live.digest {
+                    return Err("it is not the policy of its local record (rolled back?)".to_owned());
+                }
+                let stored = record.signature.as_ref().ok_or("it was kept unsigned")?;
+                crate::oci::verify_stored(trust, stored, &record.manifest_digest).map_err(|e| e.to_string())
+            });
+        match checked {
+            Ok(_) => {
+                slot.mark_live_verified(&live.digest);
+                self.verified_with.clone_from(&config.trusted_keys);
+                None
+            }
+            Err(why) => {
+                self.live_manifest = None;
+                Some(slot.withdraw(&live.digest, &format!("{reference}: {why}")))
+            }
+        }
+    }
+
     /// Start on the last good local copy, if there is one and it is still trusted.
     fn load_local_copy(
         &mut self,
@@ -306,7 +352,7 @@ impl Follower {
             Ok(record) => {
                 tracing::warn!(target: "deploy_guard::oci", reference = %reference, manifest = %record.manifest_digest, path = %path.display(), "starting on the last good local copy of {reference} ({}) before asking the registry", record.manifest_digest);
                 if matches!(
-                    slot.load_pulled(sandbox, &path, config.limits),
+                    slot.load_pulled(sandbox, &path, config.limits, trust.is_some()),
                     Outcome::Activated { .. }
                 ) {
                     self.live_manifest = Some(record.manifest_digest);

@@ -380,8 +380,11 @@ impl Guard {
         let policy_changed = watch.policy.poll(&config.policy);
         let vectors_changed = watch.vectors.poll(&vectors);
         let signature_changed = watch.signature.poll(&signature);
-        let recheck = self.shared.slot.needs_recheck();
-        if path_changed || policy_changed || vectors_changed || signature_changed || recheck {
+        // Trusted keys changed since the live policy was verified: that first.
+        if let Some(outcome) = self.shared.slot.recheck_live_file(&config.policy) {
+            return Some(outcome);
+        }
+        if path_changed || policy_changed || vectors_changed || signature_changed {
             return Some(
                 self.shared
                     .slot

@@ -328,26 +328,43 @@ impl LoadedPolicy {
         let mut rulings = Vec::with_capacity(facts.len());
         let mut shared: Option<(wasmtime::Store<SandboxState>, usize)> = None;
         for facts in facts {
-            let (store, used) = match &mut shared {
-                Some((store, used)) if *used < crate::engine::INSTANCES_PER_STORE => {
-                    crate::engine::rearm(store);
-                    (store, used)
+            let mut instance = None;
+            if let Some((store, used)) = &mut shared
+                && *used < crate::engine::INSTANCES_PER_STORE
+            {
+                crate::engine::rearm(store);
+                // A Store whose caps this policy's instances have filled (a policy of
+                // several core instances) cannot take one more: the decision goes on
+                // in a new Store, as any decision would.
+                if let Ok(made) = self.pres[lane].instantiate(&mut *store) {
+                    *used += 1;
+                    instance = Some(made);
                 }
-                _ => {
-                    let (store, used) = shared.insert((self.sandbox.store(lane, self.limits), 0));
-                    (store, used)
+            }
+            let instance = match instance {
+                Some(instance) => Ok(instance),
+                None => {
+                    // The previous Store goes first, so that dropping it is not counted
+                    // against the deadline of this decision.
+                    shared = None;
+                    let (store, _) = shared.insert((self.sandbox.store(lane, self.limits), 1));
+                    self.pres[lane]
+                        .instantiate(&mut *store)
+                        .map_err(|e| classify(store, e, self.limits, RunError::Instantiate))
                 }
             };
-            *used += 1;
-            let ruling = match self.pres[lane].instantiate(&mut *store) {
-                Ok(instance) => instance
+            let ruling = match (instance, &mut shared) {
+                (Ok(instance), Some((store, _))) => instance
                     .orchestrator_deploy_guard_policy()
                     .call_decide(&mut *store, facts)
                     .map_err(|e| classify(store, e, self.limits, RunError::InvalidResult))
                     .and_then(check),
-                Err(e) => Err(classify(store, e, self.limits, RunError::Instantiate)),
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Err(RunError::Instantiate("no Store for the instance".to_owned())),
             };
-            if ruling.is_err() {
+            // A Store in which anything failed, or in which an instance grew its memory
+            // or a table, takes no further decision.
+            if ruling.is_err() || shared.as_ref().is_some_and(|(store, _)| store.data().grew) {
                 shared = None;
             }
             rulings.push(ruling);

@@ -98,6 +98,12 @@ pub struct PolicySlot {
     /// admitted under other keys (or none), so its file is verified again at the next
     /// look, and it stops deciding if its signature does not hold.
     recheck_live: AtomicBool,
+    /// Bumped whenever the trusted keys are set: a policy counts as signed by the keys
+    /// in force only if it was verified under the current generation.
+    trust_generation: std::sync::atomic::AtomicU64,
+    /// The generation of the trusted keys each policy (by digest) was last verified
+    /// under, as a file (its `.sig`) or as a pulled artifact (by the follower).
+    verified: Mutex<std::collections::HashMap<String, u64>>,
     /// The verified detached signature of each policy that went live from a file, by
     /// digest: a roll back writes it back beside the file with the policy.
     signatures: Mutex<std::collections::HashMap<String, Vec<u8>>>,
@@ -126,6 +132,15 @@ struct Refused {
     digests: HashSet<String>,
     /// The last read error logged (each distinct one logged once).
     last_read_error: Option<String>,
+}
+
+/// Who checks a candidate's signature.
+#[derive(Clone, Copy, Debug)]
+enum Verify {
+    /// The slot, with the `.sig` beside the file, when keys are trusted.
+    File,
+    /// The caller did (true) or there were no keys to check with (false).
+    Done(bool),
 }
 
 /// What a look at the policy file did.
@@ -172,15 +187,19 @@ impl PolicySlot {
     }
 
     /// Require candidates to be signed by these keys from now on (`None`: no signature
-    /// required).
+    /// required). The live policy is verified again at the next look (see
+    /// [`PolicySlot::recheck_live_file`]); the policy a roll back would return to is
+    /// kept only if its kept signature holds under the new keys.
     pub fn set_trust(&self, trust: Option<crate::signature::Trust>) {
-        let required = trust.is_some();
         let swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = self.trust_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let required = trust.is_some();
         self.trust.store(trust.map(Arc::new));
-        if required && self.live.load().is_some() {
+        if required {
+            // Whether or not a policy is live now: a candidate verified under the old
+            // keys may be on its way through the gate.
             self.recheck_live.store(true, Ordering::Release);
         }
-        // The policy a roll back would return to must hold under the new keys too.
         if let (Some(trust), Some(previous)) = (self.trust.load_full(), self.previous.load_full()) {
             let signature = self
                 .signatures
@@ -188,7 +207,9 @@ impl PolicySlot {
                 .ok()
                 .and_then(|s| s.get(&previous.digest).cloned());
             let holds = signature.is_some_and(|sig| trust.verify(previous.bytes(), &sig, " (kept)").is_ok());
-            if !holds {
+            if holds {
+                self.mark_verified(&previous.digest, generation);
+            } else {
                 self.previous.store(None);
                 tracing::warn!(
                     target: "deploy_guard::policy",
@@ -201,9 +222,80 @@ impl PolicySlot {
     }
 
     /// Whether the live policy must be verified again (the trusted keys changed since
-    /// it went live): the watcher then looks at its file even if nothing changed.
+    /// it was): the watcher then does it before anything else.
     pub fn needs_recheck(&self) -> bool {
         self.recheck_live.load(Ordering::Acquire)
+    }
+
+    /// Say that `digest` was verified under the trusted keys of `generation`.
+    fn mark_verified(&self, digest: &str, generation: u64) {
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= MAX_REFUSED_REMEMBERED {
+                verified.clear();
+            }
+            verified.insert(digest.to_owned(), generation);
+        }
+    }
+
+    /// Say that the live policy `digest` was verified (by the follower, against its
+    /// registry signature) under the trusted keys in force now.
+    pub fn mark_live_verified(&self, digest: &str) {
+        self.mark_verified(digest, self.trust_generation.load(Ordering::Acquire));
+    }
+
+    /// Whether `digest` may decide under the trusted keys in force: none are, or it was
+    /// verified under them.
+    fn signed_by_trusted_keys(&self, digest: &str) -> bool {
+        self.trust.load().is_none()
+            || self
+                .verified
+                .lock()
+                .is_ok_and(|verified| verified.get(digest) == Some(&self.trust_generation.load(Ordering::Acquire)))
+    }
+
+    /// Take the request to verify the live policy again, if there is one (for a policy
+    /// followed from a registry, which [`crate::follow`] verifies).
+    pub fn take_recheck(&self) -> Option<()> {
+        self.recheck_live.swap(false, Ordering::AcqRel).then_some(())
+    }
+
+    /// If the trusted keys changed since the live policy was verified, verify it now
+    /// from its own bytes: with the signature kept when it went live, or the `.sig`
+    /// beside `path` (the policy file), whatever the file holds now. Signed by the
+    /// keys, nothing happens (`None`); not signed, it is withdrawn ([`PolicySlot::withdraw`]).
+    pub fn recheck_live_file(&self, path: &Path) -> Option<Outcome> {
+        if !self.recheck_live.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let trust = self.trust.load_full()?;
+        let generation = self.trust_generation.load(Ordering::Acquire);
+        let live = self.current()?;
+        let kept = self.signatures.lock().ok().and_then(|s| s.get(&live.digest).cloned());
+        let beside = crate::signature::read_signature(&crate::signature::signature_path(path));
+        let mut why = String::new();
+        for (signature, from) in [
+            (kept, " (kept)".to_owned()),
+            (
+                beside.ok(),
+                format!(" in {}", crate::signature::signature_path(path).display()),
+            ),
+        ] {
+            let Some(signature) = signature else { continue };
+            match trust.verify(live.bytes(), &signature, &from) {
+                Ok(_) => {
+                    self.mark_verified(&live.digest, generation);
+                    if let Ok(mut kept) = self.signatures.lock() {
+                        kept.insert(live.digest.clone(), signature);
+                    }
+                    return None;
+                }
+                Err(e) => why = e.to_string(),
+            }
+        }
+        if why.is_empty() {
+            why = format!("no signature for it ({} has none)", path.display());
+        }
+        Some(self.withdraw(&live.digest, &why))
     }
 
     /// Replace the live policy (already admitted) and say so.
@@ -214,13 +306,28 @@ impl PolicySlot {
         *swapping = Some(path.to_owned());
         let previous = self.live.swap(Some(Arc::new(policy)));
         self.problem.store(None);
+        if !self.signed_by_trusted_keys(&digest) {
+            // Verified under keys that changed while it went through the gate (or not
+            // verified at all): the watcher verifies it again at its next look.
+            self.recheck_live.store(true, Ordering::Release);
+        }
         if let Some(old) = &previous {
             self.counters.swaps.inc();
             if let Ok(mut probation) = self.probation.lock() {
                 // Return to the last policy that proved itself: one swapped out while
                 // still on probation is not it (unless there is no other).
                 let old_unproven = probation.as_ref().is_some_and(|p| p.digest == old.digest);
-                if !old_unproven || self.previous.load().is_none() {
+                // Under trusted keys, only a policy verified under the keys in force
+                // may be returned to.
+                if !self.signed_by_trusted_keys(&old.digest) {
+                    if self.previous.load().is_none() {
+                        tracing::warn!(
+                            target: "deploy_guard::policy",
+                            previous = %old.identity(), previous_digest = %old.digest,
+                            "the policy swapped out is not signed by the trusted keys in force: no roll back to it"
+                        );
+                    }
+                } else if !old_unproven || self.previous.load().is_none() {
                     self.previous.store(Some(Arc::clone(old)));
                 }
                 *probation = Some(Probation {
@@ -313,6 +420,14 @@ impl PolicySlot {
             return None;
         }
         let previous = self.previous.swap(None)?;
+        if !self.signed_by_trusted_keys(&previous.digest) {
+            tracing::warn!(
+                target: "deploy_guard::policy",
+                previous = %previous.identity(), previous_digest = %previous.digest,
+                "no roll back: the previous policy is not signed by the trusted keys in force"
+            );
+            return None;
+        }
         self.live.store(Some(Arc::clone(&previous)));
         self.counters.rollbacks.inc();
         if let Ok(mut refused) = self.refused.lock() {
@@ -397,19 +512,21 @@ impl PolicySlot {
         path: &Path,
         limits: crate::config::Limits,
     ) -> Outcome {
-        self.load(sandbox, path, limits, true)
+        self.load(sandbox, path, limits, Verify::File)
     }
 
     /// [`PolicySlot::load_from`] for the local copy of a policy pulled from a registry,
     /// whose signature [`crate::follow`] has verified already (cosign's registry
     /// signature is over the manifest, not over the file).
+    /// `verified`: its signature was verified by trusted keys (there were some).
     pub fn load_pulled(
         &self,
         sandbox: &Arc<crate::engine::Sandbox>,
         path: &Path,
         limits: crate::config::Limits,
+        verified: bool,
     ) -> Outcome {
-        self.load(sandbox, path, limits, false)
+        self.load(sandbox, path, limits, Verify::Done(verified))
     }
 
     /// Say once why the policy could not be updated (no policy live: every decision
@@ -423,8 +540,9 @@ impl PolicySlot {
         sandbox: &Arc<crate::engine::Sandbox>,
         path: &Path,
         limits: crate::config::Limits,
-        check_signature: bool,
+        verify: Verify,
     ) -> Outcome {
+        let check_signature = matches!(verify, Verify::File);
         let bytes = match crate::read_file::read_bounded(path, crate::read_file::MAX_POLICY_BYTES) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -438,9 +556,6 @@ impl PolicySlot {
         };
         let digest = crate::policy::digest(&bytes);
         if self.current().is_some_and(|live| live.digest == digest) {
-            if check_signature && self.recheck_live.swap(false, Ordering::AcqRel) {
-                return self.recheck(path, &bytes, &digest);
-            }
             return Outcome::Unchanged;
         }
         // A refusal is remembered for this content judged with these vectors: fixing the
@@ -450,6 +565,10 @@ impl PolicySlot {
         let judged_with = crate::read_file::read_bounded(&vectors, crate::read_file::MAX_VECTORS_BYTES)
             .map_or_else(|_| "none".to_owned(), |v| crate::policy::digest(&v));
         let mut key = format!("{digest} vectors={judged_with} limits={limits:?}");
+        let generation = self.trust_generation.load(Ordering::Acquire);
+        if let Verify::Done(true) = verify {
+            self.mark_verified(&digest, generation);
+        }
         let trust = self.trust.load_full().filter(|_| check_signature);
         if trust.is_some() {
             key.push_str(&format!(" sig={}", crate::signature::signature_stamp(path)));
@@ -477,6 +596,7 @@ impl PolicySlot {
                 }
                 kept.insert(digest.clone(), signature);
             }
+            self.mark_verified(&digest, generation);
         }
         match gate::admit(sandbox, &bytes, limits, Some(&vectors)) {
             Ok(admitted) => self.activate(admitted.policy, path),
@@ -485,19 +605,6 @@ impl PolicySlot {
                 Some(e.reason()),
                 format!("policy refused: {}: {e}", path.display()),
             ),
-        }
-    }
-
-    /// The trusted keys changed while `digest` (read from `path`) was live: keep it if
-    /// its signature holds under them; otherwise it stops deciding (every decision
-    /// fails safe, naming why) until a policy signed by them lands.
-    fn recheck(&self, path: &Path, bytes: &[u8], digest: &str) -> Outcome {
-        let Some(trust) = self.trust.load_full() else {
-            return Outcome::Unchanged;
-        };
-        match trust.verify_file(path, bytes) {
-            Ok(_) => Outcome::Unchanged,
-            Err(e) => self.withdraw(digest, &format!("{}: {e}", path.display())),
         }
     }
 

@@ -446,6 +446,69 @@ fn trusted_keys_added_by_a_reload_apply_to_the_live_policy() {
     )
     .expect("write");
     reload(&guard);
-    assert_eq!(refresh_until_outcome(&guard), Outcome::Unchanged);
+    for _ in 0..3 {
+        // The re-check finds it signed: nothing to act on.
+        assert_eq!(guard.refresh_policy(), None);
+    }
+    assert_eq!(guard.policy().expect("live").digest, deploy_guard::policy::digest(NEXT));
     assert_eq!(guard.decide("ORCH-072", Target::Awaiting, None).rule, "non-terminal");
+}
+
+/// The keys change while the file holds something else than the live policy (a
+/// candidate refused for its signature): the live policy is still verified again, from
+/// its own bytes, and withdrawn if the new keys do not sign it; the watcher does not
+/// keep reading the file for it.
+#[test]
+fn a_key_change_checks_the_live_policy_whatever_its_file_holds_now() {
+    let ws = Workspace::story();
+    let (private, public) = keys(ws.dir.path(), "ops");
+    let (other_private, other_public) = keys(ws.dir.path(), "other");
+    let file = ws.dir.path().join("guard.toml");
+    let write_config = |key: &Path| {
+        write_atomically(
+            &file,
+            format!(
+                "db = {:?}\npolicy = {:?}\ntrusted_keys = {:?}\n",
+                ws.db(),
+                ws.policy(),
+                key
+            )
+            .as_bytes(),
+        );
+    };
+    sign_file(&ws.policy(), &private);
+    write_config(&public);
+    let config = deploy_guard::Config::load_from(
+        |name| (name == "DEPLOY_GUARD_CONFIG").then(|| file.display().to_string()),
+        &deploy_guard::Overrides::default(),
+    );
+    let guard = Guard::new(config).expect("guard");
+    let reference = deploy_guard::policy::digest(REFERENCE);
+    assert_eq!(guard.policy().expect("signed, live").digest, reference);
+    // An unsigned candidate lands: refused, the reference stays.
+    write_atomically(&ws.policy(), NEXT);
+    std::fs::remove_file(signature_path(&ws.policy())).expect("rm sig");
+    assert!(matches!(refresh_until_outcome(&guard), Outcome::Refused(_)));
+    assert_eq!(guard.policy().expect("live").digest, reference);
+    // Now only the other key is trusted: the live reference (signed by the first) goes.
+    write_config(&other_public);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while guard.refresh_config().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no reload within 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let outcome = refresh_until_outcome(&guard);
+    assert!(
+        matches!(outcome, Outcome::Refused(ref why) if why.contains("not signed by them")),
+        "{outcome:?}"
+    );
+    assert!(guard.policy().is_none());
+    // Once: the file is not read again for it.
+    for _ in 0..3 {
+        assert_eq!(guard.refresh_policy(), None);
+    }
+    // The candidate signed by the trusted key goes live.
+    sign_file(&ws.policy(), &other_private);
+    assert!(matches!(refresh_until_outcome(&guard), Outcome::Activated { .. }));
+    assert_eq!(guard.policy().expect("live").digest, deploy_guard::policy::digest(NEXT));
 }
