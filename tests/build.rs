@@ -59,6 +59,7 @@ const CASES: &[(&str, World)] = &[
     ("live-classes", World::Guard),
     ("live-loop", World::Guard),
     ("remembers", World::Guard),
+    ("grows", World::Guard),
 ];
 
 fn main() {

@@ -895,3 +895,60 @@ fn a_failure_in_a_batch_touches_no_other_decision() {
         assert_eq!(alone.is_ok(), work_item.starts_with("OK"), "{work_item}: {alone:?}");
     }
 }
+
+/// The most component instances alive at once in `sandbox`'s pools while `run` runs,
+/// sampled by another thread.
+fn most_instances_alive_during(sandbox: &Arc<Sandbox>, run: impl FnOnce()) -> u64 {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        let metrics: Vec<_> = sandbox
+            .lanes()
+            .iter()
+            .filter_map(|lane| lane.engine().pooling_allocator_metrics())
+            .collect();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(metrics.iter().map(|m| m.component_instances()).sum::<u64>());
+                std::hint::spin_loop();
+            }
+            most
+        })
+    };
+    run();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().expect("sampler")
+}
+
+#[test]
+fn a_batch_never_keeps_a_grown_instance_alive() {
+    // A sandbox of its own: the other tests' instances are not counted.
+    let sandbox = Sandbox::new().expect("sandbox");
+    let batch: Vec<Facts> = (0..BATCH).map(|i| facts_for(&format!("ORCH-{i}"))).collect();
+    let refs: Vec<&Facts> = batch.iter().collect();
+    // The control: the reference policy's batch keeps several instances in a Store.
+    let reference = LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads");
+    let shared = most_instances_alive_during(&sandbox, || {
+        for _ in 0..200 {
+            assert!(reference.decide_many(&refs).iter().all(Result::is_ok));
+        }
+    });
+    assert!(
+        shared > 2,
+        "the sampler saw at most {shared} instances alive: it cannot tell"
+    );
+    // A policy that grows its memory: one instance alive at a time (the Store it grew
+    // in is dropped before the next decision's is made).
+    let grows = LoadedPolicy::load(&sandbox, hostile::GROWS, Limits::DEFAULT).expect("loads");
+    let alone = most_instances_alive_during(&sandbox, || {
+        for _ in 0..200 {
+            let rulings = grows.decide_many(&refs);
+            assert!(
+                rulings.iter().all(|r| r.as_ref().is_ok_and(|r| r.rule == "grown")),
+                "{rulings:?}"
+            );
+        }
+    });
+    assert!(alone <= 1, "{alone} grown instances were alive at once");
+}
