@@ -265,6 +265,21 @@ pub const RULE_FAIL_SAFE: &str = "fail-safe";
 /// The longest rule a policy may return, in bytes (CONTRACT.md).
 pub const MAX_RULE_BYTES: usize = 256;
 
+/// The fields of the decision object (CONTRACT.md), in its order: the JSON answer's
+/// keys, the decision line's fields, the Python `Decision`'s attributes.
+pub const FIELDS: [&str; 10] = [
+    "work_item",
+    "caller",
+    "target",
+    "db_stage",
+    "window_active",
+    "verdict",
+    "rule",
+    "policy",
+    "policy_digest",
+    "error",
+];
+
 /// One decision, as printed by `decide` and `serve` and logged by the decision line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {

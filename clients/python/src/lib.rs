@@ -21,6 +21,7 @@
 //!   connections too) and the watcher restarted. Wasmtime is built without its
 //!   parallel compilation (no rayon pool that a fork could leave half alive).
 
+use deploy_guard::decision::FIELDS;
 use deploy_guard::swap::Watcher;
 use deploy_guard::{Config, Decision as HostDecision, Guard as HostGuard, Overrides, Request, Target, Verdict};
 use pyo3::intern;
@@ -201,19 +202,6 @@ struct Decision {
     #[pyo3(get)]
     error: Option<String>,
 }
-
-const FIELDS: [&str; 10] = [
-    "work_item",
-    "caller",
-    "target",
-    "db_stage",
-    "window_active",
-    "verdict",
-    "rule",
-    "policy",
-    "policy_digest",
-    "error",
-];
 
 #[pymethods]
 impl Decision {

@@ -117,21 +117,6 @@ pub fn flush_decision_lines() {
     write_out(&mut PENDING_LINES.lock());
 }
 
-/// The fields of a decision line, each written in JSON even when the decision has no
-/// value for it (then as null, not as the text "null").
-const DECISION_FIELDS: [&str; 10] = [
-    "work_item",
-    "caller",
-    "target",
-    "db_stage",
-    "window_active",
-    "verdict",
-    "rule",
-    "policy",
-    "policy_digest",
-    "error",
-];
-
 /// Plain text log lines, exactly as tracing-subscriber's default format writes them
 /// without colours; the decision line, written once per decision, by a shorter path.
 ///
@@ -259,7 +244,8 @@ where
         event.record(&mut JsonFields(&mut fields));
         let meta = event.metadata();
         if meta.target() == "deploy_guard::decision" {
-            for name in DECISION_FIELDS {
+            // Each written even when the decision has no value for it: null, not "null".
+            for name in deploy_guard::decision::FIELDS {
                 fields.entry(name).or_insert(serde_json::Value::Null);
             }
         }
