@@ -46,9 +46,6 @@ pub struct Follower {
     next_poll: Option<Instant>,
     failures: u32,
     live_manifest: Option<String>,
-    /// The trusted keys the live manifest's signature was checked with: when the
-    /// configuration names others, it is checked again (and withdrawn if it fails).
-    verified_with: Vec<PathBuf>,
     /// Manifests the gate or the artifact checks refused (not pulled again).
     refused: HashSet<String>,
     /// The plain-HTTP allowance the registry client was made with: a reload that changes
@@ -156,25 +153,9 @@ impl Follower {
         forget_client_on_new_allowance(&mut self.registry, &mut self.connected_insecure, config);
         let registry = connect_once(&mut self.registry, config, reference)?;
         let digest = registry.resolve(reference)?;
+        // A change of the trusted keys was dealt with before the poll (recheck_live).
         if self.live_manifest.as_deref() == Some(digest.as_str()) {
-            let Some(trust) = trust.filter(|_| self.verified_with != config.trusted_keys) else {
-                self.verified_with.clone_from(&config.trusted_keys);
-                return Ok(Outcome::Unchanged);
-            };
-            // The trusted keys changed since it went live: its signature again.
-            return match registry.pull_policy(reference, &digest, Some(trust)) {
-                Ok(_) => {
-                    self.verified_with.clone_from(&config.trusted_keys);
-                    Ok(Outcome::Unchanged)
-                }
-                Err(e @ OciError::Signature { .. }) => {
-                    self.live_manifest = None;
-                    self.unsigned.insert(digest.clone());
-                    let live = slot.current().map(|p| p.digest.clone()).unwrap_or_default();
-                    Ok(slot.withdraw(&live, &format!("{reference}: {e}")))
-                }
-                Err(e) => Err(e),
-            };
+            return Ok(Outcome::Unchanged);
         }
         if self.refused.contains(&digest) {
             // Counted when it was refused; the tag still pointing at it is no new refusal.
@@ -204,7 +185,6 @@ impl Follower {
             Outcome::Activated { .. } | Outcome::Unchanged => {
                 tracing::info!(target: "deploy_guard::oci", reference = %reference, manifest = %digest, signed_by = pulled.signed_by.as_deref().unwrap_or("-"), "following {reference}: {digest}");
                 self.live_manifest = Some(digest);
-                self.verified_with.clone_from(&config.trusted_keys);
             }
             Outcome::Refused(_) => {
                 self.refused.insert(digest);
@@ -272,6 +252,21 @@ fn keep_local_copy(dir: &Path, reference: &PolicyRef, pulled: &Pulled) -> std::i
     Ok(path)
 }
 
+/// The local record `record` (policy.json), if it describes the policy of digest
+/// `layer_digest` and, when keys are trusted, holds a registry signature by one of them.
+fn checked_record(record: &[u8], layer_digest: &str, trust: Option<&Trust>) -> Result<LocalRecord, String> {
+    let record =
+        serde_json::from_slice::<LocalRecord>(record).map_err(|e| format!("its record does not parse: {e}"))?;
+    if record.layer_digest != layer_digest {
+        return Err("it does not match its record".to_owned());
+    }
+    if let Some(trust) = trust {
+        let stored = record.signature.as_ref().ok_or("it was kept unsigned")?;
+        crate::oci::verify_stored(trust, stored, &record.manifest_digest).map_err(|e| e.to_string())?;
+    }
+    Ok(record)
+}
+
 impl Follower {
     /// The trusted keys changed since the live policy was verified: verify it again
     /// now, offline, against the signature kept in its local record (the live policy
@@ -290,20 +285,10 @@ impl Follower {
         let dir = local_dir(config, reference);
         let checked = crate::read_file::read_bounded(&dir.join("policy.json"), crate::read_file::MAX_VECTORS_BYTES)
             .map_err(|e| format!("its local record cannot be read: {e}"))
-            .and_then(|r| {
-                serde_json::from_slice::<LocalRecord>(&r).map_err(|e| format!("its local record does not parse: {e}"))
-            })
-            .and_then(|record| {
-                if record.layer_digest != live.digest {
-                    return Err("it is not the policy of its local record (rolled back?)".to_owned());
-                }
-                let stored = record.signature.as_ref().ok_or("it was kept unsigned")?;
-                crate::oci::verify_stored(trust, stored, &record.manifest_digest).map_err(|e| e.to_string())
-            });
+            .and_then(|record| checked_record(&record, &live.digest, Some(trust)));
         match checked {
             Ok(_) => {
                 slot.mark_live_verified(&live.digest);
-                self.verified_with.clone_from(&config.trusted_keys);
                 None
             }
             Err(why) => {
@@ -334,20 +319,9 @@ impl Follower {
         else {
             return;
         };
-        let checked = serde_json::from_slice::<LocalRecord>(&record)
-            .map_err(|e| format!("its record does not parse: {e}"))
-            .and_then(|record| {
-                let bytes = crate::read_file::read_bounded(&path, crate::read_file::MAX_POLICY_BYTES)
-                    .map_err(|e| e.to_string())?;
-                if crate::policy::digest(&bytes) != record.layer_digest {
-                    return Err("it does not match its record".to_owned());
-                }
-                if let Some(trust) = trust {
-                    let stored = record.signature.as_ref().ok_or("it was kept unsigned")?;
-                    crate::oci::verify_stored(trust, stored, &record.manifest_digest).map_err(|e| e.to_string())?;
-                }
-                Ok(record)
-            });
+        let checked = crate::read_file::read_bounded(&path, crate::read_file::MAX_POLICY_BYTES)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| checked_record(&record, &crate::policy::digest(&bytes), trust));
         match checked {
             Ok(record) => {
                 tracing::warn!(target: "deploy_guard::oci", reference = %reference, manifest = %record.manifest_digest, path = %path.display(), "starting on the last good local copy of {reference} ({}) before asking the registry", record.manifest_digest);
@@ -356,7 +330,6 @@ impl Follower {
                     Outcome::Activated { .. }
                 ) {
                     self.live_manifest = Some(record.manifest_digest);
-                    self.verified_with.clone_from(&config.trusted_keys);
                 }
             }
             Err(why) => {
