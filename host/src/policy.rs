@@ -328,44 +328,40 @@ impl LoadedPolicy {
         let mut rulings = Vec::with_capacity(facts.len());
         let mut shared: Option<(wasmtime::Store<SandboxState>, usize)> = None;
         for facts in facts {
-            let mut instance = None;
-            if let Some((store, used)) = &mut shared
-                && *used < crate::engine::INSTANCES_PER_STORE
-            {
-                crate::engine::rearm(store);
-                // A Store whose caps this policy's instances have filled (a policy of
-                // several core instances) cannot take one more: the decision goes on
-                // in a new Store, as any decision would.
-                if let Ok(made) = self.pres[lane].instantiate(&mut *store) {
-                    *used += 1;
-                    instance = Some(made);
-                }
-            }
-            let instance = match instance {
-                Some(instance) => Ok(instance),
+            // The batch's Store, if it may take one more decision (the Store it replaces
+            // is dropped first, so that dropping it is not counted against the deadline
+            // of this decision). A Store whose caps this policy's instances have filled
+            // (a policy of several core instances) cannot take one more: the decision
+            // goes on in a new Store, as any decision would.
+            let reused = shared
+                .take()
+                .filter(|(_, used)| *used < crate::engine::INSTANCES_PER_STORE)
+                .and_then(|(mut store, used)| {
+                    crate::engine::rearm(&mut store);
+                    let instance = self.pres[lane].instantiate(&mut store).ok()?;
+                    Some((store, used, instance))
+                });
+            let (mut store, used, instance) = match reused {
+                Some((store, used, instance)) => (store, used, Ok(instance)),
                 None => {
-                    // The previous Store goes first, so that dropping it is not counted
-                    // against the deadline of this decision.
-                    shared = None;
-                    let (store, _) = shared.insert((self.sandbox.store(lane, self.limits), 1));
-                    self.pres[lane]
-                        .instantiate(&mut *store)
-                        .map_err(|e| classify(store, e, self.limits, RunError::Instantiate))
+                    let mut store = self.sandbox.store(lane, self.limits);
+                    let instance = self.pres[lane]
+                        .instantiate(&mut store)
+                        .map_err(|e| classify(&store, e, self.limits, RunError::Instantiate));
+                    (store, 0, instance)
                 }
             };
-            let ruling = match (instance, &mut shared) {
-                (Ok(instance), Some((store, _))) => instance
+            let ruling = instance.and_then(|instance| {
+                instance
                     .orchestrator_deploy_guard_policy()
-                    .call_decide(&mut *store, facts)
-                    .map_err(|e| classify(store, e, self.limits, RunError::InvalidResult))
-                    .and_then(check),
-                (Err(e), _) => Err(e),
-                (Ok(_), None) => Err(RunError::Instantiate("no Store for the instance".to_owned())),
-            };
+                    .call_decide(&mut store, facts)
+                    .map_err(|e| classify(&store, e, self.limits, RunError::InvalidResult))
+                    .and_then(check)
+            });
             // A Store in which anything failed, or in which an instance grew its memory
             // or a table, takes no further decision.
-            if ruling.is_err() || shared.as_ref().is_some_and(|(store, _)| store.data().grew) {
-                shared = None;
+            if ruling.is_ok() && !store.data().grew {
+                shared = Some((store, used + 1));
             }
             rulings.push(ruling);
         }
