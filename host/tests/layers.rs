@@ -1,7 +1,12 @@
 //! The host's modules are layered bottom-up: each imports only from its own layer or
 //! below, and no two modules import each other, directly or through others. The
-//! table here is ARCHITECTURE.md's; a new module must be placed in it, and an import
-//! that reaches up a layer fails this test with its file and line.
+//! table here is ARCHITECTURE.md's, by whole module path (`rollout::slot`, not a
+//! folder); a new module must be placed in it, and an import that reaches up a layer
+//! fails this test with its file and line.
+//!
+//! The walk covers every file under `host/src` except the binary (`main.rs`, `cli/`)
+//! and the crate root. A folder's `mod.rs` only groups its files: it may declare them,
+//! never import anything of the crate, so that no dependency hides in it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -43,23 +48,71 @@ fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|(_, modules)| modules.contains(&module))
 }
 
-/// `crate::x` paths in a file's code (comments left out), with their line numbers.
-fn imports(source: &str) -> Vec<(usize, String)> {
+/// The module paths of the files under `dir` (`a/b.rs` is `a::b`, `a/mod.rs` is `a`),
+/// with whether the file is a folder's `mod.rs`.
+fn walk(dir: &Path, prefix: &str, found: &mut Vec<(String, bool, std::path::PathBuf)>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("a source folder")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let join = |name: &str| {
+            if prefix.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{prefix}::{name}")
+            }
+        };
+        if path.is_dir() {
+            walk(&path, &join(name), found);
+        } else if let Some(stem) = name.strip_suffix(".rs") {
+            if stem == "mod" {
+                found.push((prefix.to_owned(), true, path.clone()));
+            } else {
+                found.push((join(stem), false, path.clone()));
+            }
+        }
+    }
+}
+
+/// The module a `crate::` path names: the longest prefix of its segments that is a
+/// module of the crate (`crate::rollout::slot::PolicySlot` is `rollout::slot`), or the
+/// module of a root item (`crate::Verdict` is `decision`).
+fn resolve(segments: &[String], modules: &BTreeSet<String>) -> Option<String> {
+    if let [item, ..] = segments
+        && let Some((_, module)) = ROOT_ITEMS.iter().find(|(name, _)| name == item)
+    {
+        return Some((*module).to_owned());
+    }
+    (1..=segments.len())
+        .rev()
+        .map(|n| segments[..n].join("::"))
+        .find(|path| modules.contains(path))
+}
+
+/// The `crate::` paths in a file's code (comments left out), as their segments, with
+/// their line numbers.
+fn imports(source: &str) -> Vec<(usize, Vec<String>)> {
     let mut found = Vec::new();
     for (number, line) in source.lines().enumerate() {
         let code = line.split("//").next().unwrap_or("");
         let mut rest = code;
         while let Some(at) = rest.find("crate::") {
             rest = &rest[at + "crate::".len()..];
-            let name: String = rest
+            let path: String = rest
                 .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
                 .collect();
-            let module = ROOT_ITEMS
-                .iter()
-                .find(|(item, _)| *item == name)
-                .map_or(name.clone(), |(_, module)| (*module).to_owned());
-            found.push((number + 1, module));
+            let segments = path
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            found.push((number + 1, segments));
         }
     }
     found
@@ -68,30 +121,46 @@ fn imports(source: &str) -> Vec<(usize, String)> {
 #[test]
 fn every_module_imports_only_from_its_layer_or_below_and_none_in_a_circle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&src, "", &mut files);
+    files.retain(|(module, _, _)| {
+        !matches!(module.as_str(), "lib" | "main" | "cli") && !module.starts_with("cli::")
+    });
+    let modules: BTreeSet<String> = files
+        .iter()
+        .filter(|(_, grouping, _)| !grouping)
+        .map(|(module, _, _)| module.clone())
+        .collect();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut problems = Vec::new();
-    for entry in std::fs::read_dir(&src).expect("host/src") {
-        let path = entry.expect("entry").path();
-        let Some(module) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".rs"))
-        else {
-            continue;
-        };
-        if matches!(module, "lib" | "main") {
+    for (module, grouping, path) in &files {
+        let source = std::fs::read_to_string(path).expect("source");
+        let shown = path.strip_prefix(&src).unwrap_or(path).display().to_string();
+        if *grouping {
+            for (line, segments) in imports(&source) {
+                problems.push(format!(
+                    "{shown}:{line}: a folder's mod.rs only groups its files, yet it names crate::{}",
+                    segments.join("::")
+                ));
+            }
             continue;
         }
         let Some(own) = layer_of(module) else {
             problems.push(format!(
-                "{module}: not in the layer table (host/tests/layers.rs, ARCHITECTURE.md)"
+                "{module} ({shown}): not in the layer table (host/tests/layers.rs, ARCHITECTURE.md)"
             ));
             continue;
         };
-        let source = std::fs::read_to_string(&path).expect("source");
-        let edges = graph.entry(module.to_owned()).or_default();
-        for (line, target) in imports(&source) {
-            if target == module {
+        let edges = graph.entry(module.clone()).or_default();
+        for (line, segments) in imports(&source) {
+            let Some(target) = resolve(&segments, &modules) else {
+                problems.push(format!(
+                    "{shown}:{line}: crate::{} names no module of the crate",
+                    segments.join("::")
+                ));
+                continue;
+            };
+            if target == *module {
                 continue;
             }
             match layer_of(&target) {
@@ -99,10 +168,18 @@ fn every_module_imports_only_from_its_layer_or_below_and_none_in_a_circle() {
                     edges.insert(target);
                 }
                 Some(layer) => problems.push(format!(
-                    "{module}.rs:{line}: imports {target} ({}) from below it ({})",
+                    "{shown}:{line}: {module} imports {target} ({}) from below it ({})",
                     LAYERS[layer].0, LAYERS[own].0
                 )),
-                None => problems.push(format!("{module}.rs:{line}: imports {target}, which is in no layer")),
+                None => problems.push(format!("{shown}:{line}: imports {target}, which is in no layer")),
+            }
+        }
+    }
+    // Every module of the table exists: the table is the map, not a wish list.
+    for (_, listed) in LAYERS {
+        for module in *listed {
+            if !modules.contains(*module) {
+                problems.push(format!("{module}: in the layer table but no such file under host/src"));
             }
         }
     }
@@ -128,7 +205,25 @@ fn every_module_imports_only_from_its_layer_or_below_and_none_in_a_circle() {
 }
 
 #[test]
-fn the_import_scanner_sees_module_paths_and_root_items_and_skips_comments() {
-    let found = imports("use crate::config::Limits;\n// crate::guard in a comment\nlet v = crate::Verdict::Allow;");
-    assert_eq!(found, vec![(1, "config".to_owned()), (3, "decision".to_owned())]);
+fn the_import_scanner_sees_whole_module_paths_and_root_items_and_skips_comments() {
+    let found = imports(
+        "use crate::rollout::slot::{Outcome, PolicySlot};\n// crate::guard in a comment\nlet v = crate::Verdict::Allow;",
+    );
+    let modules: BTreeSet<String> = ["rollout::slot", "decision"].into_iter().map(str::to_owned).collect();
+    let resolved: Vec<(usize, Option<String>)> = found
+        .iter()
+        .map(|(line, segments)| (*line, resolve(segments, &modules)))
+        .collect();
+    assert_eq!(
+        resolved,
+        vec![
+            (1, Some("rollout::slot".to_owned())),
+            (3, Some("decision".to_owned()))
+        ]
+    );
+    assert_eq!(
+        resolve(&["rollout".to_owned(), "nothing".to_owned()], &modules),
+        None,
+        "a path that names no file module is not resolved to a folder"
+    );
 }
