@@ -4,7 +4,7 @@
 //! For each policy crate: `cargo build --release --target wasm32-unknown-unknown` in a
 //! target directory of its own (the outer build holds the lock on its own target
 //! directory; sharing it deadlocks), then the core module is encoded as a component
-//! with `wit-component`, validated, and written to `OUT_DIR`. `src/policies.rs`
+//! with `wit-component`, validated, and written to `OUT_DIR`. `src/sandbox/embedded.rs`
 //! includes the bytes. Each crate is built in its own cargo invocation: built together,
 //! cargo would unify the reference crate's features and the next policy would export
 //! the reference policy's symbols too.

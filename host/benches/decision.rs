@@ -7,7 +7,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use deploy_guard::facts::FactsSource;
-use deploy_guard::policy::{Facts, TargetStatus, Task};
+use deploy_guard::sandbox::policy::{Facts, TargetStatus, Task};
 use deploy_guard::{Config, Guard, Request, Target};
 use std::hint::black_box;
 use std::time::Duration;
@@ -40,7 +40,7 @@ fn decision_paths(c: &mut Criterion) {
         }
     }
     let policy_path = dir.path().join("policy.wasm");
-    std::fs::write(&policy_path, deploy_guard::policies::DEPLOY_STATUS_GUARD).expect("policy");
+    std::fs::write(&policy_path, deploy_guard::sandbox::embedded::DEPLOY_STATUS_GUARD).expect("policy");
     let guard = Guard::new(Config {
         db: db_path.clone(),
         policy: policy_path,

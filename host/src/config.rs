@@ -90,7 +90,7 @@ pub struct Config {
     /// How long a read waits for a writer's lock before it fails (then: fail-safe).
     /// `DEPLOY_GUARD_BUSY_TIMEOUT_MS`, default 250.
     pub busy_timeout: Duration,
-    /// Where compiled policies are kept (see [`crate::cache`]); none: compile every
+    /// Where compiled policies are kept (see [`crate::sandbox::cache`]); none: compile every
     /// time. `DEPLOY_GUARD_CACHE` (a path, or `off`); by default
     /// `$XDG_CACHE_HOME/deploy-guard` or `~/.cache/deploy-guard` when loaded from the
     /// environment, none in [`Config::default`].

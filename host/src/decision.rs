@@ -166,7 +166,7 @@ impl fmt::Display for EscapedOrNull<'_> {
 }
 
 /// Why a decision failed safe: the class its cause belongs to, decided where the cause
-/// arises (a [`crate::policy::RunError`] variant, a facts error, the configuration, no
+/// arises (a [`crate::sandbox::policy::RunError`] variant, a facts error, the configuration, no
 /// live policy), never guessed from the text of `error`. The first five are also the
 /// first word of their `error` text; `facts` errors start with `database:`, `pool`
 /// errors with `instantiate:`.

@@ -15,8 +15,8 @@
 //! restarted while the registry is down decides on it, and says so.
 
 use crate::config::Config;
-use crate::engine::Sandbox;
 use crate::oci::{OciError, PolicyRef, Pulled, Registry, StoredSignature};
+use crate::sandbox::engine::Sandbox;
 use crate::signature::Trust;
 use crate::swap::{Outcome, PolicySlot};
 use serde::{Deserialize, Serialize};
@@ -237,7 +237,7 @@ fn keep_local_copy(dir: &Path, reference: &PolicyRef, pulled: &Pulled) -> std::i
     let record = LocalRecord {
         reference: reference.to_string(),
         manifest_digest: pulled.manifest_digest.clone(),
-        layer_digest: crate::policy::digest(&pulled.bytes),
+        layer_digest: crate::sandbox::policy::digest(&pulled.bytes),
         signature: pulled.signature.clone(),
     };
     let path = dir.join("policy.wasm");
@@ -321,7 +321,7 @@ impl Follower {
         };
         let checked = crate::read_file::read_bounded(&path, crate::read_file::MAX_POLICY_BYTES)
             .map_err(|e| e.to_string())
-            .and_then(|bytes| checked_record(&record, &crate::policy::digest(&bytes), trust));
+            .and_then(|bytes| checked_record(&record, &crate::sandbox::policy::digest(&bytes), trust));
         match checked {
             Ok(record) => {
                 tracing::warn!(target: "deploy_guard::oci", reference = %reference, manifest = %record.manifest_digest, path = %path.display(), "starting on the last good local copy of {reference} ({}) before asking the registry", record.manifest_digest);

@@ -7,9 +7,9 @@
 //! The gate judges safety, not taste: any name and version may replace any other.
 
 use crate::config::Limits;
-use crate::engine::Sandbox;
 use crate::grid::{GridCase, fact_grid};
-use crate::policy::{LoadError, LoadedPolicy, Ruling, RunError};
+use crate::sandbox::engine::Sandbox;
+use crate::sandbox::policy::{LoadError, LoadedPolicy, Ruling, RunError};
 use crate::vectors::{Vectors, read_vectors};
 use sha2::{Digest, Sha256};
 use std::path::Path;

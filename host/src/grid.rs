@@ -3,7 +3,7 @@
 //! every case within the limits), `diff` compares two policies over it, and its
 //! verdicts hashed are a policy's fingerprint.
 
-use crate::wit::{Facts, TargetStatus, Task};
+use crate::sandbox::wit::{Facts, TargetStatus, Task};
 
 /// The repo in scope when the scope is not empty.
 pub const SCOPED_REPO: &str = "svc-a";

@@ -4,15 +4,15 @@
 
 use crate::config::{Config, Overrides};
 use crate::decision::{Decision, FailSafeClass, Request, Target};
-use crate::engine::{EngineError, Sandbox};
 use crate::facts::{FactsSource, TaskFacts};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::policy::LoadedPolicy;
+use crate::sandbox::engine::{EngineError, Sandbox};
+use crate::sandbox::policy::LoadedPolicy;
+use crate::sandbox::wit::{Facts, Task, wit_target};
 use crate::shadow::{Shadow, ShadowStats};
 use crate::swap::{Outcome, PolicySlot, WatchState, Watcher};
 use crate::vectors::FactsRecord;
-use crate::wit::{Facts, Task, wit_target};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use deploy_status_guard::predicate::py_strip;
 use std::sync::{Arc, Mutex};
@@ -590,7 +590,7 @@ fn sandboxed_facts(
 fn judged_by(
     mut decision: Decision,
     facts: Facts,
-    ruling: Result<crate::policy::Ruling, crate::policy::RunError>,
+    ruling: Result<crate::sandbox::policy::Ruling, crate::sandbox::policy::RunError>,
 ) -> Judged {
     match ruling {
         Ok(ruling) => {
@@ -606,7 +606,7 @@ fn judged_by(
         Err(e) => Judged {
             // An instance that could not be had (the pool exhausted by the host's own
             // load) is not the policy's failure; probation does not count it.
-            policy_failed: !matches!(e, crate::policy::RunError::Instantiate(_)),
+            policy_failed: !matches!(e, crate::sandbox::policy::RunError::Instantiate(_)),
             fail_safe: Some(e.class()),
             decision: decision.into_fail_safe(e),
             facts: Some(facts),
@@ -620,7 +620,7 @@ fn unreachable_judged(decision: Decision, facts: Facts) -> Judged {
     judged_by(
         decision,
         facts,
-        Err(crate::policy::RunError::Instantiate(
+        Err(crate::sandbox::policy::RunError::Instantiate(
             "the policy gave no ruling for this request".to_owned(),
         )),
     )

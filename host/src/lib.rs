@@ -39,10 +39,8 @@
 //! # }
 //! ```
 
-pub mod cache;
 pub mod config;
 pub mod decision;
-pub mod engine;
 pub mod facts;
 pub mod follow;
 pub mod gate;
@@ -52,9 +50,8 @@ pub mod ledger;
 pub mod metrics;
 pub mod metrics_server;
 pub mod oci;
-pub mod policies;
-pub mod policy;
 pub mod read_file;
+pub mod sandbox;
 pub mod serve;
 pub mod shadow;
 pub mod signature;
@@ -62,7 +59,6 @@ pub mod sqlite_mutex;
 pub mod swap;
 pub mod tracker;
 pub mod vectors;
-pub mod wit;
 
 pub use config::{Config, Limits, LogFormat, Overrides};
 pub use decision::{Decision, Request, Target, Verdict};

@@ -18,7 +18,7 @@
 //! `other`: a policy cannot grow the host's memory, nor break the text, through its rules.
 
 use crate::decision::{Decision, FailSafeClass, RULE_FAIL_SAFE, RULE_KILL_SWITCH, Verdict};
-use crate::policy::LoadedPolicy;
+use crate::sandbox::policy::LoadedPolicy;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

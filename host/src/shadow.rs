@@ -6,7 +6,7 @@
 //! runs the candidate. A full queue drops the comparison (counted), it never waits.
 
 use crate::decision::Verdict;
-use crate::policy::{Facts, LoadedPolicy};
+use crate::sandbox::policy::{Facts, LoadedPolicy};
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};

@@ -11,7 +11,7 @@
 //! a microsecond; the poll is on its own thread, never on a decision's path.
 
 use crate::gate::{self, GateError};
-use crate::policy::LoadedPolicy;
+use crate::sandbox::policy::LoadedPolicy;
 use arc_swap::ArcSwapOption;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -508,7 +508,7 @@ impl PolicySlot {
     /// refusal is logged once.
     pub fn load_from(
         &self,
-        sandbox: &Arc<crate::engine::Sandbox>,
+        sandbox: &Arc<crate::sandbox::engine::Sandbox>,
         path: &Path,
         limits: crate::config::Limits,
     ) -> Outcome {
@@ -521,7 +521,7 @@ impl PolicySlot {
     /// `verified`: its signature was verified by trusted keys (there were some).
     pub fn load_pulled(
         &self,
-        sandbox: &Arc<crate::engine::Sandbox>,
+        sandbox: &Arc<crate::sandbox::engine::Sandbox>,
         path: &Path,
         limits: crate::config::Limits,
         verified: bool,
@@ -537,7 +537,7 @@ impl PolicySlot {
 
     fn load(
         &self,
-        sandbox: &Arc<crate::engine::Sandbox>,
+        sandbox: &Arc<crate::sandbox::engine::Sandbox>,
         path: &Path,
         limits: crate::config::Limits,
         verify: Verify,
@@ -554,7 +554,7 @@ impl PolicySlot {
                 return self.refuse(None, Some("unreadable"), reason);
             }
         };
-        let digest = crate::policy::digest(&bytes);
+        let digest = crate::sandbox::policy::digest(&bytes);
         if self.current().is_some_and(|live| live.digest == digest) {
             return Outcome::Unchanged;
         }
@@ -563,7 +563,7 @@ impl PolicySlot {
         // its own (rolled back after going live) stays refused whatever the vectors.
         let vectors = crate::vectors::vectors_path(path);
         let judged_with = crate::read_file::read_bounded(&vectors, crate::read_file::MAX_VECTORS_BYTES)
-            .map_or_else(|_| "none".to_owned(), |v| crate::policy::digest(&v));
+            .map_or_else(|_| "none".to_owned(), |v| crate::sandbox::policy::digest(&v));
         let mut key = format!("{digest} vectors={judged_with} limits={limits:?}");
         let generation = self.trust_generation.load(Ordering::Acquire);
         if let Verify::Done(true) = verify {
@@ -714,7 +714,7 @@ pub fn put_back(path: &Path, expected: &str, bytes: &[u8]) -> Result<(), PutBack
     let io = |e: &dyn std::fmt::Display| PutBack::Io(format!("{}: {e}", path.display()));
     let holds = |p: &Path| -> Result<String, PutBack> {
         crate::read_file::read_bounded(p, crate::read_file::MAX_POLICY_BYTES)
-            .map(|b| crate::policy::digest(&b))
+            .map(|b| crate::sandbox::policy::digest(&b))
             .map_err(|e| io(&e))
     };
     let meta = std::fs::symlink_metadata(path).map_err(|e| io(&e))?;

@@ -12,7 +12,7 @@
 //! `window_active` to null, `work_item` to `"VECTOR-1"`, `caller` to null.
 
 use crate::decision::{Target, Verdict};
-use crate::wit::{Facts, Task, host_target, wit_target};
+use crate::sandbox::wit::{Facts, Task, host_target, wit_target};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

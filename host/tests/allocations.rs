@@ -55,7 +55,7 @@ fn a_decision_allocates_a_bounded_handful_and_a_filtered_line_nothing() {
     )
     .expect("schema");
     let policy = dir.path().join("policy.wasm");
-    std::fs::write(&policy, deploy_guard::policies::DEPLOY_STATUS_GUARD).expect("policy");
+    std::fs::write(&policy, deploy_guard::sandbox::embedded::DEPLOY_STATUS_GUARD).expect("policy");
     let guard = Guard::new(Config {
         db,
         policy,
@@ -82,11 +82,11 @@ fn a_decision_allocates_a_bounded_handful_and_a_filtered_line_nothing() {
     // The sandbox alone (a Store, a fresh instance, the call, the checked answer): what
     // wasmtime takes whatever the host does around it.
     let policy = guard.policy().expect("a live policy");
-    let facts = deploy_guard::policy::Facts {
+    let facts = deploy_guard::sandbox::policy::Facts {
         work_item_id: "ORCH-061".to_owned(),
-        target: deploy_guard::policy::TargetStatus::Monitoring,
+        target: deploy_guard::sandbox::policy::TargetStatus::Monitoring,
         caller: Some("monitor-tick".to_owned()),
-        task: Some(deploy_guard::policy::Task {
+        task: Some(deploy_guard::sandbox::policy::Task {
             repo: "orchestrator".to_owned(),
             stage: "done".to_owned(),
         }),

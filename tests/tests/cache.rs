@@ -2,9 +2,9 @@
 //! not write, or that was damaged, is recompiled and never deserialized.
 
 use deploy_guard::Limits;
-use deploy_guard::cache::ArtifactCache;
-use deploy_guard::engine::Sandbox;
-use deploy_guard::policy::{LoadedPolicy, digest};
+use deploy_guard::sandbox::cache::ArtifactCache;
+use deploy_guard::sandbox::engine::Sandbox;
+use deploy_guard::sandbox::policy::{LoadedPolicy, digest};
 use deploy_guard_e2e::REFERENCE;
 use std::os::unix::fs::PermissionsExt;
 
@@ -52,12 +52,12 @@ fn the_first_load_stores_and_the_next_one_hits() {
 }
 
 /// A done task of the self-hosting repo, stamped Monitoring, window closed.
-fn converge_done_facts() -> deploy_guard::policy::Facts {
-    deploy_guard::policy::Facts {
+fn converge_done_facts() -> deploy_guard::sandbox::policy::Facts {
+    deploy_guard::sandbox::policy::Facts {
         work_item_id: "ORCH-061".to_owned(),
-        target: deploy_guard::policy::TargetStatus::Monitoring,
+        target: deploy_guard::sandbox::policy::TargetStatus::Monitoring,
         caller: None,
-        task: Some(deploy_guard::policy::Task {
+        task: Some(deploy_guard::sandbox::policy::Task {
             repo: "orchestrator".to_owned(),
             stage: "done".to_owned(),
         }),
@@ -101,7 +101,7 @@ fn bytes_not_written_by_the_cache_are_never_deserialized() {
     let sandbox = Sandbox::with_cache(Some(dir.path())).expect("sandbox");
     let path = entry(&sandbox);
     // A raw wasmtime artifact without the cache's header and digest: refused.
-    let component = deploy_guard::policy::compile(&sandbox, REFERENCE).expect("compiles");
+    let component = deploy_guard::sandbox::policy::compile(&sandbox, REFERENCE).expect("compiles");
     std::fs::write(&path, component.serialize().expect("serialize")).expect("plant");
     assert!(
         sandbox

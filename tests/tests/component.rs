@@ -50,15 +50,17 @@ fn the_reference_component_imports_nothing_and_exports_decide_and_info() {
 
 #[test]
 fn info_answers_the_name_and_the_crate_version() {
-    let sandbox = deploy_guard::engine::Sandbox::new().expect("sandbox");
+    let sandbox = deploy_guard::sandbox::engine::Sandbox::new().expect("sandbox");
     let reference =
-        deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, deploy_guard::Limits::DEFAULT).expect("loads");
+        deploy_guard::sandbox::policy::LoadedPolicy::load(&sandbox, REFERENCE, deploy_guard::Limits::DEFAULT)
+            .expect("loads");
     assert_eq!(
         (reference.name.as_str(), reference.version.as_str()),
         ("deploy-status-guard", "1.0.0")
     );
     assert_eq!(reference.version, deploy_status_guard::POLICY_VERSION);
-    let next = deploy_guard::policy::LoadedPolicy::load(&sandbox, NEXT, deploy_guard::Limits::DEFAULT).expect("loads");
+    let next = deploy_guard::sandbox::policy::LoadedPolicy::load(&sandbox, NEXT, deploy_guard::Limits::DEFAULT)
+        .expect("loads");
     assert_eq!(next.identity(), "deploy-status-guard@1.1.0");
 }
 
@@ -68,7 +70,7 @@ fn a_decision_never_grows_the_guest_memory() {
     // limit of exactly the initial size (2 pages: a 64 KiB stack, the data, the 32 KiB
     // arena) and decide a case with long strings. One page fewer does not even
     // instantiate, so the limit is tight.
-    let sandbox = deploy_guard::engine::Sandbox::new().expect("sandbox");
+    let sandbox = deploy_guard::sandbox::engine::Sandbox::new().expect("sandbox");
     let limits = deploy_guard::Limits {
         memory_bytes: 2 * 65536,
         ..deploy_guard::Limits::DEFAULT
@@ -78,19 +80,20 @@ fn a_decision_never_grows_the_guest_memory() {
         ..deploy_guard::Limits::DEFAULT
     };
     // Refused for its memory (the initial 2 pages past a 1-page limit), not any error.
-    match deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, too_small) {
-        Err(deploy_guard::policy::LoadError::Info(reason)) => {
+    match deploy_guard::sandbox::policy::LoadedPolicy::load(&sandbox, REFERENCE, too_small) {
+        Err(deploy_guard::sandbox::policy::LoadError::Info(reason)) => {
             assert!(reason.starts_with("memory: ") && reason.contains("65536"), "{reason}");
         }
         other => panic!("a 1-page limit did not refuse the 2-page policy for its memory: {other:?}"),
     }
-    let policy = deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, limits).expect("fits in 4 pages");
+    let policy =
+        deploy_guard::sandbox::policy::LoadedPolicy::load(&sandbox, REFERENCE, limits).expect("fits in 4 pages");
     let long = "r".repeat(4000);
-    let facts = deploy_guard::policy::Facts {
+    let facts = deploy_guard::sandbox::policy::Facts {
         work_item_id: "W".repeat(1000),
-        target: deploy_guard::policy::TargetStatus::Monitoring,
+        target: deploy_guard::sandbox::policy::TargetStatus::Monitoring,
         caller: Some("c".repeat(1000)),
-        task: Some(deploy_guard::policy::Task {
+        task: Some(deploy_guard::sandbox::policy::Task {
             repo: long.clone(),
             stage: " done ".into(),
         }),
@@ -104,16 +107,19 @@ fn a_decision_never_grows_the_guest_memory() {
 
 #[test]
 fn every_lane_runs_the_same_policy() {
-    let sandbox = deploy_guard::engine::Sandbox::new().expect("sandbox");
+    let sandbox = deploy_guard::sandbox::engine::Sandbox::new().expect("sandbox");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert_eq!(sandbox.lanes().len(), cores.clamp(1, deploy_guard::engine::MAX_LANES));
-    let policy =
-        deploy_guard::policy::LoadedPolicy::load(&sandbox, REFERENCE, deploy_guard::Limits::DEFAULT).expect("loads");
-    let facts = deploy_guard::policy::Facts {
+    assert_eq!(
+        sandbox.lanes().len(),
+        cores.clamp(1, deploy_guard::sandbox::engine::MAX_LANES)
+    );
+    let policy = deploy_guard::sandbox::policy::LoadedPolicy::load(&sandbox, REFERENCE, deploy_guard::Limits::DEFAULT)
+        .expect("loads");
+    let facts = deploy_guard::sandbox::policy::Facts {
         work_item_id: "ORCH-061".into(),
-        target: deploy_guard::policy::TargetStatus::Monitoring,
+        target: deploy_guard::sandbox::policy::TargetStatus::Monitoring,
         caller: None,
-        task: Some(deploy_guard::policy::Task {
+        task: Some(deploy_guard::sandbox::policy::Task {
             repo: "orchestrator".into(),
             stage: "done".into(),
         }),

@@ -6,8 +6,8 @@
 //! Every rule of the seed must be reached by the generated facts (counted), so that no
 //! branch goes uncompared.
 
-use deploy_guard::engine::Sandbox;
-use deploy_guard::policy::{Facts, LoadedPolicy, TargetStatus, Task};
+use deploy_guard::sandbox::engine::Sandbox;
+use deploy_guard::sandbox::policy::{Facts, LoadedPolicy, TargetStatus, Task};
 use deploy_guard::{Limits, Verdict};
 use proptest::prelude::*;
 use std::sync::OnceLock;

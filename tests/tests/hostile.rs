@@ -14,9 +14,9 @@
 //! - the sandbox: after every hostile decision, the reference policy on the same
 //!   `Sandbox` still decides right.
 
-use deploy_guard::engine::Sandbox;
 use deploy_guard::gate::{self, GateError};
-use deploy_guard::policy::{Facts, LoadError, LoadedPolicy, Ruling, RunError, TargetStatus, Task};
+use deploy_guard::sandbox::engine::Sandbox;
+use deploy_guard::sandbox::policy::{Facts, LoadError, LoadedPolicy, Ruling, RunError, TargetStatus, Task};
 use deploy_guard::swap::Outcome;
 use deploy_guard::{Guard, Limits, Overrides, Target, Verdict};
 use deploy_guard_e2e::{REFERENCE, Row, Workspace, insert_task, write_atomically};
@@ -814,7 +814,7 @@ fn facts_for(work_item: &str) -> Facts {
 
 /// Batches longer than one Store holds (`INSTANCES_PER_STORE`), so that they cross
 /// from one Store to the next.
-const BATCH: usize = 3 * deploy_guard::engine::INSTANCES_PER_STORE + 1;
+const BATCH: usize = 3 * deploy_guard::sandbox::engine::INSTANCES_PER_STORE + 1;
 
 #[test]
 fn a_batch_gives_each_decision_a_fresh_instance() {
@@ -833,7 +833,7 @@ fn a_batch_gives_each_decision_a_fresh_instance() {
         .get_export_index(&mut store, Some(&interface), "decide")
         .expect("decide");
     let decide = instance
-        .get_typed_func::<(&Facts,), (deploy_guard::policy::WitDecision,)>(&mut store, &decide)
+        .get_typed_func::<(&Facts,), (deploy_guard::sandbox::policy::WitDecision,)>(&mut store, &decide)
         .expect("typed");
     let rules: Vec<String> = (0..2)
         .map(|_| {

@@ -222,7 +222,7 @@ impl Expected {
     fn live(&mut self, policy: &[u8], name: &str, version: &str) {
         self.samples
             .retain(|series, _| !series.starts_with("deploy_guard_policy_info"));
-        let digest = deploy_guard::policy::digest(policy);
+        let digest = deploy_guard::sandbox::policy::digest(policy);
         self.samples.insert(
             format!("deploy_guard_policy_info{{name=\"{name}\",version=\"{version}\",digest=\"{digest}\"}}"),
             1.0,

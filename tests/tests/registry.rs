@@ -147,7 +147,10 @@ fn push_sign_verify_and_check_on_the_command_line() {
     assert_eq!(manifest["config"]["mediaType"], "application/vnd.wasm.config.v0+json");
     assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(1));
     assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
-    assert_eq!(manifest["layers"][0]["digest"], deploy_guard::policy::digest(REFERENCE));
+    assert_eq!(
+        manifest["layers"][0]["digest"],
+        deploy_guard::sandbox::policy::digest(REFERENCE)
+    );
     let sig_tag = digest.replace(':', "-") + ".sig";
     let signature = http_get(&registry.addr, &format!("/v2/policies/guard/manifests/{sig_tag}"));
     assert!(signature.contains("dev.cosignproject.cosign/signature"), "{signature}");
@@ -338,8 +341,8 @@ fn a_fleet_of_three_follows_a_signed_tag_and_rides_out_the_registry_going_down()
     let first = client.push_policy(&reference, REFERENCE).expect("push 1.0.0");
     client.push_signature(&reference, &first, &key).expect("sign 1.0.0");
     let policy = format!("oci://{reference}");
-    let reference_digest = deploy_guard::policy::digest(REFERENCE);
-    let next_digest = deploy_guard::policy::digest(NEXT);
+    let reference_digest = deploy_guard::sandbox::policy::digest(REFERENCE);
+    let next_digest = deploy_guard::sandbox::policy::digest(NEXT);
 
     let mut hosts: Vec<Host> = ["a", "b", "c"]
         .iter()
@@ -458,7 +461,7 @@ impl Followed {
         let good = client.push_policy(&reference, REFERENCE).expect("push");
         client.push_signature(&reference, &good, &key).expect("sign");
         let guard = follower(&ws, &reference, &public);
-        let live = deploy_guard::policy::digest(REFERENCE);
+        let live = deploy_guard::sandbox::policy::digest(REFERENCE);
         Followed {
             ws,
             registry,
@@ -493,7 +496,7 @@ fn manifest(config: &[u8], layers: &[(&str, String, u64)]) -> Vec<u8> {
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {
             "mediaType": "application/vnd.wasm.config.v0+json",
-            "digest": deploy_guard::policy::digest(config),
+            "digest": deploy_guard::sandbox::policy::digest(config),
             "size": config.len(),
         },
         "layers": layers.iter().map(|(media_type, digest, size)| serde_json::json!({
@@ -520,7 +523,7 @@ fn bad_artifacts_are_refused_each_naming_its_cause_and_the_live_policy_stays() {
 
     let config = b"{}".to_vec();
     let next = NEXT.to_vec();
-    let next_digest = deploy_guard::policy::digest(&next);
+    let next_digest = deploy_guard::sandbox::policy::digest(&next);
     let size = next.len() as u64;
     // Each bad artifact is put on the tag, signed by the trusted key (so that only
     // what is wrong with it is wrong), and must be refused naming its cause.
@@ -561,7 +564,7 @@ fn bad_artifacts_are_refused_each_naming_its_cause_and_the_live_policy_stays() {
     // Digest mismatch: the registry's stored blob is altered on disk, so that it
     // serves other bytes under the digest (what a corrupt or lying registry does).
     let altered = [next.clone(), b"x".to_vec()].concat();
-    let altered_digest = deploy_guard::policy::digest(&altered);
+    let altered_digest = deploy_guard::sandbox::policy::digest(&altered);
     let hex = altered_digest.trim_start_matches("sha256:");
     client
         .push_artifact(
@@ -606,9 +609,9 @@ fn bad_signatures_are_refused_each_naming_its_cause() {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": deploy_guard::policy::digest(&config), "size": config.len()},
+                       "digest": deploy_guard::sandbox::policy::digest(&config), "size": config.len()},
             "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                        "digest": deploy_guard::policy::digest(payload.as_bytes()), "size": payload.len(),
+                        "digest": deploy_guard::sandbox::policy::digest(payload.as_bytes()), "size": payload.len(),
                         "annotations": {"dev.cosignproject.cosign/signature": signature}}],
         });
         client
@@ -650,7 +653,10 @@ fn bad_signatures_are_refused_each_naming_its_cause() {
         guard.refresh_policy();
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(guard.policy().expect("live").digest, deploy_guard::policy::digest(NEXT));
+    assert_eq!(
+        guard.policy().expect("live").digest,
+        deploy_guard::sandbox::policy::digest(NEXT)
+    );
 }
 
 #[test]
@@ -734,7 +740,7 @@ fn a_reload_that_changes_the_trusted_keys_checks_the_followed_policy_again() {
     );
     assert_eq!(config.problem, None);
     let guard = Guard::new(config).expect("guard");
-    let live = deploy_guard::policy::digest(REFERENCE);
+    let live = deploy_guard::sandbox::policy::digest(REFERENCE);
     assert_eq!(guard.policy().expect("signed by the old key, live").digest, live);
 
     write_config(&new_public);

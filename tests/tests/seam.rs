@@ -8,7 +8,7 @@
 //! Run: `cargo test --release -p deploy-guard-e2e --test seam`
 
 use deploy_guard::ledger::Ledger;
-use deploy_guard::policy::{LoadError, LoadedPolicy, RunError};
+use deploy_guard::sandbox::policy::{LoadError, LoadedPolicy, RunError};
 use deploy_guard::{Guard, Target, Verdict};
 use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, binary, hostile, insert_story, write_atomically};
 use serde_json::Value;
@@ -717,7 +717,7 @@ fn the_text_decision_line_escapes_every_field() {
 
 #[test]
 fn a_rule_with_control_characters_is_an_invalid_result_and_refused_by_the_gate() {
-    let sandbox = deploy_guard::engine::Sandbox::new().expect("sandbox");
+    let sandbox = deploy_guard::sandbox::engine::Sandbox::new().expect("sandbox");
     let limits = deploy_guard::Limits::DEFAULT;
     let policy = LoadedPolicy::load(&sandbox, hostile::FORGED_LINE_RULE, limits).expect("loads");
     let facts = deploy_guard::grid::fact_grid()
@@ -738,7 +738,7 @@ fn a_rule_with_control_characters_is_an_invalid_result_and_refused_by_the_gate()
 
 #[test]
 fn a_policy_name_with_a_format_character_is_refused_at_the_gate() {
-    let sandbox = deploy_guard::engine::Sandbox::new().expect("sandbox");
+    let sandbox = deploy_guard::sandbox::engine::Sandbox::new().expect("sandbox");
     match LoadedPolicy::load(&sandbox, hostile::LOOK_ALIKE_NAME, deploy_guard::Limits::DEFAULT) {
         Err(LoadError::Info(message)) => {
             assert!(message.contains("format characters"), "{message}");
@@ -821,13 +821,13 @@ fn the_story_decides_as_the_tests_above_expect() {
 #[test]
 #[ignore = "a measurement for the README, not a guarantee"]
 fn measure_whitespace_limit() {
-    let sandbox = deploy_guard::engine::Sandbox::new().expect("sandbox");
+    let sandbox = deploy_guard::sandbox::engine::Sandbox::new().expect("sandbox");
     let policy = LoadedPolicy::load(&sandbox, REFERENCE, deploy_guard::Limits::DEFAULT).expect("loads");
-    let facts = |stage: String| deploy_guard::policy::Facts {
+    let facts = |stage: String| deploy_guard::sandbox::policy::Facts {
         work_item_id: "W".into(),
-        target: deploy_guard::policy::TargetStatus::Monitoring,
+        target: deploy_guard::sandbox::policy::TargetStatus::Monitoring,
         caller: None,
-        task: Some(deploy_guard::policy::Task {
+        task: Some(deploy_guard::sandbox::policy::Task {
             repo: "orchestrator".into(),
             stage,
         }),

@@ -192,7 +192,7 @@ fn hot_swap_refuses_unsigned_and_foreign_signed_and_takes_the_signed_one() {
         ..ws.config()
     })
     .expect("guard");
-    let reference = deploy_guard::policy::digest(REFERENCE);
+    let reference = deploy_guard::sandbox::policy::digest(REFERENCE);
     assert_eq!(guard.policy().expect("signed reference live").digest, reference);
 
     // Unsigned: the old signature is over other bytes.
@@ -224,7 +224,10 @@ fn hot_swap_refuses_unsigned_and_foreign_signed_and_takes_the_signed_one() {
     sign_file(&ws.policy(), &private);
     let outcome = refresh_until_outcome(&guard);
     assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
-    assert_eq!(guard.policy().expect("live").digest, deploy_guard::policy::digest(NEXT));
+    assert_eq!(
+        guard.policy().expect("live").digest,
+        deploy_guard::sandbox::policy::digest(NEXT)
+    );
 
     // A roll back puts the reference back in the file with its own signature, so that
     // a restart under the same trusted key starts on it.
@@ -294,7 +297,7 @@ fn the_rollback_command_puts_a_signed_policy_back_with_its_signature() {
     assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
     assert_eq!(
         guard.policy().expect("live").digest,
-        deploy_guard::policy::digest(REFERENCE)
+        deploy_guard::sandbox::policy::digest(REFERENCE)
     );
 }
 
@@ -429,7 +432,10 @@ fn trusted_keys_added_by_a_reload_apply_to_the_live_policy() {
     sign_file(&ws.policy(), &private);
     let outcome = refresh_until_outcome(&guard);
     assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
-    assert_eq!(guard.policy().expect("live").digest, deploy_guard::policy::digest(NEXT));
+    assert_eq!(
+        guard.policy().expect("live").digest,
+        deploy_guard::sandbox::policy::digest(NEXT)
+    );
 
     // A signed live policy stays live when the keys change again (a second key added):
     // verified again, nothing swapped.
@@ -450,7 +456,10 @@ fn trusted_keys_added_by_a_reload_apply_to_the_live_policy() {
         // The re-check finds it signed: nothing to act on.
         assert_eq!(guard.refresh_policy(), None);
     }
-    assert_eq!(guard.policy().expect("live").digest, deploy_guard::policy::digest(NEXT));
+    assert_eq!(
+        guard.policy().expect("live").digest,
+        deploy_guard::sandbox::policy::digest(NEXT)
+    );
     assert_eq!(guard.decide("ORCH-072", Target::Awaiting, None).rule, "non-terminal");
 }
 
@@ -483,7 +492,7 @@ fn a_key_change_checks_the_live_policy_whatever_its_file_holds_now() {
         &deploy_guard::Overrides::default(),
     );
     let guard = Guard::new(config).expect("guard");
-    let reference = deploy_guard::policy::digest(REFERENCE);
+    let reference = deploy_guard::sandbox::policy::digest(REFERENCE);
     assert_eq!(guard.policy().expect("signed, live").digest, reference);
     // An unsigned candidate lands: refused, the reference stays.
     write_atomically(&ws.policy(), NEXT);
@@ -510,5 +519,8 @@ fn a_key_change_checks_the_live_policy_whatever_its_file_holds_now() {
     // The candidate signed by the trusted key goes live.
     sign_file(&ws.policy(), &other_private);
     assert!(matches!(refresh_until_outcome(&guard), Outcome::Activated { .. }));
-    assert_eq!(guard.policy().expect("live").digest, deploy_guard::policy::digest(NEXT));
+    assert_eq!(
+        guard.policy().expect("live").digest,
+        deploy_guard::sandbox::policy::digest(NEXT)
+    );
 }

@@ -7,9 +7,9 @@
 //! the ratios, measured in the same run, are the result.
 
 use anyhow::Context;
-use deploy_guard::engine::Sandbox;
 use deploy_guard::facts::FactsSource;
-use deploy_guard::policy::{Facts, LoadedPolicy, TargetStatus, Task};
+use deploy_guard::sandbox::engine::Sandbox;
+use deploy_guard::sandbox::policy::{Facts, LoadedPolicy, TargetStatus, Task};
 use deploy_guard::{Config, Guard, Limits, Request, Target};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -293,7 +293,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(path) => path.clone(),
         None => {
             let path = dir.path().join("deploy-status-guard.wasm");
-            std::fs::write(&path, deploy_guard::policies::DEPLOY_STATUS_GUARD)?;
+            std::fs::write(&path, deploy_guard::sandbox::embedded::DEPLOY_STATUS_GUARD)?;
             path
         }
     };
@@ -524,11 +524,11 @@ fn throughput<T: Sync>(items: &[T], threads: usize, decide: impl Fn(&T) + Sync) 
 fn startup(bytes: &[u8], cache_dir: &Path) -> anyhow::Result<(Figure, Figure)> {
     let sandbox = Sandbox::with_cache(Some(cache_dir))?;
     let cache = sandbox.cache().context("the cache directory is not usable")?;
-    let digest = deploy_guard::policy::digest(bytes);
+    let digest = deploy_guard::sandbox::policy::digest(bytes);
     let compile = measure(20, 20, |_| {
-        let _ = deploy_guard::policy::compile(&sandbox, bytes);
+        let _ = deploy_guard::sandbox::policy::compile(&sandbox, bytes);
     });
-    let component = deploy_guard::policy::compile(&sandbox, bytes)?;
+    let component = deploy_guard::sandbox::policy::compile(&sandbox, bytes)?;
     cache.store(sandbox.engine(), &digest, &component);
     let cached = measure(20, 20, |_| {
         let loaded = cache.load(sandbox.engine(), &digest);

@@ -1,8 +1,8 @@
 //! `deploy-guard check POLICY.wasm`: the gate as a command.
 
-use deploy_guard::engine::Sandbox;
 use deploy_guard::follow::admit_candidate;
 use deploy_guard::grid::GRID_CASES;
+use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::{Config, Overrides};
 use std::path::Path;
 use std::process::ExitCode;

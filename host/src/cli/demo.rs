@@ -4,7 +4,7 @@
 
 use super::export::write_atomically;
 use anyhow::Context;
-use deploy_guard::policies::{DEPLOY_STATUS_GUARD, DEPLOY_STATUS_GUARD_NEXT};
+use deploy_guard::sandbox::embedded::{DEPLOY_STATUS_GUARD, DEPLOY_STATUS_GUARD_NEXT};
 use deploy_guard::{Config, Decision, Guard, LogFormat, Target};
 use std::path::Path;
 use std::process::ExitCode;

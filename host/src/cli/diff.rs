@@ -1,8 +1,8 @@
 //! `deploy-guard diff OLD.wasm NEW.wasm`: what a new policy changes over the fact grid.
 
-use deploy_guard::engine::Sandbox;
 use deploy_guard::follow::admit_candidate;
 use deploy_guard::gate::Admitted;
+use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::{Config, Overrides};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -73,8 +73,8 @@ pub fn grid_differences<'a>(
     new: &'a Admitted,
 ) -> Vec<(
     &'a str,
-    &'a deploy_guard::policy::Ruling,
-    &'a deploy_guard::policy::Ruling,
+    &'a deploy_guard::sandbox::policy::Ruling,
+    &'a deploy_guard::sandbox::policy::Ruling,
 )> {
     old.grid
         .iter()

@@ -6,14 +6,14 @@ use std::process::ExitCode;
 
 pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (stem, bytes) in deploy_guard::policies::EMBEDDED {
+    for (stem, bytes) in deploy_guard::sandbox::embedded::EMBEDDED {
         let path = dir.join(format!("{stem}.wasm"));
         write_atomically(&path, bytes)?;
         println!(
             "{} ({} bytes, {})",
             path.display(),
             bytes.len(),
-            deploy_guard::policy::digest(bytes)
+            deploy_guard::sandbox::policy::digest(bytes)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -23,7 +23,7 @@ pub fn run(file: &Path, target: &str, key: Option<&Path>) -> anyhow::Result<Exit
     super::init_logging(config.log, "warn");
     let reference = PolicyRef::parse(target)?;
     let signing_key = key.map(deploy_guard::signature::read_signing_key).transpose()?;
-    let sandbox = deploy_guard::engine::Sandbox::new()?;
+    let sandbox = deploy_guard::sandbox::engine::Sandbox::new()?;
     let bytes = match deploy_guard::gate::admit_file(&sandbox, file, config.limits) {
         Ok(admitted) => {
             eprintln!(

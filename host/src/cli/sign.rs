@@ -20,7 +20,7 @@ pub fn run(target: &str, key: &Path) -> anyhow::Result<ExitCode> {
     println!(
         "signed: {} ({})",
         sig_path.display(),
-        deploy_guard::policy::digest(&bytes)
+        deploy_guard::sandbox::policy::digest(&bytes)
     );
     Ok(ExitCode::SUCCESS)
 }

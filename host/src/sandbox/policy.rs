@@ -2,18 +2,18 @@
 //! identity; and one decision run in a fresh sandbox, with everything the guest
 //! returns checked before it is believed.
 //!
-//! The boundary types are the ones `bindgen!` generates in [`crate::wit`]; they are
+//! The boundary types are the ones `bindgen!` generates in [`crate::sandbox::wit`]; they are
 //! re-exported here, where policies are run, for the embedder's convenience.
 
 use crate::config::Limits;
 use crate::decision::MAX_RULE_BYTES;
-use crate::engine::{Sandbox, SandboxState};
+use crate::sandbox::engine::{Sandbox, SandboxState};
 use std::sync::Arc;
 use wasmtime::Trap;
 use wasmtime::component::{Component, types::ComponentItem};
 
-pub use crate::wit::{Facts, PolicyInfo, TargetStatus, Task, WitDecision, WitVerdict};
-use crate::wit::{GuardPolicy, GuardPolicyPre};
+pub use crate::sandbox::wit::{Facts, PolicyInfo, TargetStatus, Task, WitDecision, WitVerdict};
+use crate::sandbox::wit::{GuardPolicy, GuardPolicyPre};
 
 /// The longest name or version a policy may report, in bytes.
 pub const MAX_IDENTITY_BYTES: usize = 128;
@@ -90,7 +90,7 @@ pub struct Ruling {
 /// identity. Decisions instantiate it afresh each time.
 pub struct LoadedPolicy {
     sandbox: Arc<Sandbox>,
-    /// One per lane of the sandbox (see [`crate::engine`]).
+    /// One per lane of the sandbox (see [`crate::sandbox::engine`]).
     pres: Vec<GuardPolicyPre<SandboxState>>,
     limits: Limits,
     /// `sha256:<hex>` of the module bytes.
@@ -319,7 +319,7 @@ impl LoadedPolicy {
 impl LoadedPolicy {
     /// Decisions for several facts (a batch), in order. Each runs in a fresh instance
     /// with its own fuel and deadline, as [`LoadedPolicy::decide`] does; the instances
-    /// of up to [`crate::engine::INSTANCES_PER_STORE`] decisions share a Store, which
+    /// of up to [`crate::sandbox::engine::INSTANCES_PER_STORE`] decisions share a Store, which
     /// saves making and dropping one per decision (measured on the reference policy:
     /// 0.5 us of 4.4). The instances of a Store cannot reach one another: nothing is
     /// linked between them. A Store in which anything failed is not used again.
@@ -335,9 +335,9 @@ impl LoadedPolicy {
             // goes on in a new Store, as any decision would.
             let reused = shared
                 .take()
-                .filter(|(_, used)| *used < crate::engine::INSTANCES_PER_STORE)
+                .filter(|(_, used)| *used < crate::sandbox::engine::INSTANCES_PER_STORE)
                 .and_then(|(mut store, used)| {
-                    crate::engine::rearm(&mut store);
+                    crate::sandbox::engine::rearm(&mut store);
                     let instance = self.pres[lane].instantiate(&mut store).ok()?;
                     Some((store, used, instance))
                 });

@@ -36,7 +36,7 @@ pub const POOL_SLOTS: u32 = 32;
 /// The most lanes (engines) a sandbox runs, whatever the number of cores.
 pub const MAX_LANES: usize = 8;
 /// The most decisions of one batch whose fresh instances share a Store (see
-/// [`crate::policy::LoadedPolicy::decide_many`]): making and dropping a Store is part
+/// [`crate::sandbox::policy::LoadedPolicy::decide_many`]): making and dropping a Store is part
 /// of what a decision costs, and a batch need not pay it each time. Each decision
 /// still has an instance of its own, its own fuel and its own deadline.
 pub const INSTANCES_PER_STORE: usize = 8;
@@ -186,7 +186,7 @@ impl std::fmt::Debug for Lane {
 /// process.
 pub struct Sandbox {
     lanes: Vec<Lane>,
-    cache: Option<crate::cache::ArtifactCache>,
+    cache: Option<crate::sandbox::cache::ArtifactCache>,
     /// How many components this sandbox compiled (a cache hit compiles none): what
     /// proves that the precompiled cache was used.
     compiles: std::sync::atomic::AtomicU64,
@@ -215,7 +215,7 @@ impl Sandbox {
     }
 
     /// Build the engine, keeping compiled policies in the cache directory `cache` (see
-    /// [`crate::cache`]). A cache that cannot be used is reported and left out.
+    /// [`crate::sandbox::cache`]). A cache that cannot be used is reported and left out.
     pub fn with_cache(cache: Option<&std::path::Path>) -> Result<Arc<Sandbox>, EngineError> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(POOL_SLOTS)
@@ -249,7 +249,7 @@ impl Sandbox {
             })
             .collect::<Result<Vec<Lane>, EngineError>>()?;
         let ticker = Ticker::start(lanes.iter().map(|lane| lane.engine.clone()).collect())?;
-        let cache = cache.and_then(|dir| match crate::cache::ArtifactCache::open(dir) {
+        let cache = cache.and_then(|dir| match crate::sandbox::cache::ArtifactCache::open(dir) {
             Ok(cache) => Some(cache),
             Err(e) => {
                 tracing::warn!(target: "deploy_guard::cache", "{e}");
@@ -292,11 +292,11 @@ impl Sandbox {
     }
 
     /// The precompiled cache, if one is in use.
-    pub fn cache(&self) -> Option<&crate::cache::ArtifactCache> {
+    pub fn cache(&self) -> Option<&crate::sandbox::cache::ArtifactCache> {
         self.cache.as_ref()
     }
 
-    /// How many components this sandbox has compiled so far ([`crate::policy::compile`]);
+    /// How many components this sandbox has compiled so far ([`crate::sandbox::policy::compile`]);
     /// a load served by the precompiled cache leaves it unchanged.
     pub fn compiles(&self) -> u64 {
         self.compiles.load(Ordering::Relaxed)
