@@ -6,7 +6,7 @@
 //! bench` stays the figure of record: it also measures threads, start-up and `serve`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use deploy_guard::facts::FactsSource;
+use deploy_guard::facts::source::FactsSource;
 use deploy_guard::sandbox::policy::{Facts, TargetStatus, Task};
 use deploy_guard::{Config, Guard, Request, Target};
 use std::hint::black_box;

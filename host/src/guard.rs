@@ -4,7 +4,7 @@
 
 use crate::config::{Config, Overrides};
 use crate::decision::{Decision, FailSafeClass, Request, Target};
-use crate::facts::{FactsSource, TaskFacts};
+use crate::facts::source::{FactsSource, TaskFacts};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::sandbox::engine::{EngineError, Sandbox};

@@ -219,7 +219,7 @@ impl Ledger {
         max_rows: u64,
         counters: crate::metrics::LedgerCounters,
     ) -> Result<Ledger, LedgerError> {
-        crate::sqlite_mutex::install();
+        crate::facts::sqlite_mutex::install();
         if let Some(why) = conflicts_with_database(path, db) {
             return Err(LedgerError::IsTheOrchestratorsDatabase {
                 path: path.to_owned(),

@@ -55,7 +55,6 @@ pub mod sandbox;
 pub mod serve;
 pub mod shadow;
 pub mod signature;
-pub mod sqlite_mutex;
 pub mod swap;
 pub mod tracker;
 pub mod vectors;

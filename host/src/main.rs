@@ -145,7 +145,7 @@ enum Command {
 
 fn main() -> ExitCode {
     // Before any database is opened (see the module's doc).
-    deploy_guard::sqlite_mutex::install();
+    deploy_guard::facts::sqlite_mutex::install();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Decide {

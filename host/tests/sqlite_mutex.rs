@@ -1,17 +1,17 @@
-//! SQLite running on deploy-guard's mutexes (`deploy_guard::sqlite_mutex`): installed
+//! SQLite running on deploy-guard's mutexes (`deploy_guard::facts::sqlite_mutex`): installed
 //! before SQLite starts (this test binary opens no database before), and correct under
 //! a writer and several readers on connections of both threading modes.
 
-use deploy_guard::facts::FactsSource;
+use deploy_guard::facts::source::FactsSource;
 use rusqlite::{Connection, OpenFlags};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[test]
 fn readers_and_a_writer_keep_every_invariant_on_the_spinning_mutexes() {
-    deploy_guard::sqlite_mutex::install();
+    deploy_guard::facts::sqlite_mutex::install();
     assert!(
-        deploy_guard::sqlite_mutex::installed(),
+        deploy_guard::facts::sqlite_mutex::installed(),
         "SQLite was initialised before the mutexes were installed"
     );
     let dir = tempfile::tempdir().expect("tempdir");

@@ -835,7 +835,7 @@ fn a_writers_exclusive_lock_fails_safe_within_a_bounded_time_then_the_commit_is_
 }
 
 /// README: `DEPLOY_GUARD_BUSY_TIMEOUT_MS` is "how long a read waits for the
-/// orchestrator's write lock before failing safe"; facts.rs: a read "waits at most the
+/// orchestrator's write lock before failing safe"; facts/source.rs: a read "waits at most the
 /// configured busy timeout for a writer". Under a held lock every decision should
 /// cost one busy timeout, not a multiple of it.
 #[test]

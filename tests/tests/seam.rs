@@ -485,13 +485,13 @@ fn the_orchestrator_leaves_wal_mode_while_serve_sits_idle() {
 #[test]
 fn an_idle_connection_is_closed_after_the_idle_time() {
     let ws = Workspace::story();
-    let facts = deploy_guard::facts::FactsSource::new(ws.db(), Duration::from_millis(250));
+    let facts = deploy_guard::facts::source::FactsSource::new(ws.db(), Duration::from_millis(250));
     assert!(facts.read("ORCH-061").expect("read").is_some());
     assert_eq!(facts.idle_connections(), 1);
     let start = Instant::now();
     while facts.idle_connections() > 0 {
         assert!(start.elapsed() < DEADLINE, "the idle connection was never closed");
-        std::thread::park_timeout(deploy_guard::facts::IDLE_CLOSE / 2);
+        std::thread::park_timeout(deploy_guard::facts::source::IDLE_CLOSE / 2);
     }
 }
 

@@ -7,7 +7,7 @@
 //! the ratios, measured in the same run, are the result.
 
 use anyhow::Context;
-use deploy_guard::facts::FactsSource;
+use deploy_guard::facts::source::FactsSource;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::sandbox::policy::{Facts, LoadedPolicy, TargetStatus, Task};
 use deploy_guard::{Config, Guard, Limits, Request, Target};

@@ -159,7 +159,7 @@ impl std::fmt::Debug for FactsSource {
 impl FactsSource {
     /// A source over `path`. Opens nothing yet: the first read does.
     pub fn new(path: impl Into<PathBuf>, busy_timeout: Duration) -> FactsSource {
-        crate::sqlite_mutex::install();
+        crate::facts::sqlite_mutex::install();
         FactsSource {
             path: path.into(),
             busy_timeout,
