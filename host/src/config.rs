@@ -105,7 +105,7 @@ pub struct Config {
     /// start-up (`serve --metrics` overrides it).
     pub metrics_addr: Option<String>,
     /// Public-key files a policy must be signed by (none: signatures not required).
-    /// `DEPLOY_GUARD_TRUSTED_KEYS`, a CSV; see [`crate::signature`].
+    /// `DEPLOY_GUARD_TRUSTED_KEYS`, a CSV; see [`crate::admission::signature`].
     pub trusted_keys: Vec<PathBuf>,
     /// How often an `oci://` policy's tag is resolved. `DEPLOY_GUARD_POLL_MS`, default
     /// 30,000, at least 100.
@@ -409,7 +409,7 @@ impl Config {
         }
         // A trusted key that cannot be read never means "trust everything": every
         // decision fails safe naming it.
-        if let Some(problem) = crate::signature::Trust::from_files(&config.trusted_keys)
+        if let Some(problem) = crate::admission::signature::Trust::from_files(&config.trusted_keys)
             .and_then(|trust| trust.problem().map(str::to_owned))
             && config.problem.is_none()
         {

@@ -14,10 +14,10 @@
 //! good local copy is loaded first (its signature checked again, offline), so a host
 //! restarted while the registry is down decides on it, and says so.
 
+use crate::admission::signature::Trust;
 use crate::config::Config;
 use crate::oci::{OciError, PolicyRef, Pulled, Registry, StoredSignature};
 use crate::sandbox::engine::Sandbox;
-use crate::signature::Trust;
 use crate::swap::{Outcome, PolicySlot};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -348,10 +348,10 @@ pub enum CandidateError {
     Registry(#[from] OciError),
     /// Its signature is missing or not trusted.
     #[error(transparent)]
-    Signature(#[from] crate::signature::SignatureError),
+    Signature(#[from] crate::admission::signature::SignatureError),
     /// The gate refused it.
     #[error(transparent)]
-    Gate(#[from] crate::gate::GateError),
+    Gate(#[from] crate::admission::gate::GateError),
 }
 
 /// Admit the candidate `policy` (a file, or `oci://...` pulled now), requiring a
@@ -360,7 +360,7 @@ pub fn admit_candidate(
     sandbox: &Arc<Sandbox>,
     policy: &Path,
     config: &Config,
-) -> Result<crate::gate::Admitted, CandidateError> {
+) -> Result<crate::admission::gate::Admitted, CandidateError> {
     let trust = Trust::from_files(&config.trusted_keys);
     if crate::oci::is_oci(policy) {
         let reference = PolicyRef::parse(&policy.to_string_lossy())?;
@@ -372,12 +372,17 @@ pub fn admit_candidate(
         )?;
         let digest = registry.resolve(&reference)?;
         let pulled = registry.pull_policy(&reference, &digest, trust.as_ref())?;
-        return Ok(crate::gate::admit(sandbox, &pulled.bytes, config.limits, None)?);
+        return Ok(crate::admission::gate::admit(
+            sandbox,
+            &pulled.bytes,
+            config.limits,
+            None,
+        )?);
     }
     // Read once (bounded, never blocking): the bytes whose signature is checked are the
     // bytes the gate judges, whatever happens to the file meanwhile.
     let bytes = crate::read_file::read_bounded(policy, crate::read_file::MAX_POLICY_BYTES).map_err(|e| {
-        crate::gate::GateError::Unreadable {
+        crate::admission::gate::GateError::Unreadable {
             path: policy.display().to_string(),
             reason: e.to_string(),
         }
@@ -385,11 +390,11 @@ pub fn admit_candidate(
     if let Some(trust) = &trust {
         trust.verify_file(policy, &bytes)?;
     }
-    Ok(crate::gate::admit(
+    Ok(crate::admission::gate::admit(
         sandbox,
         &bytes,
         config.limits,
-        Some(&crate::vectors::vectors_path(policy)),
+        Some(&crate::admission::vectors::vectors_path(policy)),
     )?)
 }
 

@@ -2,6 +2,7 @@
 //! the decision line together. Every failure on the way becomes a fail-safe ALLOW
 //! here, in one place.
 
+use crate::admission::vectors::FactsRecord;
 use crate::config::{Config, Overrides};
 use crate::decision::{Decision, FailSafeClass, Request, Target};
 use crate::facts::source::{FactsSource, TaskFacts};
@@ -12,7 +13,6 @@ use crate::sandbox::policy::LoadedPolicy;
 use crate::sandbox::wit::{Facts, Task, wit_target};
 use crate::shadow::{Shadow, ShadowStats};
 use crate::swap::{Outcome, PolicySlot, WatchState, Watcher};
-use crate::vectors::FactsRecord;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use deploy_status_guard::predicate::py_strip;
 use std::sync::{Arc, Mutex};
@@ -93,10 +93,12 @@ impl Guard {
         if let Ok(mut watch) = guard.shared.watch.lock() {
             watch.policy_path = config.policy.clone();
             watch.policy.settle(&config.policy);
-            watch.vectors.settle(&crate::vectors::vectors_path(&config.policy));
+            watch
+                .vectors
+                .settle(&crate::admission::vectors::vectors_path(&config.policy));
             watch
                 .signature
-                .settle(&crate::signature::signature_path(&config.policy));
+                .settle(&crate::admission::signature::signature_path(&config.policy));
         }
         if let (Some(file), Ok(mut detector)) = (&config.file, guard.shared.config_watch.lock()) {
             detector.settle(file);
@@ -104,7 +106,7 @@ impl Guard {
         guard
             .shared
             .slot
-            .set_trust(crate::signature::Trust::from_files(&config.trusted_keys));
+            .set_trust(crate::admission::signature::Trust::from_files(&config.trusted_keys));
         if crate::oci::is_oci(&config.policy) {
             guard.refresh_registry(&config, true);
         } else {
@@ -367,8 +369,8 @@ impl Guard {
             drop(watch);
             return self.refresh_registry(&config, false);
         }
-        let vectors = crate::vectors::vectors_path(&config.policy);
-        let signature = crate::signature::signature_path(&config.policy);
+        let vectors = crate::admission::vectors::vectors_path(&config.policy);
+        let signature = crate::admission::signature::signature_path(&config.policy);
         let path_changed = watch.policy_path != config.policy;
         if path_changed {
             watch.policy_path = config.policy.clone();
@@ -443,7 +445,7 @@ impl Guard {
         if fresh.trusted_keys != running.trusted_keys {
             self.shared
                 .slot
-                .set_trust(crate::signature::Trust::from_files(&fresh.trusted_keys));
+                .set_trust(crate::admission::signature::Trust::from_files(&fresh.trusted_keys));
         }
         tracing::warn!(
             target: "deploy_guard::config",

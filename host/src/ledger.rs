@@ -14,8 +14,8 @@
 //! committed transaction and never corrupts the file; the ledger always holds a prefix
 //! of the decisions, in order.
 
+use crate::admission::vectors::FactsRecord;
 use crate::decision::Decision;
-use crate::vectors::FactsRecord;
 use rusqlite::{Connection, OpenFlags, params};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;

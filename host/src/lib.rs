@@ -39,12 +39,11 @@
 //! # }
 //! ```
 
+pub mod admission;
 pub mod config;
 pub mod decision;
 pub mod facts;
 pub mod follow;
-pub mod gate;
-pub mod grid;
 pub mod guard;
 pub mod ledger;
 pub mod metrics;
@@ -54,10 +53,8 @@ pub mod read_file;
 pub mod sandbox;
 pub mod serve;
 pub mod shadow;
-pub mod signature;
 pub mod swap;
 pub mod tracker;
-pub mod vectors;
 
 pub use config::{Config, Limits, LogFormat, Overrides};
 pub use decision::{Decision, Request, Target, Verdict};

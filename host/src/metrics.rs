@@ -116,7 +116,7 @@ pub struct SwapCounters {
 
 impl SwapCounters {
     /// Count a refused candidate; `reason` is a short class (see
-    /// [`crate::gate::GateError::reason`]).
+    /// [`crate::admission::gate::GateError::reason`]).
     pub fn refused(&self, reason: &'static str) {
         self.refusals.get_or_create(&ReasonLabels { reason }).inc();
     }

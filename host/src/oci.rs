@@ -6,7 +6,7 @@
 //! `application/vnd.wasm.config.v0+json` and exactly one `application/wasm` layer
 //! (Kubewarden's `application/vnd.wasm.content.layer.v1+wasm` is pulled too). A
 //! signature is cosign's: a simple-signing payload naming the manifest digest, signed
-//! like a blob (see [`crate::signature`]), stored as a layer of the manifest tagged
+//! like a blob (see [`crate::admission::signature`]), stored as a layer of the manifest tagged
 //! `sha256-<digest>.sig` with the signature in the `dev.cosignproject.cosign/signature`
 //! annotation. Debian's registry (distribution 2.8) has no referrers API; the tag
 //! scheme works everywhere.
@@ -16,7 +16,7 @@
 //! every registry call here is bounded by a timeout so a registry that hangs, even in
 //! the middle of a body, costs a bounded wait on the watcher's thread, never a decision.
 
-use crate::signature::{SignatureError, Trust};
+use crate::admission::signature::{SignatureError, Trust};
 use futures_util::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -517,7 +517,7 @@ impl Registry {
         key: &p256::ecdsa::SigningKey,
     ) -> Result<PolicyRef, OciError> {
         let payload = simple_signing_payload(reference, digest);
-        let signature = crate::signature::sign(key, payload.as_bytes());
+        let signature = crate::admission::signature::sign(key, payload.as_bytes());
         let tag = reference.signature_tag(digest);
         let mut layers = match self.pull_manifest(&tag) {
             Ok((manifest, _)) => manifest.layers,

@@ -10,7 +10,7 @@
 //! cannot kill the watch as it kills an inotify watch on the file. A stat costs about
 //! a microsecond; the poll is on its own thread, never on a decision's path.
 
-use crate::gate::{self, GateError};
+use crate::admission::gate::{self, GateError};
 use crate::sandbox::policy::LoadedPolicy;
 use arc_swap::ArcSwapOption;
 use std::collections::HashSet;
@@ -93,7 +93,7 @@ pub struct PolicySlot {
     /// Swaps, roll backs and refusals, for the metrics.
     counters: crate::metrics::SwapCounters,
     /// The keys a candidate must be signed by, checked before the gate (issue 13).
-    trust: ArcSwapOption<crate::signature::Trust>,
+    trust: ArcSwapOption<crate::admission::signature::Trust>,
     /// Set when the trusted keys changed while a policy was live: the live policy was
     /// admitted under other keys (or none), so its file is verified again at the next
     /// look, and it stops deciding if its signature does not hold.
@@ -190,7 +190,7 @@ impl PolicySlot {
     /// required). The live policy is verified again at the next look (see
     /// [`PolicySlot::recheck_live_file`]); the policy a roll back would return to is
     /// kept only if its kept signature holds under the new keys.
-    pub fn set_trust(&self, trust: Option<crate::signature::Trust>) {
+    pub fn set_trust(&self, trust: Option<crate::admission::signature::Trust>) {
         let swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let generation = self.trust_generation.fetch_add(1, Ordering::AcqRel) + 1;
         let required = trust.is_some();
@@ -271,13 +271,13 @@ impl PolicySlot {
         let generation = self.trust_generation.load(Ordering::Acquire);
         let live = self.current()?;
         let kept = self.signatures.lock().ok().and_then(|s| s.get(&live.digest).cloned());
-        let beside = crate::signature::read_signature(&crate::signature::signature_path(path));
+        let beside = crate::admission::signature::read_signature(&crate::admission::signature::signature_path(path));
         let mut why = String::new();
         for (signature, from) in [
             (kept, " (kept)".to_owned()),
             (
                 beside.ok(),
-                format!(" in {}", crate::signature::signature_path(path).display()),
+                format!(" in {}", crate::admission::signature::signature_path(path).display()),
             ),
         ] {
             let Some(signature) = signature else { continue };
@@ -343,7 +343,7 @@ impl PolicySlot {
                 // a signed policy back under trusted keys (or none: a stale one is
                 // never left beside it).
                 let signature = self.signatures.lock().ok().and_then(|s| s.get(&kept.digest).cloned());
-                let kept_signature = crate::signature::signature_path(&previous_path(path));
+                let kept_signature = crate::admission::signature::signature_path(&previous_path(path));
                 let _ = match signature {
                     Some(signature) => write_policy_file(&kept_signature, &signature),
                     None => std::fs::remove_file(&kept_signature),
@@ -472,7 +472,7 @@ impl PolicySlot {
     fn put_back_signature(&self, path: &Path, bad: &str, previous: &str) {
         let Ok(kept) = self.signatures.lock() else { return };
         let Some(signature) = kept.get(previous) else { return };
-        let sig_path = crate::signature::signature_path(path);
+        let sig_path = crate::admission::signature::signature_path(path);
         let result = match std::fs::symlink_metadata(&sig_path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 write_policy_file(&sig_path, signature).map_err(|e| PutBack::Io(e.to_string()))
@@ -561,7 +561,7 @@ impl PolicySlot {
         // A refusal is remembered for this content judged with these vectors: fixing the
         // vectors (or the limits) gets the same module judged again. A digest refused on
         // its own (rolled back after going live) stays refused whatever the vectors.
-        let vectors = crate::vectors::vectors_path(path);
+        let vectors = crate::admission::vectors::vectors_path(path);
         let judged_with = crate::read_file::read_bounded(&vectors, crate::read_file::MAX_VECTORS_BYTES)
             .map_or_else(|_| "none".to_owned(), |v| crate::sandbox::policy::digest(&v));
         let mut key = format!("{digest} vectors={judged_with} limits={limits:?}");
@@ -571,7 +571,7 @@ impl PolicySlot {
         }
         let trust = self.trust.load_full().filter(|_| check_signature);
         if trust.is_some() {
-            key.push_str(&format!(" sig={}", crate::signature::signature_stamp(path)));
+            key.push_str(&format!(" sig={}", crate::admission::signature::signature_stamp(path)));
         }
         if let Ok(refused) = self.refused.lock()
             && (refused.digests.contains(&key) || refused.digests.contains(&digest))
@@ -588,7 +588,7 @@ impl PolicySlot {
                 );
             }
             if let (Ok(signature), Ok(mut kept)) = (
-                crate::signature::read_signature(&crate::signature::signature_path(path)),
+                crate::admission::signature::read_signature(&crate::admission::signature::signature_path(path)),
                 self.signatures.lock(),
             ) {
                 if kept.len() >= MAX_REFUSED_REMEMBERED {

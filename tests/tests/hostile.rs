@@ -14,7 +14,7 @@
 //! - the sandbox: after every hostile decision, the reference policy on the same
 //!   `Sandbox` still decides right.
 
-use deploy_guard::gate::{self, GateError};
+use deploy_guard::admission::gate::{self, GateError};
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::sandbox::policy::{Facts, LoadError, LoadedPolicy, Ruling, RunError, TargetStatus, Task};
 use deploy_guard::swap::Outcome;

@@ -3,8 +3,8 @@
 //! a temporary directory, and stopped at the end. Push, sign, verify, follow a tag with
 //! three `serve` hosts, and the bad artifacts that must never go live.
 
+use deploy_guard::admission::signature::{generate_key_pair, read_signing_key};
 use deploy_guard::oci::{PolicyRef, Registry, simple_signing_payload};
-use deploy_guard::signature::{generate_key_pair, read_signing_key};
 use deploy_guard::swap::Outcome;
 use deploy_guard::{Guard, Target};
 use deploy_guard_e2e::{NEXT, REFERENCE, Workspace};
@@ -111,8 +111,8 @@ fn text(bytes: &[u8]) -> String {
 /// A detached FILE.sig, as `deploy-guard sign FILE` writes it.
 fn sign_file_with(path: &Path, key: &Path) {
     let bytes = std::fs::read(path).expect("read");
-    let text = deploy_guard::signature::sign(&read_signing_key(key).expect("key"), &bytes);
-    std::fs::write(deploy_guard::signature::signature_path(path), text).expect("write sig");
+    let text = deploy_guard::admission::signature::sign(&read_signing_key(key).expect("key"), &bytes);
+    std::fs::write(deploy_guard::admission::signature::signature_path(path), text).expect("write sig");
 }
 
 fn keys(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -442,7 +442,7 @@ fn follower(ws: &Workspace, reference: &PolicyRef, public: &Path) -> Guard {
 struct Followed {
     ws: Workspace,
     registry: RegistryProcess,
-    key: deploy_guard::signature::SigningKey,
+    key: deploy_guard::admission::signature::SigningKey,
     reference: PolicyRef,
     client: Registry,
     good: String,
@@ -623,7 +623,7 @@ fn bad_signatures_are_refused_each_naming_its_cause() {
             .expect("push sig");
     };
     let other_payload = simple_signing_payload(&reference, &good);
-    let other_signature = deploy_guard::signature::sign(&key, other_payload.as_bytes());
+    let other_signature = deploy_guard::admission::signature::sign(&key, other_payload.as_bytes());
     push_sig(other_payload.clone(), other_signature.clone());
     let why = refresh_until_refused(&guard);
     assert!(why.contains("signed for another digest"), "{why}");
@@ -631,7 +631,7 @@ fn bad_signatures_are_refused_each_naming_its_cause() {
 
     // A truncated signature over the right payload.
     let payload = simple_signing_payload(&reference, &next);
-    let signature = deploy_guard::signature::sign(&key, payload.as_bytes());
+    let signature = deploy_guard::admission::signature::sign(&key, payload.as_bytes());
     push_sig(payload.clone(), signature[..signature.len() / 2].to_owned());
     let why = refresh_until_refused(&guard);
     assert!(why.contains("malformed signature"), "{why}");

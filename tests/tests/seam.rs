@@ -636,7 +636,7 @@ fn decide_never_blocks_or_grows_on_a_fifo_a_device_or_an_oversized_file() {
         );
     }
     // The vectors beside the policy.
-    let vectors = deploy_guard::vectors::vectors_path(&ws.policy());
+    let vectors = deploy_guard::admission::vectors::vectors_path(&ws.policy());
     mkfifo(&vectors);
     let (answer, _) = decide(ws.command(), "ORCH-055", "monitoring");
     assert_eq!(answer["rule"], "fail-safe", "{answer}");
@@ -720,7 +720,7 @@ fn a_rule_with_control_characters_is_an_invalid_result_and_refused_by_the_gate()
     let sandbox = deploy_guard::sandbox::engine::Sandbox::new().expect("sandbox");
     let limits = deploy_guard::Limits::DEFAULT;
     let policy = LoadedPolicy::load(&sandbox, hostile::FORGED_LINE_RULE, limits).expect("loads");
-    let facts = deploy_guard::grid::fact_grid()
+    let facts = deploy_guard::admission::grid::fact_grid()
         .into_iter()
         .next()
         .expect("a grid case")
@@ -732,7 +732,8 @@ fn a_rule_with_control_characters_is_an_invalid_result_and_refused_by_the_gate()
         }
         other => panic!("expected an invalid result, got {other:?}"),
     }
-    let refused = deploy_guard::gate::admit(&sandbox, hostile::FORGED_LINE_RULE, limits, None).expect_err("refused");
+    let refused =
+        deploy_guard::admission::gate::admit(&sandbox, hostile::FORGED_LINE_RULE, limits, None).expect_err("refused");
     assert!(refused.to_string().contains("control or format"), "{refused}");
 }
 

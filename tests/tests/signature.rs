@@ -4,7 +4,7 @@
 //! of the format (what cosign's `verify-blob` checks: ECDSA P-256 over SHA-256, DER,
 //! base64).
 
-use deploy_guard::signature::{generate_key_pair, read_signing_key, sign, signature_path};
+use deploy_guard::admission::signature::{generate_key_pair, read_signing_key, sign, signature_path};
 use deploy_guard::swap::Outcome;
 use deploy_guard::{Guard, Target};
 use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, write_atomically};

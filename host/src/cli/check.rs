@@ -1,7 +1,7 @@
 //! `deploy-guard check POLICY.wasm`: the gate as a command.
 
+use deploy_guard::admission::grid::GRID_CASES;
 use deploy_guard::follow::admit_candidate;
-use deploy_guard::grid::GRID_CASES;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::{Config, Overrides};
 use std::path::Path;
@@ -26,11 +26,11 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             match admitted.vectors_passed {
                 Some(n) => println!(
                     "  vectors: {n} of {n} passed ({})",
-                    deploy_guard::vectors::vectors_path(path).display()
+                    deploy_guard::admission::vectors::vectors_path(path).display()
                 ),
                 None => println!(
                     "  vectors: none shipped ({} does not exist)",
-                    deploy_guard::vectors::vectors_path(path).display()
+                    deploy_guard::admission::vectors::vectors_path(path).display()
                 ),
             }
             println!("  fingerprint: {}", admitted.fingerprint());

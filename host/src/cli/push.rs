@@ -3,8 +3,8 @@
 //! Prints `REF@sha256:<manifest digest>`. Also the registry halves of `sign` and
 //! `verify`.
 
+use deploy_guard::admission::signature::Trust;
 use deploy_guard::oci::{DEFAULT_TIMEOUT, PolicyRef, Registry};
-use deploy_guard::signature::Trust;
 use deploy_guard::{Config, Overrides};
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,9 +22,11 @@ pub fn run(file: &Path, target: &str, key: Option<&Path>) -> anyhow::Result<Exit
     let config = Config::load(&Overrides::default());
     super::init_logging(config.log, "warn");
     let reference = PolicyRef::parse(target)?;
-    let signing_key = key.map(deploy_guard::signature::read_signing_key).transpose()?;
+    let signing_key = key
+        .map(deploy_guard::admission::signature::read_signing_key)
+        .transpose()?;
     let sandbox = deploy_guard::sandbox::engine::Sandbox::new()?;
-    let bytes = match deploy_guard::gate::admit_file(&sandbox, file, config.limits) {
+    let bytes = match deploy_guard::admission::gate::admit_file(&sandbox, file, config.limits) {
         Ok(admitted) => {
             eprintln!(
                 "gate: {} is {} ({})",

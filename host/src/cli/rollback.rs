@@ -26,13 +26,13 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
     // Under trusted keys, the previous policy must carry its signature (kept beside it
     // when it went out), and goes back with it: a policy the host would refuse is never
     // put back with a claim of success.
-    let trust = deploy_guard::signature::Trust::from_files(&config.trusted_keys);
+    let trust = deploy_guard::admission::signature::Trust::from_files(&config.trusted_keys);
     let signature = match &trust {
         None => None,
         Some(trust) => {
-            let kept = deploy_guard::signature::signature_path(&previous);
+            let kept = deploy_guard::admission::signature::signature_path(&previous);
             // Read once: the signature verified is the signature put back.
-            let verified = deploy_guard::signature::read_signature(&kept).and_then(|signature| {
+            let verified = deploy_guard::admission::signature::read_signature(&kept).and_then(|signature| {
                 trust
                     .verify(&bytes, &signature, &format!(" in {}", kept.display()))
                     .map(|_| signature)
@@ -51,8 +51,8 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
     };
     // The same gate as any swap: a previous policy that no longer passes stays out.
     let sandbox = Sandbox::with_cache(config.cache.as_deref())?;
-    let vectors = deploy_guard::vectors::vectors_path(&config.policy);
-    match deploy_guard::gate::admit(&sandbox, &bytes, config.limits, Some(&vectors)) {
+    let vectors = deploy_guard::admission::vectors::vectors_path(&config.policy);
+    match deploy_guard::admission::gate::admit(&sandbox, &bytes, config.limits, Some(&vectors)) {
         Ok(admitted) => {
             match deploy_guard::read_file::read_bounded(&config.policy, deploy_guard::read_file::MAX_POLICY_BYTES) {
                 // Nothing there to lose (and no link: a dangling one reads as absent
@@ -99,7 +99,7 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
 /// The signature beside the policy put back: written where none is, or over the
 /// signature there by the same compare-and-swap as the policy, never over a link.
 fn put_signature_back(policy: &std::path::Path, signature: &[u8]) -> anyhow::Result<()> {
-    let path = deploy_guard::signature::signature_path(policy);
+    let path = deploy_guard::admission::signature::signature_path(policy);
     match deploy_guard::read_file::read_bounded(&path, deploy_guard::read_file::MAX_POLICY_BYTES) {
         Err(e) if e.is_not_found() && std::fs::symlink_metadata(&path).is_err() => {
             write_atomically(&path, signature)?;

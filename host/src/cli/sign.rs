@@ -2,7 +2,7 @@
 //! `cosign sign-blob --key KEY --output-signature FILE.sig FILE` writes it, or the
 //! `sha256-<digest>.sig` tag for an artifact in a registry.
 
-use deploy_guard::signature::{read_signing_key, sign, signature_path};
+use deploy_guard::admission::signature::{read_signing_key, sign, signature_path};
 use std::path::Path;
 use std::process::ExitCode;
 

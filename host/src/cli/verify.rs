@@ -1,7 +1,7 @@
 //! `deploy-guard verify REF|FILE [--key PUB]`: is it signed by one of the trusted keys
 //! (`DEPLOY_GUARD_TRUSTED_KEYS`, or the `--key` given)? Exit 0 valid, 1 not, saying why.
 
-use deploy_guard::signature::Trust;
+use deploy_guard::admission::signature::Trust;
 use deploy_guard::{Config, Overrides};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

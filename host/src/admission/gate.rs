@@ -6,11 +6,11 @@
 //! grid is decided inside the limits; the policy's vectors pass, if it ships them.
 //! The gate judges safety, not taste: any name and version may replace any other.
 
+use crate::admission::grid::{GridCase, fact_grid};
+use crate::admission::vectors::{Vectors, read_vectors};
 use crate::config::Limits;
-use crate::grid::{GridCase, fact_grid};
 use crate::sandbox::engine::Sandbox;
 use crate::sandbox::policy::{LoadError, LoadedPolicy, Ruling, RunError};
-use crate::vectors::{Vectors, read_vectors};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
@@ -104,7 +104,12 @@ pub fn admit_file(sandbox: &Arc<Sandbox>, path: &Path, limits: Limits) -> Result
             reason: e.to_string(),
         }
     })?;
-    admit(sandbox, &bytes, limits, Some(&crate::vectors::vectors_path(path)))
+    admit(
+        sandbox,
+        &bytes,
+        limits,
+        Some(&crate::admission::vectors::vectors_path(path)),
+    )
 }
 
 /// Admit `bytes`, with the vectors at `vectors` if that file exists.
