@@ -8,11 +8,11 @@ use crate::decision::{Decision, FailSafeClass, Request, Target};
 use crate::facts::source::{FactsSource, TaskFacts};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+use crate::rollout::swap::{Outcome, PolicySlot, WatchState, Watcher};
 use crate::sandbox::engine::{EngineError, Sandbox};
 use crate::sandbox::policy::LoadedPolicy;
 use crate::sandbox::wit::{Facts, Task, wit_target};
 use crate::shadow::{Shadow, ShadowStats};
-use crate::swap::{Outcome, PolicySlot, WatchState, Watcher};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use deploy_status_guard::predicate::py_strip;
 use std::sync::{Arc, Mutex};
@@ -31,12 +31,12 @@ struct Shared {
     facts: ArcSwap<FactsSource>,
     slot: PolicySlot,
     watch: Mutex<WatchState>,
-    config_watch: Mutex<crate::swap::ChangeDetector>,
+    config_watch: Mutex<crate::rollout::swap::ChangeDetector>,
     ledger: ArcSwapOption<Ledger>,
     shadow: ArcSwapOption<Shadow>,
     metrics: Metrics,
     /// The registry side of an `oci://` policy (issue 13).
-    follower: Mutex<crate::follow::Follower>,
+    follower: Mutex<crate::rollout::follow::Follower>,
 }
 
 /// Errors creating a guard (deciding never fails).
@@ -83,11 +83,11 @@ impl Guard {
                 config: ArcSwap::from_pointee(config.clone()),
                 slot: PolicySlot::counted(metrics.swap_counters()),
                 watch: Mutex::new(WatchState::default()),
-                config_watch: Mutex::new(crate::swap::ChangeDetector::default()),
+                config_watch: Mutex::new(crate::rollout::swap::ChangeDetector::default()),
                 ledger: ArcSwapOption::from(open_ledger(&config, &metrics).map(Arc::new)),
                 shadow: ArcSwapOption::empty(),
                 metrics,
-                follower: Mutex::new(crate::follow::Follower::default()),
+                follower: Mutex::new(crate::rollout::follow::Follower::default()),
             }),
         };
         if let Ok(mut watch) = guard.shared.watch.lock() {
@@ -107,7 +107,7 @@ impl Guard {
             .shared
             .slot
             .set_trust(crate::admission::signature::Trust::from_files(&config.trusted_keys));
-        if crate::oci::is_oci(&config.policy) {
+        if crate::rollout::oci::is_oci(&config.policy) {
             guard.refresh_registry(&config, true);
         } else {
             guard
@@ -365,7 +365,7 @@ impl Guard {
             return None;
         };
         let config = self.shared.config.load_full();
-        if crate::oci::is_oci(&config.policy) {
+        if crate::rollout::oci::is_oci(&config.policy) {
             drop(watch);
             return self.refresh_registry(&config, false);
         }

@@ -43,17 +43,15 @@ pub mod admission;
 pub mod config;
 pub mod decision;
 pub mod facts;
-pub mod follow;
 pub mod guard;
 pub mod ledger;
 pub mod metrics;
 pub mod metrics_server;
-pub mod oci;
 pub mod read_file;
+pub mod rollout;
 pub mod sandbox;
 pub mod serve;
 pub mod shadow;
-pub mod swap;
 pub mod tracker;
 
 pub use config::{Config, Limits, LogFormat, Overrides};

@@ -4,7 +4,7 @@
 //!
 //! One [`Metrics`] per [`crate::Guard`], fed from the places where things happen: every
 //! decision from the one loop where decisions pass their observers (`guard.rs`), swaps,
-//! refusals and roll backs from the policy slot (`swap.rs`), records and drops from the
+//! refusals and roll backs from the policy slot (`rollout/swap.rs`), records and drops from the
 //! ledger's queue and writer, disagreements from the shadow's thread. The live policy's
 //! identity is read from the slot when the text is made, so it is never stale.
 //!
@@ -104,7 +104,7 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
-/// The counters of the policy slot (`swap.rs`); clones share their values.
+/// The counters of the policy slot (`rollout/swap.rs`); clones share their values.
 #[derive(Clone, Debug, Default)]
 pub struct SwapCounters {
     /// A new policy went live in place of a live one.

@@ -29,10 +29,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("policy", &["sandbox::policy"]),
     (
         "what a policy is judged on",
-        &["admission::grid", "admission::vectors", "metrics", "oci"],
+        &["admission::grid", "admission::vectors", "metrics", "rollout::oci"],
     ),
     ("gate", &["admission::gate"]),
-    ("around the live policy", &["swap", "ledger", "shadow", "follow"]),
+    (
+        "around the live policy",
+        &["rollout::swap", "ledger", "shadow", "rollout::follow"],
+    ),
     ("guard", &["guard"]),
     ("serving", &["serve", "tracker", "metrics_server"]),
 ];

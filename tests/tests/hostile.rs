@@ -15,9 +15,9 @@
 //!   `Sandbox` still decides right.
 
 use deploy_guard::admission::gate::{self, GateError};
+use deploy_guard::rollout::swap::Outcome;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::sandbox::policy::{Facts, LoadError, LoadedPolicy, Ruling, RunError, TargetStatus, Task};
-use deploy_guard::swap::Outcome;
 use deploy_guard::{Guard, Limits, Overrides, Target, Verdict};
 use deploy_guard_e2e::{REFERENCE, Row, Workspace, insert_task, write_atomically};
 use std::sync::{Arc, OnceLock};

@@ -1,7 +1,7 @@
 //! `deploy-guard check POLICY.wasm`: the gate as a command.
 
 use deploy_guard::admission::grid::GRID_CASES;
-use deploy_guard::follow::admit_candidate;
+use deploy_guard::rollout::follow::admit_candidate;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::{Config, Overrides};
 use std::path::Path;

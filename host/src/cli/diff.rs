@@ -1,7 +1,7 @@
 //! `deploy-guard diff OLD.wasm NEW.wasm`: what a new policy changes over the fact grid.
 
 use deploy_guard::admission::gate::Admitted;
-use deploy_guard::follow::admit_candidate;
+use deploy_guard::rollout::follow::admit_candidate;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::{Config, Overrides};
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! `verify`.
 
 use deploy_guard::admission::signature::Trust;
-use deploy_guard::oci::{DEFAULT_TIMEOUT, PolicyRef, Registry};
+use deploy_guard::rollout::oci::{DEFAULT_TIMEOUT, PolicyRef, Registry};
 use deploy_guard::{Config, Overrides};
 use std::path::Path;
 use std::process::ExitCode;
@@ -49,7 +49,9 @@ pub fn run(file: &Path, target: &str, key: Option<&Path>) -> anyhow::Result<Exit
     }
     println!(
         "{}@{digest}",
-        target.strip_prefix(deploy_guard::oci::SCHEME).unwrap_or(target)
+        target
+            .strip_prefix(deploy_guard::rollout::oci::SCHEME)
+            .unwrap_or(target)
     );
     Ok(ExitCode::SUCCESS)
 }

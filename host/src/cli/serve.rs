@@ -1,7 +1,7 @@
 //! `deploy-guard serve`: the JSON-lines loop with hot swap, and shadow mode.
 
-use deploy_guard::follow::admit_candidate;
 use deploy_guard::metrics_server::MetricsServer;
+use deploy_guard::rollout::follow::admit_candidate;
 use deploy_guard::{Config, Guard, Overrides};
 use std::path::Path;
 use std::process::ExitCode;

@@ -254,7 +254,7 @@ impl PolicySlot {
     }
 
     /// Take the request to verify the live policy again, if there is one (for a policy
-    /// followed from a registry, which [`crate::follow`] verifies).
+    /// followed from a registry, which [`crate::rollout::follow`] verifies).
     pub fn take_recheck(&self) -> Option<()> {
         self.recheck_live.swap(false, Ordering::AcqRel).then_some(())
     }
@@ -516,7 +516,7 @@ impl PolicySlot {
     }
 
     /// [`PolicySlot::load_from`] for the local copy of a policy pulled from a registry,
-    /// whose signature [`crate::follow`] has verified already (cosign's registry
+    /// whose signature [`crate::rollout::follow`] has verified already (cosign's registry
     /// signature is over the manifest, not over the file).
     /// `verified`: its signature was verified by trusted keys (there were some).
     pub fn load_pulled(

@@ -1,11 +1,11 @@
 //! Following a tag: `DEPLOY_GUARD_POLICY=oci://HOST[:PORT]/REPOSITORY:TAG` (issue 13).
 //!
 //! Where a policy file is polled for a change, a tag is resolved every `poll_ms`. A
-//! new manifest is pulled by digest and checked ([`crate::oci::Registry::pull_policy`]:
+//! new manifest is pulled by digest and checked ([`crate::rollout::oci::Registry::pull_policy`]:
 //! one wasm layer, its size bound, its digest, a trusted signature when keys are
 //! trusted), kept atomically in a private local directory with the signature that was
 //! verified, and then goes through the same gate, swap and probation as a file
-//! ([`crate::swap::PolicySlot::load_pulled`]).
+//! ([`crate::rollout::swap::PolicySlot::load_pulled`]).
 //!
 //! The registry is never on a decision's path: this runs on the watcher's thread (or
 //! once in `Guard::new`), each call bounded by the registry timeout. A registry that is
@@ -16,9 +16,9 @@
 
 use crate::admission::signature::Trust;
 use crate::config::Config;
-use crate::oci::{OciError, PolicyRef, Pulled, Registry, StoredSignature};
+use crate::rollout::oci::{OciError, PolicyRef, Pulled, Registry, StoredSignature};
+use crate::rollout::swap::{Outcome, PolicySlot};
 use crate::sandbox::engine::Sandbox;
-use crate::swap::{Outcome, PolicySlot};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -222,7 +222,7 @@ fn connect_once<'a>(
         *client = Some(Registry::connect(
             reference,
             &config.registry_insecure,
-            crate::oci::DEFAULT_TIMEOUT,
+            crate::rollout::oci::DEFAULT_TIMEOUT,
             &|name| std::env::var(name).ok(),
         )?);
     }
@@ -262,7 +262,7 @@ fn checked_record(record: &[u8], layer_digest: &str, trust: Option<&Trust>) -> R
     }
     if let Some(trust) = trust {
         let stored = record.signature.as_ref().ok_or("it was kept unsigned")?;
-        crate::oci::verify_stored(trust, stored, &record.manifest_digest).map_err(|e| e.to_string())?;
+        crate::rollout::oci::verify_stored(trust, stored, &record.manifest_digest).map_err(|e| e.to_string())?;
     }
     Ok(record)
 }
@@ -362,12 +362,12 @@ pub fn admit_candidate(
     config: &Config,
 ) -> Result<crate::admission::gate::Admitted, CandidateError> {
     let trust = Trust::from_files(&config.trusted_keys);
-    if crate::oci::is_oci(policy) {
+    if crate::rollout::oci::is_oci(policy) {
         let reference = PolicyRef::parse(&policy.to_string_lossy())?;
         let registry = Registry::connect(
             &reference,
             &config.registry_insecure,
-            crate::oci::DEFAULT_TIMEOUT,
+            crate::rollout::oci::DEFAULT_TIMEOUT,
             &|name| std::env::var(name).ok(),
         )?;
         let digest = registry.resolve(&reference)?;

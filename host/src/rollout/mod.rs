@@ -1,0 +1,7 @@
+//! How a policy goes live and changes while the host runs: the live slot with its
+//! probation and roll back, and the watching of the policy file ([`swap`]); following a
+//! tag in a registry ([`follow`]) and the registry itself ([`oci`]).
+
+pub mod follow;
+pub mod oci;
+pub mod swap;
