@@ -90,7 +90,7 @@ fn decision_paths(c: &mut Criterion) {
     group.bench_function("sandbox alone", |b| b.iter(|| black_box(policy.decide(&facts))));
     // What the metrics add to a decision: the clock read twice, the (verdict, rule)
     // counter, the histogram. The end-to-end cases above include it already.
-    let metrics = deploy_guard::metrics::Metrics::new();
+    let metrics = deploy_guard::observe::metrics::Metrics::new();
     let decided = guard.decide_unlogged(request);
     group.bench_function("metrics hook alone", |b| {
         b.iter(|| {

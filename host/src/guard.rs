@@ -6,13 +6,13 @@ use crate::admission::vectors::FactsRecord;
 use crate::config::{Config, Overrides};
 use crate::decision::{Decision, FailSafeClass, Request, Target};
 use crate::facts::source::{FactsSource, TaskFacts};
-use crate::ledger::Ledger;
-use crate::metrics::Metrics;
+use crate::observe::ledger::Ledger;
+use crate::observe::metrics::Metrics;
+use crate::observe::shadow::{Shadow, ShadowStats};
 use crate::rollout::swap::{Outcome, PolicySlot, WatchState, Watcher};
 use crate::sandbox::engine::{EngineError, Sandbox};
 use crate::sandbox::policy::LoadedPolicy;
 use crate::sandbox::wit::{Facts, Task, wit_target};
-use crate::shadow::{Shadow, ShadowStats};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use deploy_status_guard::predicate::py_strip;
 use std::sync::{Arc, Mutex};
@@ -307,7 +307,7 @@ impl Guard {
 
     /// Every metric of this guard, in the OpenMetrics text format (what `serve
     /// --metrics` serves): decisions, fail-safes by class, durations, the live policy,
-    /// swaps, refusals, roll backs, the ledger and the shadow (see [`crate::metrics`]).
+    /// swaps, refusals, roll backs, the ledger and the shadow (see [`crate::observe::metrics`]).
     pub fn metrics(&self) -> String {
         self.shared.metrics.encode(self.policy().as_deref())
     }
@@ -427,7 +427,7 @@ impl Guard {
         // (issue 11): it must never write a file of the orchestrator's database.
         if fresh.db != running.db
             && let Some(ledger) = self.shared.ledger.load_full()
-            && let Some(why) = crate::ledger::conflicts_with_database(ledger.path(), &fresh.db)
+            && let Some(why) = crate::observe::ledger::conflicts_with_database(ledger.path(), &fresh.db)
         {
             tracing::error!(
                 target: "deploy_guard::ledger",

@@ -44,14 +44,11 @@ pub mod config;
 pub mod decision;
 pub mod facts;
 pub mod guard;
-pub mod ledger;
-pub mod metrics;
-pub mod metrics_server;
+pub mod observe;
 pub mod read_file;
 pub mod rollout;
 pub mod sandbox;
 pub mod serve;
-pub mod shadow;
 pub mod tracker;
 
 pub use config::{Config, Limits, LogFormat, Overrides};

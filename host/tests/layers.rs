@@ -29,15 +29,20 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("policy", &["sandbox::policy"]),
     (
         "what a policy is judged on",
-        &["admission::grid", "admission::vectors", "metrics", "rollout::oci"],
+        &[
+            "admission::grid",
+            "admission::vectors",
+            "observe::metrics",
+            "rollout::oci",
+        ],
     ),
     ("gate", &["admission::gate"]),
     (
         "around the live policy",
-        &["rollout::swap", "ledger", "shadow", "rollout::follow"],
+        &["rollout::swap", "observe::ledger", "observe::shadow", "rollout::follow"],
     ),
     ("guard", &["guard"]),
-    ("serving", &["serve", "tracker", "metrics_server"]),
+    ("serving", &["serve", "tracker", "observe::metrics_server"]),
 ];
 
 /// Items the crate root re-exports, by the module that defines them.

@@ -489,7 +489,7 @@ fn a_hostile_scraper_never_delays_an_answer() {
 
     // Slowloris: more connections than the endpoint handles at once, each trickling a
     // request head one byte every 100 ms, which never ends.
-    let slow: Vec<_> = (0..deploy_guard::metrics_server::MAX_CONNECTIONS + 4)
+    let slow: Vec<_> = (0..deploy_guard::observe::metrics_server::MAX_CONNECTIONS + 4)
         .map(|_| {
             let mut stream = TcpStream::connect(addr).expect("connect");
             stream.write_all(b"GET /metrics HTTP/1.1\r\n").expect("start a head");

@@ -7,7 +7,7 @@
 //!
 //! Run: `cargo test --release -p deploy-guard-e2e --test seam`
 
-use deploy_guard::ledger::Ledger;
+use deploy_guard::observe::ledger::Ledger;
 use deploy_guard::sandbox::policy::{LoadError, LoadedPolicy, RunError};
 use deploy_guard::{Guard, Target, Verdict};
 use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, binary, hostile, insert_story, write_atomically};
@@ -896,7 +896,7 @@ fn a_config_reload_that_points_the_database_at_the_ledger_closes_the_ledger() {
         assert!(start.elapsed() < DEADLINE, "the ledger was never closed: {text}");
         std::thread::park_timeout(Duration::from_millis(50));
     }
-    let recorded = deploy_guard::ledger::read_ledger(&ledger)
+    let recorded = deploy_guard::observe::ledger::read_ledger(&ledger)
         .expect("the ledger reads")
         .len();
     for _ in 0..20 {
@@ -904,7 +904,7 @@ fn a_config_reload_that_points_the_database_at_the_ledger_closes_the_ledger() {
     }
     assert_eq!(serve.finish(), Some(0));
     assert_eq!(
-        deploy_guard::ledger::read_ledger(&ledger)
+        deploy_guard::observe::ledger::read_ledger(&ledger)
             .expect("the ledger reads")
             .len(),
         recorded,

@@ -1,7 +1,7 @@
 //! Upgrade safety: the decision ledger and `replay`, shadow mode, and roll back, with
 //! the real reference policy, its next version, and a policy that breaks live.
 
-use deploy_guard::ledger::{Ledger, read_ledger};
+use deploy_guard::observe::ledger::{Ledger, read_ledger};
 use deploy_guard::rollout::swap::{Outcome, previous_path};
 use deploy_guard::{Config, Guard, Target, Verdict};
 use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, binary, pipe, write_atomically};
@@ -470,7 +470,7 @@ fn a_stalled_ledger_drops_records_beyond_its_byte_budget_and_never_blocks() {
     // 100 records of just over 1 MiB against a 64 MiB budget: the byte budget, not the
     // count, is what stops them (63 fit), and the excess is dropped and counted.
     let dropped = ledger.dropped();
-    let budget_in_records = (deploy_guard::ledger::QUEUE_BYTES >> 20) as u64;
+    let budget_in_records = (deploy_guard::observe::ledger::QUEUE_BYTES >> 20) as u64;
     assert!(
         (budget_in_records - 1..=budget_in_records).contains(&(100 - dropped)),
         "{dropped} dropped: the byte budget of {budget_in_records} MiB did not decide"

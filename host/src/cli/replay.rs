@@ -1,7 +1,7 @@
 //! `deploy-guard replay --ledger PATH --against NEW.wasm`: every recorded decision's
 //! facts through a candidate; what would have changed, by transition, with examples.
 
-use deploy_guard::ledger::read_ledger;
+use deploy_guard::observe::ledger::read_ledger;
 use deploy_guard::rollout::follow::admit_candidate;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::{Config, Overrides};

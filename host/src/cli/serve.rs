@@ -1,6 +1,6 @@
 //! `deploy-guard serve`: the JSON-lines loop with hot swap, and shadow mode.
 
-use deploy_guard::metrics_server::MetricsServer;
+use deploy_guard::observe::metrics_server::MetricsServer;
 use deploy_guard::rollout::follow::admit_candidate;
 use deploy_guard::{Config, Guard, Overrides};
 use std::path::Path;

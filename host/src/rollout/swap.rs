@@ -91,7 +91,7 @@ pub struct PolicySlot {
     problem: ArcSwapOption<String>,
     refused: Mutex<Refused>,
     /// Swaps, roll backs and refusals, for the metrics.
-    counters: crate::metrics::SwapCounters,
+    counters: crate::observe::metrics::SwapCounters,
     /// The keys a candidate must be signed by, checked before the gate (issue 13).
     trust: ArcSwapOption<crate::admission::signature::Trust>,
     /// Set when the trusted keys changed while a policy was live: the live policy was
@@ -169,7 +169,7 @@ pub enum Outcome {
 
 impl PolicySlot {
     /// An empty slot whose swaps, roll backs and refusals are counted in `counters`.
-    pub fn counted(counters: crate::metrics::SwapCounters) -> PolicySlot {
+    pub fn counted(counters: crate::observe::metrics::SwapCounters) -> PolicySlot {
         PolicySlot {
             counters,
             ..PolicySlot::default()

@@ -218,7 +218,7 @@ fn answer(mut stream: TcpStream, guard: &Guard) {
             respond(
                 &mut stream,
                 "200 OK",
-                crate::metrics::CONTENT_TYPE,
+                crate::observe::metrics::CONTENT_TYPE,
                 text.as_bytes(),
                 method == "GET",
             );

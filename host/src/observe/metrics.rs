@@ -122,7 +122,7 @@ impl SwapCounters {
     }
 }
 
-/// The counters of the ledger (`ledger.rs`); clones share their values.
+/// The counters of the ledger (`observe/ledger.rs`); clones share their values.
 #[derive(Clone, Debug, Default)]
 pub struct LedgerCounters {
     /// Records committed to the ledger file.

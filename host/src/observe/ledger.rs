@@ -98,7 +98,7 @@ pub struct Ledger {
     path: PathBuf,
     sender: Option<SyncSender<Message>>,
     /// Records committed and dropped (shared with the writer and the metrics).
-    counters: crate::metrics::LedgerCounters,
+    counters: crate::observe::metrics::LedgerCounters,
     /// Bytes of the records waiting for the writer (shared with it).
     queued_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     thread: Option<JoinHandle<()>>,
@@ -209,7 +209,7 @@ fn open_error(path: &Path, e: impl std::fmt::Display) -> LedgerError {
 impl Ledger {
     /// Open (or create) the ledger at `path`, refusing the orchestrator's `db`.
     pub fn open(path: &Path, db: &Path, max_rows: u64) -> Result<Ledger, LedgerError> {
-        Ledger::open_counted(path, db, max_rows, crate::metrics::LedgerCounters::default())
+        Ledger::open_counted(path, db, max_rows, crate::observe::metrics::LedgerCounters::default())
     }
 
     /// [`Ledger::open`], counting records committed and dropped in `counters`.
@@ -217,7 +217,7 @@ impl Ledger {
         path: &Path,
         db: &Path,
         max_rows: u64,
-        counters: crate::metrics::LedgerCounters,
+        counters: crate::observe::metrics::LedgerCounters,
     ) -> Result<Ledger, LedgerError> {
         crate::facts::sqlite_mutex::install();
         if let Some(why) = conflicts_with_database(path, db) {
@@ -313,7 +313,7 @@ fn write_loop(
     receiver: Receiver<Message>,
     max_rows: u64,
     queued_bytes: &std::sync::atomic::AtomicUsize,
-    counters: &crate::metrics::LedgerCounters,
+    counters: &crate::observe::metrics::LedgerCounters,
 ) {
     let mut batch: Vec<Box<Entry>> = Vec::with_capacity(BATCH);
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
