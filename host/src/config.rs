@@ -455,7 +455,7 @@ fn read_file_config(path: &Path) -> Result<toml::Table, String> {
     let cannot_read =
         |e: &dyn std::fmt::Display| format!("config: cannot read the config file {}: {e}", path.display());
     let bytes =
-        crate::read_file::read_bounded(path, crate::read_file::MAX_CONFIG_BYTES).map_err(|e| cannot_read(&e))?;
+        crate::files::read::read_bounded(path, crate::files::read::MAX_CONFIG_BYTES).map_err(|e| cannot_read(&e))?;
     let text = String::from_utf8(bytes).map_err(|e| cannot_read(&e))?;
     toml::from_str(&text).map_err(|e| {
         format!(

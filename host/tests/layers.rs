@@ -18,7 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "decision",
             "sandbox::wit",
-            "read_file",
+            "files::read",
             "facts::sqlite_mutex",
             "sandbox::embedded",
             "admission::signature",

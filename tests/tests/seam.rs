@@ -607,7 +607,7 @@ fn decide_never_blocks_or_grows_on_a_fifo_a_device_or_an_oversized_file() {
     mkfifo(&fifo);
     let oversized = ws.dir.path().join("oversized.wasm");
     let file = std::fs::File::create(&oversized).expect("create");
-    file.set_len(deploy_guard::read_file::MAX_POLICY_BYTES + 1)
+    file.set_len(deploy_guard::files::read::MAX_POLICY_BYTES + 1)
         .expect("sparse file");
     let zero = PathBuf::from("/dev/zero");
     // The policy.

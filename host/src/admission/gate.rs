@@ -98,7 +98,7 @@ impl Admitted {
 
 /// Read and admit the policy file at `path`, with the vectors that ship beside it.
 pub fn admit_file(sandbox: &Arc<Sandbox>, path: &Path, limits: Limits) -> Result<Admitted, GateError> {
-    let bytes = crate::read_file::read_bounded(path, crate::read_file::MAX_POLICY_BYTES).map_err(|e| {
+    let bytes = crate::files::read::read_bounded(path, crate::files::read::MAX_POLICY_BYTES).map_err(|e| {
         GateError::Unreadable {
             path: path.display().to_string(),
             reason: e.to_string(),

@@ -272,8 +272,8 @@ pub fn generate_key_pair(prefix: &Path) -> Result<(PathBuf, PathBuf), SignatureE
 fn bounded_read(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     // The host's one way of reading a given file (issue 11): without blocking on a
     // FIFO, regular files only, bounded.
-    crate::read_file::read_bounded(path, limit).map_err(|e| match e {
-        crate::read_file::ReadError::Io(e) => e,
+    crate::files::read::read_bounded(path, limit).map_err(|e| match e {
+        crate::files::read::ReadError::Io(e) => e,
         other => std::io::Error::new(std::io::ErrorKind::InvalidData, other.to_string()),
     })
 }

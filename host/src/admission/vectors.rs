@@ -151,7 +151,7 @@ pub fn vectors_path(policy_path: &Path) -> PathBuf {
 
 /// Read the vectors at `path`: `Ok(None)` if there is no such file.
 pub fn read_vectors(path: &Path) -> Result<Option<Vectors>, String> {
-    match crate::read_file::read_bounded(path, crate::read_file::MAX_VECTORS_BYTES) {
+    match crate::files::read::read_bounded(path, crate::files::read::MAX_VECTORS_BYTES) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| format!("vectors: cannot parse {}: {e}", path.display())),

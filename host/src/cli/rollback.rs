@@ -13,7 +13,7 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
     let config = Config::load(&overrides);
     super::init_logging(config.log, "warn");
     let previous = previous_path(&config.policy);
-    let bytes = match deploy_guard::read_file::read_bounded(&previous, deploy_guard::read_file::MAX_POLICY_BYTES) {
+    let bytes = match deploy_guard::files::read::read_bounded(&previous, deploy_guard::files::read::MAX_POLICY_BYTES) {
         Ok(bytes) => bytes,
         Err(e) => {
             println!(
@@ -54,7 +54,7 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
     let vectors = deploy_guard::admission::vectors::vectors_path(&config.policy);
     match deploy_guard::admission::gate::admit(&sandbox, &bytes, config.limits, Some(&vectors)) {
         Ok(admitted) => {
-            match deploy_guard::read_file::read_bounded(&config.policy, deploy_guard::read_file::MAX_POLICY_BYTES) {
+            match deploy_guard::files::read::read_bounded(&config.policy, deploy_guard::files::read::MAX_POLICY_BYTES) {
                 // Nothing there to lose (and no link: a dangling one reads as absent
                 // but is refused by `put_back`'s check below if it appears).
                 Err(e) if e.is_not_found() && std::fs::symlink_metadata(&config.policy).is_err() => {
@@ -100,7 +100,7 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
 /// signature there by the same compare-and-swap as the policy, never over a link.
 fn put_signature_back(policy: &std::path::Path, signature: &[u8]) -> anyhow::Result<()> {
     let path = deploy_guard::admission::signature::signature_path(policy);
-    match deploy_guard::read_file::read_bounded(&path, deploy_guard::read_file::MAX_POLICY_BYTES) {
+    match deploy_guard::files::read::read_bounded(&path, deploy_guard::files::read::MAX_POLICY_BYTES) {
         Err(e) if e.is_not_found() && std::fs::symlink_metadata(&path).is_err() => {
             write_atomically(&path, signature)?;
         }

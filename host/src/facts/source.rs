@@ -351,7 +351,7 @@ impl FactsSource {
         }
         let identity = (stamp.device, stamp.inode);
         if journal.header_file.as_ref().is_none_or(|(id, _)| *id != identity) {
-            let file = crate::read_file::open_regular(resolved).map_err(|e| FactsError::Missing {
+            let file = crate::files::read::open_regular(resolved).map_err(|e| FactsError::Missing {
                 path: self.path.clone(),
                 reason: e.to_string(),
             })?;

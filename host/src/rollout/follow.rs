@@ -283,7 +283,7 @@ impl Follower {
         let trust = trust?;
         let live = slot.current()?;
         let dir = local_dir(config, reference);
-        let checked = crate::read_file::read_bounded(&dir.join("policy.json"), crate::read_file::MAX_VECTORS_BYTES)
+        let checked = crate::files::read::read_bounded(&dir.join("policy.json"), crate::files::read::MAX_VECTORS_BYTES)
             .map_err(|e| format!("its local record cannot be read: {e}"))
             .and_then(|record| checked_record(&record, &live.digest, Some(trust)));
         match checked {
@@ -315,11 +315,12 @@ impl Follower {
             tracing::warn!(target: "deploy_guard::oci", dir = %dir.display(), "not using the local copy: {why}");
             return;
         }
-        let Ok(record) = crate::read_file::read_bounded(&dir.join("policy.json"), crate::read_file::MAX_VECTORS_BYTES)
+        let Ok(record) =
+            crate::files::read::read_bounded(&dir.join("policy.json"), crate::files::read::MAX_VECTORS_BYTES)
         else {
             return;
         };
-        let checked = crate::read_file::read_bounded(&path, crate::read_file::MAX_POLICY_BYTES)
+        let checked = crate::files::read::read_bounded(&path, crate::files::read::MAX_POLICY_BYTES)
             .map_err(|e| e.to_string())
             .and_then(|bytes| checked_record(&record, &crate::sandbox::policy::digest(&bytes), trust));
         match checked {
@@ -381,7 +382,7 @@ pub fn admit_candidate(
     }
     // Read once (bounded, never blocking): the bytes whose signature is checked are the
     // bytes the gate judges, whatever happens to the file meanwhile.
-    let bytes = crate::read_file::read_bounded(policy, crate::read_file::MAX_POLICY_BYTES).map_err(|e| {
+    let bytes = crate::files::read::read_bounded(policy, crate::files::read::MAX_POLICY_BYTES).map_err(|e| {
         crate::admission::gate::GateError::Unreadable {
             path: policy.display().to_string(),
             reason: e.to_string(),

@@ -788,7 +788,7 @@ pub fn docker_credentials(registry: &str, env: &dyn Fn(&str) -> Option<String>) 
             None => return RegistryAuth::Anonymous,
         },
     };
-    let Ok(text) = crate::read_file::read_bounded(&file, crate::read_file::MAX_CONFIG_BYTES) else {
+    let Ok(text) = crate::files::read::read_bounded(&file, crate::files::read::MAX_CONFIG_BYTES) else {
         return RegistryAuth::Anonymous;
     };
     let Ok(config) = serde_json::from_slice::<DockerConfig>(&text) else {

@@ -543,7 +543,7 @@ impl PolicySlot {
         verify: Verify,
     ) -> Outcome {
         let check_signature = matches!(verify, Verify::File);
-        let bytes = match crate::read_file::read_bounded(path, crate::read_file::MAX_POLICY_BYTES) {
+        let bytes = match crate::files::read::read_bounded(path, crate::files::read::MAX_POLICY_BYTES) {
             Ok(bytes) => bytes,
             Err(e) => {
                 let reason = GateError::Unreadable {
@@ -562,7 +562,7 @@ impl PolicySlot {
         // vectors (or the limits) gets the same module judged again. A digest refused on
         // its own (rolled back after going live) stays refused whatever the vectors.
         let vectors = crate::admission::vectors::vectors_path(path);
-        let judged_with = crate::read_file::read_bounded(&vectors, crate::read_file::MAX_VECTORS_BYTES)
+        let judged_with = crate::files::read::read_bounded(&vectors, crate::files::read::MAX_VECTORS_BYTES)
             .map_or_else(|_| "none".to_owned(), |v| crate::sandbox::policy::digest(&v));
         let mut key = format!("{digest} vectors={judged_with} limits={limits:?}");
         let generation = self.trust_generation.load(Ordering::Acquire);
@@ -713,7 +713,7 @@ pub enum PutBack {
 pub fn put_back(path: &Path, expected: &str, bytes: &[u8]) -> Result<(), PutBack> {
     let io = |e: &dyn std::fmt::Display| PutBack::Io(format!("{}: {e}", path.display()));
     let holds = |p: &Path| -> Result<String, PutBack> {
-        crate::read_file::read_bounded(p, crate::read_file::MAX_POLICY_BYTES)
+        crate::files::read::read_bounded(p, crate::files::read::MAX_POLICY_BYTES)
             .map(|b| crate::sandbox::policy::digest(&b))
             .map_err(|e| io(&e))
     };
