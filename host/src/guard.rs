@@ -9,7 +9,8 @@ use crate::facts::source::{FactsSource, TaskFacts};
 use crate::observe::ledger::Ledger;
 use crate::observe::metrics::Metrics;
 use crate::observe::shadow::{Shadow, ShadowStats};
-use crate::rollout::swap::{Outcome, PolicySlot, WatchState, Watcher};
+use crate::rollout::slot::{Outcome, PolicySlot};
+use crate::rollout::watch::{WatchState, Watcher};
 use crate::sandbox::engine::{EngineError, Sandbox};
 use crate::sandbox::policy::LoadedPolicy;
 use crate::sandbox::wit::{Facts, Task, wit_target};
@@ -31,7 +32,7 @@ struct Shared {
     facts: ArcSwap<FactsSource>,
     slot: PolicySlot,
     watch: Mutex<WatchState>,
-    config_watch: Mutex<crate::rollout::swap::ChangeDetector>,
+    config_watch: Mutex<crate::rollout::watch::ChangeDetector>,
     ledger: ArcSwapOption<Ledger>,
     shadow: ArcSwapOption<Shadow>,
     metrics: Metrics,
@@ -83,7 +84,7 @@ impl Guard {
                 config: ArcSwap::from_pointee(config.clone()),
                 slot: PolicySlot::counted(metrics.swap_counters()),
                 watch: Mutex::new(WatchState::default()),
-                config_watch: Mutex::new(crate::rollout::swap::ChangeDetector::default()),
+                config_watch: Mutex::new(crate::rollout::watch::ChangeDetector::default()),
                 ledger: ArcSwapOption::from(open_ledger(&config, &metrics).map(Arc::new)),
                 shadow: ArcSwapOption::empty(),
                 metrics,

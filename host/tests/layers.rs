@@ -19,6 +19,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "decision",
             "sandbox::wit",
             "files::read",
+            "files::stamp",
+            "files::write",
             "facts::sqlite_mutex",
             "sandbox::embedded",
             "admission::signature",
@@ -39,7 +41,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("gate", &["admission::gate"]),
     (
         "around the live policy",
-        &["rollout::swap", "observe::ledger", "observe::shadow", "rollout::follow"],
+        &[
+            "rollout::slot",
+            "rollout::watch",
+            "observe::ledger",
+            "observe::shadow",
+            "rollout::follow",
+        ],
     ),
     ("guard", &["guard"]),
     ("serving", &["serve", "tracker", "observe::metrics_server"]),

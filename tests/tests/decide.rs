@@ -391,7 +391,7 @@ fn a_missing_policy_fails_safe_and_recovers_when_a_good_file_lands() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert!(
-        matches!(&outcome, deploy_guard::rollout::swap::Outcome::Activated { identity, .. } if identity == "deploy-status-guard@1.0.0"),
+        matches!(&outcome, deploy_guard::rollout::slot::Outcome::Activated { identity, .. } if identity == "deploy-status-guard@1.0.0"),
         "{outcome:?}"
     );
     assert_eq!(guard.decide("ORCH-061", Target::Awaiting, None).rule, "converge-done");

@@ -15,7 +15,7 @@
 //!   `Sandbox` still decides right.
 
 use deploy_guard::admission::gate::{self, GateError};
-use deploy_guard::rollout::swap::Outcome;
+use deploy_guard::rollout::slot::Outcome;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::sandbox::policy::{Facts, LoadError, LoadedPolicy, Ruling, RunError, TargetStatus, Task};
 use deploy_guard::{Guard, Limits, Overrides, Target, Verdict};

@@ -5,7 +5,7 @@
 
 use deploy_guard::admission::signature::{generate_key_pair, read_signing_key};
 use deploy_guard::rollout::oci::{PolicyRef, Registry, simple_signing_payload};
-use deploy_guard::rollout::swap::Outcome;
+use deploy_guard::rollout::slot::Outcome;
 use deploy_guard::{Guard, Target};
 use deploy_guard_e2e::{NEXT, REFERENCE, Workspace};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -509,7 +509,7 @@ fn refresh_until(guard: &Guard, done: impl Fn(&Guard) -> bool) {
 
 /// Make the live-trap policy fail until probation rolls it back.
 fn fail_until_rolled_back(guard: &Guard) {
-    for i in 0..deploy_guard::rollout::swap::ROLLBACK_FAILURES {
+    for i in 0..deploy_guard::rollout::slot::ROLLBACK_FAILURES {
         let d = guard.decide(&format!("B-{i}"), Target::Awaiting, None);
         assert_eq!(d.rule, "fail-safe");
     }

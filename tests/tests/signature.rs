@@ -5,7 +5,7 @@
 //! base64).
 
 use deploy_guard::admission::signature::{generate_key_pair, read_signing_key, sign, signature_path};
-use deploy_guard::rollout::swap::Outcome;
+use deploy_guard::rollout::slot::Outcome;
 use deploy_guard::{Guard, Target};
 use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, write_atomically};
 use std::path::{Path, PathBuf};
@@ -258,7 +258,7 @@ fn the_rollback_command_puts_a_signed_policy_back_with_its_signature() {
     sign_file(&ws.policy(), &private);
     let outcome = refresh_until_outcome(&guard);
     assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
-    let previous = deploy_guard::rollout::swap::previous_path(&ws.policy());
+    let previous = deploy_guard::rollout::slot::previous_path(&ws.policy());
     assert_eq!(std::fs::read(&previous).expect("kept"), REFERENCE);
     assert!(
         signature_path(&previous).exists(),

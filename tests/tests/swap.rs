@@ -2,7 +2,7 @@
 //! replaced back and forth, and the candidates that must never go live.
 
 use deploy_guard::guard::ConfigReload;
-use deploy_guard::rollout::swap::Outcome;
+use deploy_guard::rollout::slot::Outcome;
 use deploy_guard::{Guard, Target};
 use deploy_guard_e2e::{NEXT, REFERENCE, Row, Workspace, insert_task, write_atomically};
 use std::collections::HashSet;

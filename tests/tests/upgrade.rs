@@ -2,7 +2,7 @@
 //! the real reference policy, its next version, and a policy that breaks live.
 
 use deploy_guard::observe::ledger::{Ledger, read_ledger};
-use deploy_guard::rollout::swap::{Outcome, previous_path};
+use deploy_guard::rollout::slot::{Outcome, previous_path};
 use deploy_guard::{Config, Guard, Target, Verdict};
 use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, binary, pipe, write_atomically};
 use std::io::{BufRead, BufReader, Write};

@@ -22,7 +22,7 @@
 //!   parallel compilation (no rayon pool that a fork could leave half alive).
 
 use deploy_guard::decision::FIELDS;
-use deploy_guard::rollout::swap::Watcher;
+use deploy_guard::rollout::watch::Watcher;
 use deploy_guard::{Config, Decision as HostDecision, Guard as HostGuard, Overrides, Request, Target, Verdict};
 use pyo3::intern;
 use pyo3::prelude::*;

@@ -4,7 +4,7 @@
 //! held when the command read it, and never over a symbolic link.
 
 use super::export::write_atomically;
-use deploy_guard::rollout::swap::previous_path;
+use deploy_guard::rollout::slot::previous_path;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::{Config, Overrides};
 use std::process::ExitCode;
@@ -66,7 +66,7 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
                 }
                 Ok(current) => {
                     let expected = deploy_guard::sandbox::policy::digest(&current);
-                    if let Err(e) = deploy_guard::rollout::swap::put_back(&config.policy, &expected, &bytes) {
+                    if let Err(e) = deploy_guard::files::write::put_back(&config.policy, &expected, &bytes) {
                         println!("refused: {e}; {} still holds {expected}", config.policy.display());
                         return Ok(ExitCode::from(1));
                     }
@@ -106,7 +106,7 @@ fn put_signature_back(policy: &std::path::Path, signature: &[u8]) -> anyhow::Res
         }
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
         Ok(current) => {
-            deploy_guard::rollout::swap::put_back(&path, &deploy_guard::sandbox::policy::digest(&current), signature)?;
+            deploy_guard::files::write::put_back(&path, &deploy_guard::sandbox::policy::digest(&current), signature)?;
         }
     }
     Ok(())

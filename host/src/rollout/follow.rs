@@ -5,7 +5,7 @@
 //! one wasm layer, its size bound, its digest, a trusted signature when keys are
 //! trusted), kept atomically in a private local directory with the signature that was
 //! verified, and then goes through the same gate, swap and probation as a file
-//! ([`crate::rollout::swap::PolicySlot::load_pulled`]).
+//! ([`crate::rollout::slot::PolicySlot::load_pulled`]).
 //!
 //! The registry is never on a decision's path: this runs on the watcher's thread (or
 //! once in `Guard::new`), each call bounded by the registry timeout. A registry that is
@@ -17,7 +17,7 @@
 use crate::admission::signature::Trust;
 use crate::config::Config;
 use crate::rollout::oci::{OciError, PolicyRef, Pulled, Registry, StoredSignature};
-use crate::rollout::swap::{Outcome, PolicySlot};
+use crate::rollout::slot::{Outcome, PolicySlot};
 use crate::sandbox::engine::Sandbox;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
