@@ -108,7 +108,7 @@ impl Guard {
             .shared
             .slot
             .set_trust(crate::admission::signature::Trust::from_files(&config.trusted_keys));
-        if crate::rollout::oci::is_oci(&config.policy) {
+        if crate::rollout::oci::reference::is_oci(&config.policy) {
             guard.refresh_registry(&config, true);
         } else {
             guard
@@ -366,7 +366,7 @@ impl Guard {
             return None;
         };
         let config = self.shared.config.load_full();
-        if crate::rollout::oci::is_oci(&config.policy) {
+        if crate::rollout::oci::reference::is_oci(&config.policy) {
             drop(watch);
             return self.refresh_registry(&config, false);
         }

@@ -4,7 +4,9 @@
 //! three `serve` hosts, and the bad artifacts that must never go live.
 
 use deploy_guard::admission::signature::{generate_key_pair, read_signing_key};
-use deploy_guard::rollout::oci::{PolicyRef, Registry, simple_signing_payload};
+use deploy_guard::rollout::oci::client::Registry;
+use deploy_guard::rollout::oci::cosign::simple_signing_payload;
+use deploy_guard::rollout::oci::reference::PolicyRef;
 use deploy_guard::rollout::slot::Outcome;
 use deploy_guard::{Guard, Target};
 use deploy_guard_e2e::{NEXT, REFERENCE, Workspace};

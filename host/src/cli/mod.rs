@@ -15,7 +15,7 @@ pub mod sign;
 pub mod verify;
 
 use deploy_guard::LogFormat;
-use deploy_guard::rollout::oci::PolicyRef;
+use deploy_guard::rollout::oci::reference::PolicyRef;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
@@ -287,7 +287,7 @@ impl tracing::field::Visit for JsonFields<'_> {
 /// `target` as a registry reference: `oci://...`, or `HOST/REPO:TAG` when no such
 /// file exists.
 pub fn registry_reference(target: &str) -> Option<PolicyRef> {
-    if target.starts_with(deploy_guard::rollout::oci::SCHEME) || !std::path::Path::new(target).exists() {
+    if target.starts_with(deploy_guard::rollout::oci::reference::SCHEME) || !std::path::Path::new(target).exists() {
         PolicyRef::parse(target).ok()
     } else {
         None

@@ -4,7 +4,8 @@
 //! `verify`.
 
 use deploy_guard::admission::signature::Trust;
-use deploy_guard::rollout::oci::{DEFAULT_TIMEOUT, PolicyRef, Registry};
+use deploy_guard::rollout::oci::client::{DEFAULT_TIMEOUT, Registry};
+use deploy_guard::rollout::oci::reference::PolicyRef;
 use deploy_guard::{Config, Overrides};
 use std::path::Path;
 use std::process::ExitCode;
@@ -50,7 +51,7 @@ pub fn run(file: &Path, target: &str, key: Option<&Path>) -> anyhow::Result<Exit
     println!(
         "{}@{digest}",
         target
-            .strip_prefix(deploy_guard::rollout::oci::SCHEME)
+            .strip_prefix(deploy_guard::rollout::oci::reference::SCHEME)
             .unwrap_or(target)
     );
     Ok(ExitCode::SUCCESS)

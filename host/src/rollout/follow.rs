@@ -1,7 +1,7 @@
 //! Following a tag: `DEPLOY_GUARD_POLICY=oci://HOST[:PORT]/REPOSITORY:TAG` (issue 13).
 //!
 //! Where a policy file is polled for a change, a tag is resolved every `poll_ms`. A
-//! new manifest is pulled by digest and checked ([`crate::rollout::oci::Registry::pull_policy`]:
+//! new manifest is pulled by digest and checked ([`crate::rollout::oci::client::Registry::pull_policy`]:
 //! one wasm layer, its size bound, its digest, a trusted signature when keys are
 //! trusted), kept atomically in a private local directory with the signature that was
 //! verified, and then goes through the same gate, swap and probation as a file
@@ -16,7 +16,10 @@
 
 use crate::admission::signature::Trust;
 use crate::config::Config;
-use crate::rollout::oci::{OciError, PolicyRef, Pulled, Registry, StoredSignature};
+use crate::rollout::oci::client::{Pulled, Registry};
+use crate::rollout::oci::cosign::StoredSignature;
+use crate::rollout::oci::error::OciError;
+use crate::rollout::oci::reference::PolicyRef;
 use crate::rollout::slot::{Outcome, PolicySlot};
 use crate::sandbox::engine::Sandbox;
 use serde::{Deserialize, Serialize};
@@ -222,7 +225,7 @@ fn connect_once<'a>(
         *client = Some(Registry::connect(
             reference,
             &config.registry_insecure,
-            crate::rollout::oci::DEFAULT_TIMEOUT,
+            crate::rollout::oci::client::DEFAULT_TIMEOUT,
             &|name| std::env::var(name).ok(),
         )?);
     }
@@ -262,7 +265,8 @@ fn checked_record(record: &[u8], layer_digest: &str, trust: Option<&Trust>) -> R
     }
     if let Some(trust) = trust {
         let stored = record.signature.as_ref().ok_or("it was kept unsigned")?;
-        crate::rollout::oci::verify_stored(trust, stored, &record.manifest_digest).map_err(|e| e.to_string())?;
+        crate::rollout::oci::cosign::verify_stored(trust, stored, &record.manifest_digest)
+            .map_err(|e| e.to_string())?;
     }
     Ok(record)
 }
@@ -363,12 +367,12 @@ pub fn admit_candidate(
     config: &Config,
 ) -> Result<crate::admission::gate::Admitted, CandidateError> {
     let trust = Trust::from_files(&config.trusted_keys);
-    if crate::rollout::oci::is_oci(policy) {
+    if crate::rollout::oci::reference::is_oci(policy) {
         let reference = PolicyRef::parse(&policy.to_string_lossy())?;
         let registry = Registry::connect(
             &reference,
             &config.registry_insecure,
-            crate::rollout::oci::DEFAULT_TIMEOUT,
+            crate::rollout::oci::client::DEFAULT_TIMEOUT,
             &|name| std::env::var(name).ok(),
         )?;
         let digest = registry.resolve(&reference)?;

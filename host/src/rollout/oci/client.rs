@@ -1,15 +1,6 @@
-//! Policies in an OCI registry (issue 13): push a policy as a CNCF Wasm artifact, sign
-//! it with cosign's tag scheme, and pull it back with every check a fleet needs before
-//! the gate sees it.
-//!
-//! The layout is the CNCF Wasm OCI artifact one: a config blob of media type
-//! `application/vnd.wasm.config.v0+json` and exactly one `application/wasm` layer
-//! (Kubewarden's `application/vnd.wasm.content.layer.v1+wasm` is pulled too). A
-//! signature is cosign's: a simple-signing payload naming the manifest digest, signed
-//! like a blob (see [`crate::admission::signature`]), stored as a layer of the manifest tagged
-//! `sha256-<digest>.sig` with the signature in the `dev.cosignproject.cosign/signature`
-//! annotation. Debian's registry (distribution 2.8) has no referrers API; the tag
-//! scheme works everywhere.
+//! The registry client: push a policy artifact and its signature, pull one back with
+//! every check a fleet needs before the gate sees it (one wasm layer, its size, its
+//! digest, its signature).
 //!
 //! The HTTP is `oci-client`'s (reqwest, rustls with ring), driven by a current-thread
 //! tokio runtime owned by each [`Registry`]: the host has no async anywhere else, and
@@ -17,17 +8,20 @@
 //! the middle of a body, costs a bounded wait on the watcher's thread, never a decision.
 
 use crate::admission::signature::{SignatureError, Trust};
+use crate::rollout::oci::cosign::{
+    SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, StoredSignature, simple_signing_payload, verify_stored,
+};
+use crate::rollout::oci::credentials::docker_credentials;
+use crate::rollout::oci::error::OciError;
+use crate::rollout::oci::reference::{PolicyRef, is_loopback};
 use futures_util::StreamExt as _;
+use oci_client::Client;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-/// The URL scheme of a policy kept in a registry.
-pub const SCHEME: &str = "oci://";
 /// CNCF Wasm OCI artifact: the config's media type.
 pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
 /// CNCF Wasm OCI artifact: the layer's media type.
@@ -38,175 +32,12 @@ pub const KUBEWARDEN_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.laye
 pub const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Docker image manifest (accepted on pull).
 const DOCKER_MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// cosign's simple-signing payload layer.
-pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-/// cosign's annotation holding the base64 signature.
-pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// The largest policy layer pulled; a larger one is refused before its body is read.
 pub const MAX_POLICY_BYTES: u64 = 64 << 20;
 /// The largest manifest, config or signature payload read.
 const MAX_SMALL_BLOB_BYTES: u64 = 1 << 20;
 /// How long one registry operation may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What went wrong with a registry or an artifact in it.
-#[derive(Debug, thiserror::Error)]
-pub enum OciError {
-    /// Not `HOST[:PORT]/REPOSITORY(:TAG|@sha256:...)`.
-    #[error("not a registry reference {reference:?}: {reason}")]
-    Reference {
-        /// What was given.
-        reference: String,
-        /// Why it is not one.
-        reason: String,
-    },
-    /// The registry could not be reached or answered an error.
-    #[error("registry {registry}: {reason}")]
-    Registry {
-        /// Which registry.
-        registry: String,
-        /// What happened (credentials never appear here).
-        reason: String,
-    },
-    /// The registry did not answer in time.
-    #[error("registry {registry}: no answer within {seconds} s ({during})")]
-    Timeout {
-        /// Which registry.
-        registry: String,
-        /// The bound.
-        seconds: u64,
-        /// What was being done.
-        during: String,
-    },
-    /// The artifact is not a policy this host takes.
-    #[error("artifact {reference}: {reason}")]
-    Artifact {
-        /// The artifact.
-        reference: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The artifact's signature is missing or not trusted.
-    #[error("artifact {reference}: {error}")]
-    Signature {
-        /// The artifact.
-        reference: String,
-        /// Why.
-        error: SignatureError,
-    },
-    /// A local file could not be read or written.
-    #[error("{0}")]
-    Local(String),
-}
-
-/// A policy's place in a registry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicyRef {
-    reference: Reference,
-}
-
-impl PolicyRef {
-    /// Parse `HOST[:PORT]/REPOSITORY:TAG` or `...@sha256:...`, with or without `oci://`.
-    /// The host is required: no registry is implied.
-    pub fn parse(text: &str) -> Result<PolicyRef, OciError> {
-        let bare = text.strip_prefix(SCHEME).unwrap_or(text);
-        let error = |reason: &str| OciError::Reference {
-            reference: text.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let (host, rest) = bare
-            .split_once('/')
-            .ok_or_else(|| error("no repository after the host"))?;
-        if host.is_empty() || rest.is_empty() {
-            return Err(error("expected HOST[:PORT]/REPOSITORY:TAG"));
-        }
-        let reference: Reference = bare
-            .parse()
-            .map_err(|e: oci_client::ParseError| error(&e.to_string()))?;
-        if reference.registry() != host {
-            return Err(error("the first component must be the registry host"));
-        }
-        Ok(PolicyRef { reference })
-    }
-
-    /// `host[:port]`.
-    pub fn registry(&self) -> &str {
-        self.reference.registry()
-    }
-
-    /// The repository.
-    pub fn repository(&self) -> &str {
-        self.reference.repository()
-    }
-
-    /// The digest, if the reference pins one.
-    pub fn digest(&self) -> Option<&str> {
-        self.reference.digest()
-    }
-
-    /// The same repository at `digest`.
-    pub fn at_digest(&self, digest: &str) -> PolicyRef {
-        PolicyRef {
-            reference: Reference::with_digest(
-                self.registry().to_owned(),
-                self.repository().to_owned(),
-                digest.to_owned(),
-            ),
-        }
-    }
-
-    /// The same repository at `tag`.
-    fn at_tag(&self, tag: &str) -> PolicyRef {
-        PolicyRef {
-            reference: Reference::with_tag(self.registry().to_owned(), self.repository().to_owned(), tag.to_owned()),
-        }
-    }
-
-    /// cosign's signature tag for the manifest `digest`: `sha256-<hex>.sig`.
-    pub fn signature_tag(&self, digest: &str) -> PolicyRef {
-        self.at_tag(&format!("{}.sig", digest.replacen(':', "-", 1)))
-    }
-
-    /// `host/repository`, as cosign names it in a payload's `docker-reference`.
-    pub fn repository_name(&self) -> String {
-        format!("{}/{}", self.registry(), self.repository())
-    }
-
-    /// A name usable as a directory name, one per reference.
-    pub fn directory_name(&self) -> String {
-        self.to_string()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    }
-}
-
-impl std::fmt::Display for PolicyRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.reference.whole())
-    }
-}
-
-/// True when `policy` names a registry (`oci://...`) rather than a file.
-pub fn is_oci(policy: &Path) -> bool {
-    policy.to_str().is_some_and(|p| p.starts_with(SCHEME))
-}
-
-/// True for a host that is this machine: plain HTTP is allowed there.
-fn is_loopback(registry: &str) -> bool {
-    let host = match registry.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => registry,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
 
 /// A pulled, checked policy artifact (not yet through the gate).
 #[derive(Debug, Clone)]
@@ -222,43 +53,6 @@ pub struct Pulled {
     pub signature: Option<StoredSignature>,
 }
 
-/// A cosign signature as kept beside a local copy.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StoredSignature {
-    /// The simple-signing payload (JSON text).
-    pub payload: String,
-    /// The base64 DER signature over the payload.
-    pub signature: String,
-}
-
-/// cosign's simple-signing payload.
-#[derive(Debug, Serialize, Deserialize)]
-struct SimpleSigning {
-    critical: Critical,
-    optional: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Critical {
-    identity: Identity,
-    image: Image,
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Identity {
-    #[serde(rename = "docker-reference")]
-    docker_reference: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Image {
-    #[serde(rename = "docker-manifest-digest")]
-    docker_manifest_digest: String,
-}
-
-/// A manifest as read and written here (the fields used; others are kept).
 #[derive(Debug, Serialize, Deserialize, Clone)]
 #[serde(rename_all = "camelCase")]
 struct Manifest {
@@ -297,47 +91,6 @@ impl Descriptor {
             ..Default::default()
         }
     }
-}
-
-/// The simple-signing payload for `digest` in `reference`'s repository.
-pub fn simple_signing_payload(reference: &PolicyRef, digest: &str) -> String {
-    let payload = SimpleSigning {
-        critical: Critical {
-            identity: Identity {
-                docker_reference: reference.repository_name(),
-            },
-            image: Image {
-                docker_manifest_digest: digest.to_owned(),
-            },
-            kind: "cosign container image signature".to_owned(),
-        },
-        optional: None,
-    };
-    serde_json::to_string(&payload).unwrap_or_default()
-}
-
-/// Check `stored` against `trust` for the manifest `digest`: the signature is by a
-/// trusted key over the payload, and the payload names this digest.
-pub fn verify_stored(trust: &Trust, stored: &StoredSignature, digest: &str) -> Result<String, SignatureError> {
-    let key = trust.verify(
-        stored.payload.as_bytes(),
-        stored.signature.as_bytes(),
-        " in the registry",
-    )?;
-    let payload: SimpleSigning = serde_json::from_str(&stored.payload).map_err(|e| SignatureError::Malformed {
-        from: " payload".into(),
-        reason: e.to_string(),
-    })?;
-    if payload.critical.image.docker_manifest_digest != digest {
-        return Err(SignatureError::Malformed {
-            from: " payload".into(),
-            reason: format!(
-                "signed for another digest: {} is not {digest}",
-                payload.critical.image.docker_manifest_digest
-            ),
-        });
-    }
-    Ok(key.to_owned())
 }
 
 /// A connection to one registry.
@@ -765,102 +518,4 @@ fn describe(error: &dyn std::error::Error) -> String {
 /// rustls needs one process-wide crypto provider; ring is the one built in.
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Credentials for `registry` from the docker configuration (`$DOCKER_CONFIG/config.json`
-/// or `~/.docker/config.json`, `auths`); anonymous when there are none.
-pub fn docker_credentials(registry: &str, env: &dyn Fn(&str) -> Option<String>) -> RegistryAuth {
-    #[derive(Deserialize)]
-    struct DockerConfig {
-        #[serde(default)]
-        auths: BTreeMap<String, DockerAuth>,
-    }
-    #[derive(Deserialize)]
-    struct DockerAuth {
-        auth: Option<String>,
-        username: Option<String>,
-        password: Option<String>,
-    }
-    let file = match env("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
-        Some(dir) => Path::new(&dir).join("config.json"),
-        None => match env("HOME") {
-            Some(home) => Path::new(&home).join(".docker/config.json"),
-            None => return RegistryAuth::Anonymous,
-        },
-    };
-    let Ok(text) = crate::files::read::read_bounded(&file, crate::files::read::MAX_CONFIG_BYTES) else {
-        return RegistryAuth::Anonymous;
-    };
-    let Ok(config) = serde_json::from_slice::<DockerConfig>(&text) else {
-        tracing::warn!(target: "deploy_guard::oci", file = %file.display(), "docker configuration does not parse: pulling anonymously");
-        return RegistryAuth::Anonymous;
-    };
-    let entry = config.auths.iter().find(|(host, _)| {
-        let host = host
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/');
-        host == registry || host.split('/').next() == Some(registry)
-    });
-    let Some((_, auth)) = entry else {
-        return RegistryAuth::Anonymous;
-    };
-    if let (Some(user), Some(password)) = (&auth.username, &auth.password) {
-        return RegistryAuth::Basic(user.clone(), password.clone());
-    }
-    use base64::Engine as _;
-    auth.auth
-        .as_deref()
-        .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a.trim()).ok())
-        .and_then(|decoded| String::from_utf8(decoded).ok())
-        .and_then(|pair| {
-            pair.split_once(':')
-                .map(|(u, p)| RegistryAuth::Basic(u.to_owned(), p.to_owned()))
-        })
-        .unwrap_or(RegistryAuth::Anonymous)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_need_a_host_and_take_tags_or_digests() {
-        let r = PolicyRef::parse("oci://127.0.0.1:5000/policies/guard:1.1.0").expect("parse");
-        assert_eq!((r.registry(), r.repository()), ("127.0.0.1:5000", "policies/guard"));
-        let digest = format!("sha256:{}", "a".repeat(64));
-        let pinned = PolicyRef::parse(&format!("localhost:5000/guard@{digest}")).expect("parse");
-        assert_eq!(pinned.digest(), Some(digest.as_str()));
-        assert_eq!(
-            r.signature_tag(&digest).to_string(),
-            format!("127.0.0.1:5000/policies/guard:sha256-{}.sig", "a".repeat(64))
-        );
-        assert!(PolicyRef::parse("guard:1.0").is_err());
-        assert!(PolicyRef::parse("oci://").is_err());
-    }
-
-    #[test]
-    fn plain_http_only_for_loopback() {
-        assert!(is_loopback("127.0.0.1:5000") && is_loopback("localhost") && is_loopback("[::1]:80"));
-        assert!(!is_loopback("registry.example:5000") && !is_loopback("10.0.0.1:5000"));
-    }
-
-    #[test]
-    fn credentials_follow_the_docker_convention() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            dir.path().join("config.json"),
-            r#"{"auths": {"reg.example:5000": {"auth": "dXNlcjpzM2NyZXQ="}}}"#,
-        )
-        .expect("write");
-        let docker_config = dir.path().display().to_string();
-        let env = move |name: &str| (name == "DOCKER_CONFIG").then(|| docker_config.clone());
-        assert!(
-            matches!(docker_credentials("reg.example:5000", &env), RegistryAuth::Basic(u, p) if u == "user" && p == "s3cret")
-        );
-        assert!(matches!(
-            docker_credentials("other:5000", &env),
-            RegistryAuth::Anonymous
-        ));
-    }
 }

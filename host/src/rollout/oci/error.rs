@@ -1,0 +1,53 @@
+//! What can go wrong with a registry or an artifact in it.
+
+use crate::admission::signature::SignatureError;
+
+/// What went wrong with a registry or an artifact in it.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// Not `HOST[:PORT]/REPOSITORY(:TAG|@sha256:...)`.
+    #[error("not a registry reference {reference:?}: {reason}")]
+    Reference {
+        /// What was given.
+        reference: String,
+        /// Why it is not one.
+        reason: String,
+    },
+    /// The registry could not be reached or answered an error.
+    #[error("registry {registry}: {reason}")]
+    Registry {
+        /// Which registry.
+        registry: String,
+        /// What happened (credentials never appear here).
+        reason: String,
+    },
+    /// The registry did not answer in time.
+    #[error("registry {registry}: no answer within {seconds} s ({during})")]
+    Timeout {
+        /// Which registry.
+        registry: String,
+        /// The bound.
+        seconds: u64,
+        /// What was being done.
+        during: String,
+    },
+    /// The artifact is not a policy this host takes.
+    #[error("artifact {reference}: {reason}")]
+    Artifact {
+        /// The artifact.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The artifact's signature is missing or not trusted.
+    #[error("artifact {reference}: {error}")]
+    Signature {
+        /// The artifact.
+        reference: String,
+        /// Why.
+        error: SignatureError,
+    },
+    /// A local file could not be read or written.
+    #[error("{0}")]
+    Local(String),
+}
