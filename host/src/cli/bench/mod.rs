@@ -6,20 +6,21 @@
 //! lowest and highest batch median). Absolute times on a shared machine mean little;
 //! the ratios, measured in the same run, are the result.
 
+mod measure;
+mod workload;
+
 use anyhow::Context;
 use deploy_guard::facts::source::FactsSource;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::sandbox::policy::{Facts, LoadedPolicy, TargetStatus, Task};
 use deploy_guard::{Config, Guard, Limits, Request, Target};
+use measure::{Figure, measure, throughput};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
-
-/// Tasks in the generated database.
-const TASKS: usize = 10_000;
-/// Requests piped through `serve` for the whole-process figure.
-const SERVE_REQUESTS: usize = 20_000;
+pub use workload::Mix;
+use workload::{SERVE_REQUESTS, TASKS, TaskRow, create_database, request, requests, serve_input};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -47,238 +48,9 @@ pub struct BenchArgs {
     mix: Mix,
 }
 
-/// The request mixes of the bench and of its exported workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mix {
-    /// Requests drawn uniformly over the work items (one in ten unknown), scope empty
-    /// (self-hosting repos only).
-    Bench,
-    /// 80% of requests for non-terminal tasks in scope, 10% for done tasks, 10% for the
-    /// rest (unknown work items, cancelled and out-of-scope tasks), with the scope set.
-    InProgress,
-}
-
-impl Mix {
-    /// `DEPLOY_STATUS_GUARD_REPOS` for this mix.
-    fn scope(self) -> &'static str {
-        match self {
-            Mix::Bench => "",
-            Mix::InProgress => IN_PROGRESS_SCOPE,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Mix::Bench => "bench",
-            Mix::InProgress => "in-progress",
-        }
-    }
-}
-
-/// The scope of the in-progress mix: the self-hosting repo and one service.
-const IN_PROGRESS_SCOPE: &str = "orchestrator,svc-a";
-
-/// Median, p99 and spread of per-call latencies over batches, in nanoseconds.
-struct Figure {
-    median: f64,
-    p99: f64,
-    low: f64,
-    high: f64,
-}
-
-impl Figure {
-    fn line(&self, name: &str) -> String {
-        format!(
-            "{name:<44} median {:>8.2} us   p99 {:>8.2} us   spread {:.2}..{:.2} us",
-            self.median / 1e3,
-            self.p99 / 1e3,
-            self.low / 1e3,
-            self.high / 1e3
-        )
-    }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// Time `call(i)` for i in 0..n, call by call, in `batches` batches.
-fn measure(n: usize, batches: usize, mut call: impl FnMut(usize)) -> Figure {
-    let per_batch = (n / batches.max(1)).max(1);
-    let mut medians = Vec::new();
-    let mut p99s = Vec::new();
-    let mut samples = Vec::with_capacity(per_batch);
-    for batch in 0..batches.max(1) {
-        samples.clear();
-        for i in 0..per_batch {
-            let started = Instant::now();
-            call(batch * per_batch + i);
-            samples.push(started.elapsed().as_nanos() as f64);
-        }
-        samples.sort_by(f64::total_cmp);
-        medians.push(samples[samples.len() / 2]);
-        p99s.push(samples[(samples.len() * 99 / 100).min(samples.len() - 1)]);
-    }
-    let low = medians.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = medians.iter().copied().fold(0.0, f64::max);
-    Figure {
-        median: median(&mut medians),
-        p99: median(&mut p99s),
-        low,
-        high,
-    }
-}
-
-/// A deterministic generator (xorshift), so two runs measure the same requests.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
-/// A database of `TASKS` tasks in WAL mode (the recommended mode) with sentinels:
-/// 60% self-hosting, 40% other repos; 40% done (half in their window), 10% cancelled.
-/// The connection returned plays the orchestrator: keep it open while deciding (the
-/// -wal and -shm files of a WAL database exist only while someone has it open).
-fn create_database(path: &Path) -> anyhow::Result<(rusqlite::Connection, Vec<TaskRow>)> {
-    let mut db = rusqlite::Connection::open(path).context("creating the bench database")?;
-    db.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         CREATE TABLE tasks (id INTEGER PRIMARY KEY, work_item_id TEXT, repo TEXT, stage TEXT, title TEXT);
-         CREATE INDEX tasks_work_item ON tasks (work_item_id);
-         CREATE TABLE post_deploy_sentinels (repo TEXT, work_item_id TEXT, sentinel TEXT);
-         CREATE INDEX sentinels_work_item ON post_deploy_sentinels (work_item_id, repo);",
-    )?;
-    let tx = db.transaction()?;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut rows = Vec::with_capacity(TASKS);
-    for i in 0..TASKS {
-        let work_item = format!("ORCH-{i}");
-        let repo = ["orchestrator", "orchestrator", "orchestrator", "svc-a", "enduro-trails"][rng.below(5)];
-        let stage = [
-            "done",
-            "done",
-            "done",
-            "done",
-            "cancelled",
-            "deploy",
-            "review",
-            "build",
-            "deploy",
-            "failed",
-        ][rng.below(10)];
-        tx.execute(
-            "INSERT INTO tasks (work_item_id, repo, stage, title) VALUES (?1, ?2, ?3, ?4)",
-            (&work_item, repo, stage, format!("task {i}")),
-        )?;
-        rows.push(TaskRow { repo, stage });
-        if stage == "done" {
-            tx.execute(
-                "INSERT INTO post_deploy_sentinels VALUES (?1, ?2, 'ARMED')",
-                (repo, &work_item),
-            )?;
-            if rng.below(2) == 0 {
-                tx.execute(
-                    "INSERT INTO post_deploy_sentinels VALUES (?1, ?2, 'DONE')",
-                    (repo, &work_item),
-                )?;
-            }
-        }
-    }
-    tx.commit()?;
-    Ok((db, rows))
-}
-
-/// One generated task, as the request generator needs to know it (`ORCH-<index>`).
-#[derive(Debug, Clone, Copy)]
-struct TaskRow {
-    repo: &'static str,
-    stage: &'static str,
-}
-
-impl TaskRow {
-    fn terminal(self) -> bool {
-        matches!(self.stage, "done" | "cancelled")
-    }
-
-    fn in_scope(self, scope: &str) -> bool {
-        scope.split(',').any(|repo| repo == self.repo)
-    }
-}
-
-/// `n` requests of the mix over the generated tasks, the same for every run.
-fn requests(n: usize, mix: Mix, tasks: &[TaskRow]) -> Vec<(String, Target)> {
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let pick = |rng: &mut Rng, pool: &[usize]| pool[rng.below(pool.len())];
-    let pools = |keep: &dyn Fn(TaskRow) -> bool| -> Vec<usize> {
-        tasks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| keep(**t))
-            .map(|(i, _)| i)
-            .collect()
-    };
-    let working = pools(&|t| !t.terminal() && t.in_scope(IN_PROGRESS_SCOPE));
-    let done = pools(&|t| t.stage == "done");
-    let other = pools(&|t| t.stage == "cancelled" || !t.in_scope(IN_PROGRESS_SCOPE));
-    (0..n)
-        .map(|_| {
-            let id = match mix {
-                // One request in ten is for a work item the database does not have.
-                Mix::Bench => rng.below(TASKS + TASKS / 10),
-                Mix::InProgress => match rng.below(10) {
-                    0 => pick(&mut rng, &done),
-                    // Half of the rest unknown, half cancelled or out of scope.
-                    1 if rng.below(2) == 0 => TASKS + rng.below(TASKS / 10),
-                    1 => pick(&mut rng, &other),
-                    _ => pick(&mut rng, &working),
-                },
-            };
-            (format!("ORCH-{id}"), Target::ALL[rng.below(3)])
-        })
-        .collect()
-}
-
-fn request(r: &(String, Target)) -> Request<'_> {
-    Request {
-        work_item: &r.0,
-        target: r.1,
-        caller: Some("bench"),
-    }
-}
-
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.export_workload {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let db = dir.join("orchestrator.db");
-        if db.exists() {
-            anyhow::bail!("{} exists already", db.display());
-        }
-        // Left in rollback-journal mode: whoever reads it next needs no open connection.
-        let (connection, tasks) = create_database(&db)?;
-        connection.execute_batch("PRAGMA journal_mode = DELETE;")?;
-        std::fs::write(
-            dir.join("requests.jsonl"),
-            serve_input(&requests(SERVE_REQUESTS, args.mix, &tasks)),
-        )?;
-        // The settings both sides run with (seed_loop.py and serve read the same names).
-        let env = format!("DEPLOY_STATUS_GUARD_REPOS={}\n", args.mix.scope());
-        std::fs::write(dir.join("workload.env"), &env)?;
-        println!(
-            "{}, {} and {} (mix {}; run both sides with: env $(cat {}) ...)",
-            db.display(),
-            dir.join("requests.jsonl").display(),
-            dir.join("workload.env").display(),
-            args.mix.name(),
-            dir.join("workload.env").display()
-        );
-        return Ok(ExitCode::SUCCESS);
+        return workload::export(dir, args.mix);
     }
     // Decision lines are formatted and written to a sink: their cost is counted.
     let _ = tracing_subscriber::fmt()
@@ -504,22 +276,6 @@ fn paths(guard: &Guard, reqs: &[(String, Target)]) -> Vec<(&'static str, Vec<usi
     groups
 }
 
-/// Decisions per second of `decide` over `items`, split across `threads`.
-fn throughput<T: Sync>(items: &[T], threads: usize, decide: impl Fn(&T) + Sync) -> f64 {
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for t in 0..threads {
-            let decide = &decide;
-            scope.spawn(move || {
-                for item in items.iter().skip(t).step_by(threads) {
-                    decide(item);
-                }
-            });
-        }
-    });
-    items.len() as f64 / started.elapsed().as_secs_f64()
-}
-
 /// Compiling the policy against deserializing it from the cache, 20 times each.
 fn startup(bytes: &[u8], cache_dir: &Path) -> anyhow::Result<(Figure, Figure)> {
     let sandbox = Sandbox::with_cache(Some(cache_dir))?;
@@ -537,17 +293,6 @@ fn startup(bytes: &[u8], cache_dir: &Path) -> anyhow::Result<(Figure, Figure)> {
     // A whole load from the cache, gate included, must also work.
     LoadedPolicy::load(&sandbox, bytes, Limits::DEFAULT)?;
     Ok((compile, cached))
-}
-
-/// The requests as `serve` reads them, one JSON object per line.
-fn serve_input(reqs: &[(String, Target)]) -> String {
-    let mut input = String::with_capacity(reqs.len() * 64);
-    for (work_item, target) in reqs {
-        input.push_str(&format!(
-            "{{\"work_item\":\"{work_item}\",\"target\":\"{target}\",\"caller\":\"bench\"}}\n"
-        ));
-    }
-    input
 }
 
 /// `serve` as a child process fed `SERVE_REQUESTS` piped requests: wall time per
