@@ -1,0 +1,198 @@
+//! How a [`Guard`] follows change while it runs: the config file reloaded, the policy
+//! file (or followed tag) looked at, the watcher threads, and the fork hooks.
+
+use crate::config::Config;
+use crate::facts::source::FactsSource;
+use crate::guard::{Guard, GuardError, open_ledger};
+use crate::rollout::slot::Outcome;
+use crate::rollout::watch::Watcher;
+use std::sync::Arc;
+
+impl Guard {
+    /// Look at the config file and the policy file once, and act on what changed:
+    /// a new configuration goes into force if it parses; a new policy goes live if it
+    /// passes the gate. What [`Guard::watch`] calls every poll interval.
+    pub fn refresh(&self) -> Option<Outcome> {
+        self.refresh_config();
+        self.refresh_policy()
+    }
+
+    /// Look at the config file once; a new configuration goes into force if it parses.
+    /// `None` when the file did not change (or there is none); else what the reload did.
+    pub fn refresh_config(&self) -> Option<ConfigReload> {
+        let Ok(mut detector) = self.shared.config_watch.lock() else {
+            return None;
+        };
+        let config = self.shared.config.load_full();
+        match &config.file {
+            Some(file) if detector.poll(file) => Some(self.reload_config(&config)),
+            _ => None,
+        }
+    }
+
+    /// Look at the policy file and its vectors once; a new candidate goes live if it
+    /// passes the gate.
+    pub fn refresh_policy(&self) -> Option<Outcome> {
+        let Ok(mut watch) = self.shared.watch.lock() else {
+            return None;
+        };
+        let config = self.shared.config.load_full();
+        if crate::rollout::oci::reference::is_oci(&config.policy) {
+            drop(watch);
+            return self.refresh_registry(&config, false);
+        }
+        let vectors = crate::admission::vectors::vectors_path(&config.policy);
+        let signature = crate::admission::signature::signature_path(&config.policy);
+        let path_changed = watch.policy_path != config.policy;
+        if path_changed {
+            watch.policy_path = config.policy.clone();
+            watch.policy.settle(&config.policy);
+            watch.vectors.settle(&vectors);
+            watch.signature.settle(&signature);
+        }
+        // All are polled every time (each detector tracks its own file's stability).
+        let policy_changed = watch.policy.poll(&config.policy);
+        let vectors_changed = watch.vectors.poll(&vectors);
+        let signature_changed = watch.signature.poll(&signature);
+        // Trusted keys changed since the live policy was verified: that first.
+        if let Some(outcome) = self.shared.slot.recheck_live_file(&config.policy) {
+            return Some(outcome);
+        }
+        if path_changed || policy_changed || vectors_changed || signature_changed {
+            return Some(
+                self.shared
+                    .slot
+                    .load_from(&self.shared.sandbox, &config.policy, config.limits),
+            );
+        }
+        None
+    }
+
+    /// An `oci://` policy: resolve its tag (at most every `poll_ms`, or `now`).
+    pub(super) fn refresh_registry(&self, config: &Config, now: bool) -> Option<Outcome> {
+        let mut follower = self.shared.follower.lock().ok()?;
+        follower.refresh(&self.shared.slot, &self.shared.sandbox, config, now)
+    }
+
+    fn reload_config(&self, running: &Config) -> ConfigReload {
+        // The file watched is the running configuration's own (it may have come from
+        // `Config::load_from`, not from this process's environment).
+        let file = running.file.clone();
+        let fresh = Config::load_from(
+            |name| match (name, &file) {
+                ("DEPLOY_GUARD_CONFIG", Some(file)) => Some(file.display().to_string()),
+                _ => std::env::var(name).ok(),
+            },
+            &self.shared.overrides,
+        );
+        if let Some(problem) = &fresh.problem {
+            tracing::error!(target: "deploy_guard::config", "{problem}; keeping the running configuration");
+            return ConfigReload::Refused(problem.clone());
+        }
+        if fresh == *running {
+            return ConfigReload::Unchanged;
+        }
+        for warning in &fresh.warnings {
+            tracing::warn!(target: "deploy_guard::config", "{warning}");
+        }
+        // A reload that points the database at the ledger's files closes the ledger
+        // (issue 11): it must never write a file of the orchestrator's database.
+        if fresh.db != running.db
+            && let Some(ledger) = self.shared.ledger.load_full()
+            && let Some(why) = crate::observe::ledger::conflicts_with_database(ledger.path(), &fresh.db)
+        {
+            tracing::error!(
+                target: "deploy_guard::ledger",
+                "ledger: {} would write over a file of the orchestrator's database ({why}): the ledger is closed, decisions are not recorded",
+                ledger.path().display()
+            );
+            self.shared.ledger.store(None);
+        }
+        if fresh.db != running.db || fresh.busy_timeout != running.busy_timeout {
+            self.shared
+                .facts
+                .store(Arc::new(FactsSource::new(fresh.db.clone(), fresh.busy_timeout)));
+        }
+        self.shared.slot.relimit(fresh.limits);
+        if fresh.trusted_keys != running.trusted_keys {
+            self.shared
+                .slot
+                .set_trust(crate::admission::signature::Trust::from_files(&fresh.trusted_keys));
+        }
+        tracing::warn!(
+            target: "deploy_guard::config",
+            enabled = fresh.enabled,
+            scope = %fresh.scope_repos.join(","),
+            self_hosting = %fresh.self_hosting_repos.join(","),
+            db = %fresh.db.display(),
+            policy = %fresh.policy.display(),
+            "configuration reloaded"
+        );
+        self.shared.config.store(Arc::new(fresh));
+        ConfigReload::Reloaded
+    }
+
+    /// Before `fork()`: stop this guard's ledger writer (what waits is committed), so
+    /// that no thread of it holds a lock (SQLite's, the allocator's) that the child
+    /// would inherit locked. The caller stops its [`Watcher`] too, and lets no decision
+    /// run until [`Guard::after_fork`]. Decisions in between are not recorded.
+    pub fn before_fork(&self) {
+        drop(self.shared.ledger.swap(None));
+        // The idle-connection reaper too: it may be closing a connection (inside
+        // SQLite's mutexes) at the moment of the fork.
+        self.shared.facts.load().quiesce();
+    }
+
+    /// After `fork()`, in the parent (`in_child` false) or the child (true): the
+    /// per-process state is made again. In the child: the epoch ticker (threads do not
+    /// survive a fork; without it no deadline would pass), fresh database connections
+    /// (SQLite's are not to be used across a fork; the inherited ones are leaked, never
+    /// closed). In both: the ledger writer. A watcher is the caller's to restart.
+    pub fn after_fork(&self, in_child: bool) {
+        if in_child {
+            if let Err(e) = self.shared.sandbox.ensure_ticker() {
+                tracing::error!(target: "deploy_guard::engine", "{e}: deadlines cannot pass in this process");
+            }
+            std::mem::forget(self.shared.facts.load_full());
+            let config = self.shared.config.load_full();
+            self.shared
+                .facts
+                .store(Arc::new(FactsSource::new(config.db.clone(), config.busy_timeout)));
+            // The registry client holds an async runtime whose threads did not survive
+            // and sockets shared with the parent: never used again (forgotten, since
+            // dropping the runtime would wait for threads that are not there).
+            if let Ok(mut follower) = self.shared.follower.lock() {
+                follower.forget_connection();
+            }
+        }
+        let config = self.shared.config.load_full();
+        self.shared
+            .ledger
+            .store(open_ledger(&config, &self.shared.metrics).map(Arc::new));
+    }
+
+    /// Start watching the policy and config files (hot swap); stops when dropped. The
+    /// config file has a thread of its own, so that a slow candidate under the gate never
+    /// delays the kill-switch.
+    pub fn watch(&self) -> Result<Watcher, GuardError> {
+        let config_guard = self.clone();
+        let policy_guard = self.clone();
+        Ok(Watcher::spawn(move || {
+            config_guard.refresh_config();
+        })?
+        .and(Watcher::spawn(move || {
+            policy_guard.refresh_policy();
+        })?))
+    }
+}
+
+/// What a look at a changed config file did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigReload {
+    /// The new configuration is in force.
+    Reloaded,
+    /// The file changed but says what the running configuration says.
+    Unchanged,
+    /// The file cannot be used (the problem); the running configuration is kept.
+    Refused(String),
+}
