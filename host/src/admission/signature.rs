@@ -16,6 +16,7 @@
 //! form). Built on the `p256` crate directly: the `sigstore` crate would bring about 80
 //! more crates (OpenID Connect, RSA, protobuf, aws-lc) for the two operations used here.
 
+use crate::files::write::{Mode, write_atomically, write_new};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 /// A private signing key (what [`sign`] takes and [`read_signing_key`] reads).
@@ -236,8 +237,6 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, SignatureError> {
 /// Write a new key pair: `PREFIX.key` (PKCS#8 PEM, mode 0600, never overwritten) and
 /// `PREFIX.pub` (PEM public key). Returns both paths.
 pub fn generate_key_pair(prefix: &Path) -> Result<(PathBuf, PathBuf), SignatureError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let mut private_path = prefix.as_os_str().to_owned();
     private_path.push(".key");
     let mut public_path = prefix.as_os_str().to_owned();
@@ -255,16 +254,10 @@ pub fn generate_key_pair(prefix: &Path) -> Result<(PathBuf, PathBuf), SignatureE
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
         .map_err(|e| write_error(&public_path, e.to_string()))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&private_path)
+    write_new(&private_path, private_pem.as_bytes(), Mode::Private)
         .map_err(|e| write_error(&private_path, e.to_string()))?;
-    file.write_all(private_pem.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| write_error(&private_path, e.to_string()))?;
-    std::fs::write(&public_path, public_pem.as_bytes()).map_err(|e| write_error(&public_path, e.to_string()))?;
+    write_atomically(&public_path, public_pem.as_bytes(), Mode::Readable)
+        .map_err(|e| write_error(&public_path, e.to_string()))?;
     Ok((private_path, public_path))
 }
 

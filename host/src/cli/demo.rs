@@ -2,8 +2,8 @@
 //! hot swap to the next policy while running, and what it changed. Everything it needs
 //! is built into the binary; it runs from any directory.
 
-use super::export::write_atomically;
 use anyhow::Context;
+use deploy_guard::files::write::{Mode, write_atomically};
 use deploy_guard::sandbox::embedded::{DEPLOY_STATUS_GUARD, DEPLOY_STATUS_GUARD_NEXT};
 use deploy_guard::{Config, Decision, Guard, LogFormat, Target};
 use std::path::Path;
@@ -101,8 +101,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies)?;
     let active = policies.join("deploy-status-guard.wasm");
-    std::fs::write(policies.join("deploy-status-guard.vectors.json"), REFERENCE_VECTORS)?;
-    write_atomically(&active, DEPLOY_STATUS_GUARD)?;
+    write_atomically(
+        &policies.join("deploy-status-guard.vectors.json"),
+        REFERENCE_VECTORS.as_bytes(),
+        Mode::Readable,
+    )?;
+    write_atomically(&active, DEPLOY_STATUS_GUARD, Mode::Readable)?;
 
     println!(
         "deploy-guard demo: a fresh orchestrator database in {}",
@@ -137,7 +141,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         "\nhot swap: writing the next policy over {} while the guard runs",
         active.display()
     );
-    write_atomically(&active, DEPLOY_STATUS_GUARD_NEXT)?;
+    write_atomically(&active, DEPLOY_STATUS_GUARD_NEXT, Mode::Readable)?;
     let started = Instant::now();
     let after_policy = loop {
         match guard.policy() {

@@ -3,7 +3,7 @@
 //! The same rule as an automatic roll back: a compare-and-swap against what the file
 //! held when the command read it, and never over a symbolic link.
 
-use super::export::write_atomically;
+use deploy_guard::files::write::{Mode, write_atomically};
 use deploy_guard::rollout::slot::previous_path;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::{Config, Overrides};
@@ -58,7 +58,7 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
                 // Nothing there to lose (and no link: a dangling one reads as absent
                 // but is refused by `put_back`'s check below if it appears).
                 Err(e) if e.is_not_found() && std::fs::symlink_metadata(&config.policy).is_err() => {
-                    write_atomically(&config.policy, &bytes)?;
+                    write_atomically(&config.policy, &bytes, Mode::Readable)?;
                 }
                 Err(e) => {
                     println!("refused: cannot read {}: {e}", config.policy.display());
@@ -102,7 +102,7 @@ fn put_signature_back(policy: &std::path::Path, signature: &[u8]) -> anyhow::Res
     let path = deploy_guard::admission::signature::signature_path(policy);
     match deploy_guard::files::read::read_bounded(&path, deploy_guard::files::read::MAX_POLICY_BYTES) {
         Err(e) if e.is_not_found() && std::fs::symlink_metadata(&path).is_err() => {
-            write_atomically(&path, signature)?;
+            write_atomically(&path, signature, Mode::Readable)?;
         }
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
         Ok(current) => {

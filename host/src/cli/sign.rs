@@ -3,6 +3,8 @@
 //! `sha256-<digest>.sig` tag for an artifact in a registry.
 
 use deploy_guard::admission::signature::{read_signing_key, sign, signature_path};
+use deploy_guard::files::read::{MAX_POLICY_BYTES, read_bounded};
+use deploy_guard::files::write::{Mode, write_atomically};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -12,10 +14,11 @@ pub fn run(target: &str, key: &Path) -> anyhow::Result<ExitCode> {
         return super::push::sign_reference(&reference, &signing_key);
     }
     let path = Path::new(target);
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let bytes =
+        read_bounded(path, MAX_POLICY_BYTES).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let sig_path = signature_path(path);
     let text = sign(&signing_key, &bytes);
-    std::fs::write(&sig_path, format!("{text}\n"))
+    write_atomically(&sig_path, format!("{text}\n").as_bytes(), Mode::Readable)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", sig_path.display()))?;
     println!(
         "signed: {} ({})",

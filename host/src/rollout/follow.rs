@@ -16,6 +16,7 @@
 
 use crate::admission::signature::Trust;
 use crate::config::Config;
+use crate::files::write::{Mode, write_atomically};
 use crate::rollout::oci::client::{Pulled, Registry};
 use crate::rollout::oci::cosign::StoredSignature;
 use crate::rollout::oci::error::OciError;
@@ -90,14 +91,6 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(dir.join(name)).map_err(|e| e.error)?;
-    Ok(())
 }
 
 impl Follower {
@@ -246,11 +239,11 @@ fn keep_local_copy(dir: &Path, reference: &PolicyRef, pulled: &Pulled) -> std::i
     let path = dir.join("policy.wasm");
     // The record names the policy's digest: a crash between the two renames leaves
     // a pair that does not match, which start-up refuses rather than trusts.
-    write_atomically(dir, "policy.wasm", &pulled.bytes)?;
+    write_atomically(&path, &pulled.bytes, Mode::Private)?;
     write_atomically(
-        dir,
-        "policy.json",
+        &dir.join("policy.json"),
         &serde_json::to_vec_pretty(&record).unwrap_or_default(),
+        Mode::Private,
     )?;
     Ok(path)
 }

@@ -5,7 +5,7 @@
 //! rolled back.
 
 use crate::admission::gate::{self, GateError};
-use crate::files::write::{PutBack, put_back, write_policy_file};
+use crate::files::write::{Mode, PutBack, put_back, write_atomically};
 use crate::sandbox::policy::LoadedPolicy;
 use arc_swap::ArcSwapOption;
 use std::collections::HashSet;
@@ -283,7 +283,7 @@ impl PolicySlot {
                 let signature = self.signatures.lock().ok().and_then(|s| s.get(&kept.digest).cloned());
                 let kept_signature = crate::admission::signature::signature_path(&previous_path(path));
                 let _ = match signature {
-                    Some(signature) => write_policy_file(&kept_signature, &signature),
+                    Some(signature) => write_atomically(&kept_signature, &signature, Mode::Readable),
                     None => std::fs::remove_file(&kept_signature),
                 };
             }
@@ -413,7 +413,7 @@ impl PolicySlot {
         let sig_path = crate::admission::signature::signature_path(path);
         let result = match std::fs::symlink_metadata(&sig_path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                write_policy_file(&sig_path, signature).map_err(|e| PutBack::Io(e.to_string()))
+                write_atomically(&sig_path, signature, Mode::Readable).map_err(|e| PutBack::Io(e.to_string()))
             }
             Err(e) => Err(PutBack::Io(e.to_string())),
             Ok(_) => match kept.get(bad) {
@@ -623,7 +623,7 @@ pub fn previous_path(path: &Path) -> PathBuf {
 
 fn save_previous(path: &Path, bytes: &[u8]) {
     let target = previous_path(path);
-    if let Err(e) = write_policy_file(&target, bytes) {
+    if let Err(e) = write_atomically(&target, bytes, Mode::Readable) {
         tracing::warn!(target: "deploy_guard::policy", path = %target.display(), "cannot keep the previous policy: {e}");
     }
 }

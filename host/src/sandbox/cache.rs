@@ -13,9 +13,9 @@
 //!   its digest and is recompiled, never deserialized;
 //! - any failure (unreadable, damaged, refused by wasmtime) falls back to compiling.
 
+use crate::files::write::{Mode, write_atomically};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
@@ -145,13 +145,8 @@ impl ArtifactCache {
         let path = self.entry_path(engine, digest);
         let result = (|| -> Result<(), String> {
             let artifact = component.serialize().map_err(|e| e.to_string())?;
-            let mut file = tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| e.to_string())?;
-            file.write_all(MAGIC).map_err(|e| e.to_string())?;
-            file.write_all(&Sha256::digest(&artifact)).map_err(|e| e.to_string())?;
-            file.write_all(&artifact).map_err(|e| e.to_string())?;
-            file.as_file().sync_all().map_err(|e| e.to_string())?;
-            file.persist(&path).map_err(|e| e.to_string())?;
-            Ok(())
+            let entry = [MAGIC.as_slice(), &Sha256::digest(&artifact), &artifact].concat();
+            write_atomically(&path, &entry, Mode::Private).map_err(|e| e.to_string())
         })();
         if let Err(e) = result {
             tracing::warn!(target: "deploy_guard::cache", path = %path.display(), "cannot write the cache entry: {e}");

@@ -11,6 +11,7 @@ mod workload;
 
 use anyhow::Context;
 use deploy_guard::facts::source::FactsSource;
+use deploy_guard::files::write::{Mode, write_atomically};
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::sandbox::policy::{Facts, LoadedPolicy, TargetStatus, Task};
 use deploy_guard::{Config, Guard, Limits, Request, Target};
@@ -65,7 +66,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(path) => path.clone(),
         None => {
             let path = dir.path().join("deploy-status-guard.wasm");
-            std::fs::write(&path, deploy_guard::sandbox::embedded::DEPLOY_STATUS_GUARD)?;
+            write_atomically(
+                &path,
+                deploy_guard::sandbox::embedded::DEPLOY_STATUS_GUARD,
+                Mode::Readable,
+            )?;
             path
         }
     };

@@ -3,6 +3,7 @@
 //! outside this repository (`--export-workload`).
 
 use anyhow::Context;
+use deploy_guard::files::write::{Mode, write_atomically};
 use deploy_guard::{Request, Target};
 use std::path::Path;
 use std::process::ExitCode;
@@ -178,13 +179,14 @@ pub fn export(dir: &Path, mix: Mix) -> anyhow::Result<ExitCode> {
     // Left in rollback-journal mode: whoever reads it next needs no open connection.
     let (connection, tasks) = create_database(&db)?;
     connection.execute_batch("PRAGMA journal_mode = DELETE;")?;
-    std::fs::write(
-        dir.join("requests.jsonl"),
-        serve_input(&requests(SERVE_REQUESTS, mix, &tasks)),
+    write_atomically(
+        &dir.join("requests.jsonl"),
+        serve_input(&requests(SERVE_REQUESTS, mix, &tasks)).as_bytes(),
+        Mode::Readable,
     )?;
     // The settings both sides run with (seed_loop.py and serve read the same names).
     let env = format!("DEPLOY_STATUS_GUARD_REPOS={}\n", mix.scope());
-    std::fs::write(dir.join("workload.env"), &env)?;
+    write_atomically(&dir.join("workload.env"), env.as_bytes(), Mode::Readable)?;
     println!(
         "{}, {} and {} (mix {}; run both sides with: env $(cat {}) ...)",
         db.display(),
