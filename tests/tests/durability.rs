@@ -22,7 +22,7 @@ struct Call {
 
 /// The calls of `command` that open, flush, rename or link files, in order; `None` when
 /// strace is not installed (the test then says so and checks nothing).
-fn trace(mut command: Command, dir: &Path) -> Option<Vec<Call>> {
+fn trace(command: Command, dir: &Path) -> Option<Vec<Call>> {
     if Command::new("strace").arg("-V").output().is_err() {
         eprintln!("SKIPPED: strace is not installed; the writes' flushes are not observed here");
         return None;
