@@ -71,3 +71,16 @@ fn the_scan_sees_what_it_looks_for() {
     // blind to the code it is meant to police.
     assert!(!offenders(&[], &["NamedTempFile"]).is_empty());
 }
+
+#[test]
+fn every_stamp_of_a_file_is_files_stamp() {
+    let found = offenders(
+        &["files/stamp.rs"],
+        &[".mtime(", ".ctime(", "mtime_nsec", ".ino()", "struct FileStamp"],
+    );
+    assert!(
+        found.is_empty(),
+        "a file's change told apart outside files::stamp (use FileStamp):\n{}",
+        found.join("\n")
+    );
+}

@@ -18,9 +18,9 @@
 //! checked at the path SQLite uses (symlinks resolved), so that no read ever creates
 //! a `-wal` or `-shm` file beside the orchestrator's database.
 
+use crate::files::stamp::FileStamp;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -232,7 +232,7 @@ impl FactsSource {
     /// decisions is seen before SQLite would act on it.
     fn checkout(&self) -> Result<PooledConnection> {
         let stamp = file_stamp(&self.path)?;
-        let identity = (stamp.device, stamp.inode);
+        let identity = stamp.identity();
         let pooled = match self.pool.lock() {
             Ok(mut pool) => {
                 // Connections to a replaced file are dropped here.
@@ -349,7 +349,7 @@ impl FactsSource {
         if journal.stamp == Some(stamp) {
             return Ok(journal.wal_header);
         }
-        let identity = (stamp.device, stamp.inode);
+        let identity = stamp.identity();
         if journal.header_file.as_ref().is_none_or(|(id, _)| *id != identity) {
             let file = crate::files::read::open_regular(resolved).map_err(|e| FactsError::Missing {
                 path: self.path.clone(),
@@ -395,16 +395,6 @@ fn reap_idle(pool: &std::sync::Weak<Mutex<Pool>>) {
     }
 }
 
-/// What `stat` says of the database file: a change means its header may have changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
-    device: u64,
-    inode: u64,
-    len: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-}
-
 fn file_stamp(path: &Path) -> Result<FileStamp> {
     let missing = |reason: String| FactsError::Missing {
         path: path.to_owned(),
@@ -414,19 +404,8 @@ fn file_stamp(path: &Path) -> Result<FileStamp> {
     if !meta.is_file() {
         return Err(missing("not a regular file".to_owned()));
     }
-    Ok(FileStamp {
-        device: meta.dev(),
-        inode: meta.ino(),
-        len: meta.len(),
-        mtime_ns: meta
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(meta.mtime_nsec()),
-        ctime_ns: meta
-            .ctime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(meta.ctime_nsec()),
-    })
+    // A change of the stamp means the header may have changed.
+    Ok(FileStamp::of(&meta))
 }
 
 /// A row as read: repo, stage (each text or the reason it is not), window.

@@ -179,19 +179,15 @@ fn sqlite_file_names(db: &Path) -> Vec<PathBuf> {
 /// database and its side files by resolved path (symlinks, `..`, files that do not
 /// exist yet) and, for files that exist, by (device, inode) (hard links).
 pub fn conflicts_with_database(ledger: &Path, db: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
+    let identity = |path: &Path| crate::files::stamp::stamp(path).map(|stamp| stamp.identity());
     let theirs = sqlite_file_names(db);
-    let their_inodes: Vec<(u64, u64)> = theirs
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| (m.dev(), m.ino()))
-        .collect();
+    let their_inodes: Vec<(u64, u64)> = theirs.iter().filter_map(|p| identity(p)).collect();
     for ours in sqlite_file_names(ledger) {
         if let Some(same) = theirs.iter().find(|theirs| **theirs == ours) {
             return Some(format!("{} is {}", ours.display(), same.display()));
         }
-        if let Ok(meta) = std::fs::metadata(&ours)
-            && their_inodes.contains(&(meta.dev(), meta.ino()))
+        if let Some(inode) = identity(&ours)
+            && their_inodes.contains(&inode)
         {
             return Some(format!("{} is a link to a file of the database", ours.display()));
         }
