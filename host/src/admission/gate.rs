@@ -96,14 +96,19 @@ impl Admitted {
     }
 }
 
+/// The bytes of the candidate policy file at `path`, read once through the one bounded
+/// reader (what a signature is checked over is then what the gate judges). Every path
+/// that loads a policy file reads it here, so an unreadable one is refused alike.
+pub fn read_candidate(path: &Path) -> Result<Vec<u8>, GateError> {
+    crate::files::read::read_bounded(path, crate::files::read::MAX_POLICY_BYTES).map_err(|e| GateError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// Read and admit the policy file at `path`, with the vectors that ship beside it.
 pub fn admit_file(sandbox: &Arc<Sandbox>, path: &Path, limits: Limits) -> Result<Admitted, GateError> {
-    let bytes = crate::files::read::read_bounded(path, crate::files::read::MAX_POLICY_BYTES).map_err(|e| {
-        GateError::Unreadable {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        }
-    })?;
+    let bytes = read_candidate(path)?;
     admit(
         sandbox,
         &bytes,

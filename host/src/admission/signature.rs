@@ -16,7 +16,7 @@
 //! form). Built on the `p256` crate directly: the `sigstore` crate would bring about 80
 //! more crates (OpenID Connect, RSA, protobuf, aws-lc) for the two operations used here.
 
-use crate::files::write::{Mode, write_atomically, write_new};
+use crate::files::write::{Mode, PutBack, put_back, write_atomically, write_new};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 /// A private signing key (what [`sign`] takes and [`read_signing_key`] reads).
@@ -104,14 +104,32 @@ pub fn signature_path(path: &Path) -> PathBuf {
 /// The public keys a policy must be signed by, from `trusted_keys`. Unusable key files
 /// are kept as a problem that refuses every policy: a broken trust setting never means
 /// "trust everything".
+///
+/// Built once per configuration load; two are equal when they hold the same keys from
+/// the same files (and the same problem), whatever their generation. The generation
+/// tells one load's keys from another's: a policy verified under one generation counts
+/// as signed only while that generation is in force (see [`crate::rollout::slot`]).
 #[derive(Clone, Debug)]
 pub struct Trust {
     keys: Vec<(String, VerifyingKey)>,
     problem: Option<String>,
+    generation: u64,
 }
+
+impl PartialEq for Trust {
+    fn eq(&self, other: &Trust) -> bool {
+        self.keys == other.keys && self.problem == other.problem
+    }
+}
+
+impl Eq for Trust {}
+
+/// The generation of the last [`Trust`] read.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Trust {
     /// Read the key files; `None` when no key is configured (signatures not required).
+    /// Each call is a new generation.
     pub fn from_files(paths: &[PathBuf]) -> Option<Trust> {
         if paths.is_empty() {
             return None;
@@ -127,7 +145,13 @@ impl Trust {
         Some(Trust {
             keys,
             problem: (!problems.is_empty()).then(|| problems.join("; ")),
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
         })
+    }
+
+    /// Which load of the keys this is (see the type's documentation).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Why this trust setting is unusable (then every policy is refused).
@@ -161,6 +185,27 @@ impl Trust {
         let sig_path = signature_path(path);
         let text = read_signature(&sig_path)?;
         self.verify(bytes, &text, &format!(" in {}", sig_path.display()))
+    }
+}
+
+/// Put `signature` beside the policy file `policy` (at its [`signature_path`]) after a
+/// roll back put the policy back: where no file is there, written atomically; over a
+/// signature there, only if it is the one `expected` (its digest), by the same
+/// compare-and-swap as the policy ([`put_back`]); never over a symbolic link, and never
+/// over a signature nobody expected. The one put-back of a signature, for the host's
+/// automatic roll back and `deploy-guard rollback` alike.
+pub fn put_back_signature(policy: &Path, expected: Option<&str>, signature: &[u8]) -> Result<(), PutBack> {
+    let path = signature_path(policy);
+    match (std::fs::symlink_metadata(&path), expected) {
+        (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_atomically(&path, signature, Mode::Readable).map_err(|e| PutBack::Io(e.to_string()))
+        }
+        (Err(e), _) => Err(PutBack::Io(format!("{}: {e}", path.display()))),
+        (Ok(_), Some(expected)) => put_back(&path, expected, signature),
+        (Ok(_), None) => Err(PutBack::Io(format!(
+            "{} holds a signature that is not the one the policy taken out had",
+            path.display()
+        ))),
     }
 }
 

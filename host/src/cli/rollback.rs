@@ -3,6 +3,7 @@
 //! The same rule as an automatic roll back: a compare-and-swap against what the file
 //! held when the command read it, and never over a symbolic link.
 
+use deploy_guard::admission::signature::{SignatureError, put_back_signature, read_signature, signature_path};
 use deploy_guard::files::write::{Mode, write_atomically};
 use deploy_guard::rollout::slot::previous_path;
 use deploy_guard::sandbox::engine::Sandbox;
@@ -30,9 +31,9 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
     let signature = match &trust {
         None => None,
         Some(trust) => {
-            let kept = deploy_guard::admission::signature::signature_path(&previous);
+            let kept = signature_path(&previous);
             // Read once: the signature verified is the signature put back.
-            let verified = deploy_guard::admission::signature::read_signature(&kept).and_then(|signature| {
+            let verified = read_signature(&kept).and_then(|signature| {
                 trust
                     .verify(&bytes, &signature, &format!(" in {}", kept.display()))
                     .map(|_| signature)
@@ -96,18 +97,16 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The signature beside the policy put back: written where none is, or over the
-/// signature there by the same compare-and-swap as the policy, never over a link.
+/// The signature beside the policy put back ([`put_back_signature`]): written where
+/// none is, or over the signature this command found there (read now), by the same
+/// compare-and-swap as the policy, never over a link.
 fn put_signature_back(policy: &std::path::Path, signature: &[u8]) -> anyhow::Result<()> {
-    let path = deploy_guard::admission::signature::signature_path(policy);
-    match deploy_guard::files::read::read_bounded(&path, deploy_guard::files::read::MAX_POLICY_BYTES) {
-        Err(e) if e.is_not_found() && std::fs::symlink_metadata(&path).is_err() => {
-            write_atomically(&path, signature, Mode::Readable)?;
-        }
-        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
-        Ok(current) => {
-            deploy_guard::files::write::put_back(&path, &deploy_guard::sandbox::policy::digest(&current), signature)?;
-        }
-    }
+    let path = signature_path(policy);
+    let there = match read_signature(&path) {
+        Ok(there) => Some(deploy_guard::decision::digest(&there)),
+        Err(SignatureError::Missing { .. }) => None,
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    put_back_signature(policy, there.as_deref(), signature)?;
     Ok(())
 }

@@ -108,7 +108,7 @@ impl Guard {
         guard
             .shared
             .slot
-            .set_trust(crate::admission::signature::Trust::from_files(&config.trusted_keys));
+            .set_trust(crate::admission::signature::Trust::from_files(&config.trusted_keys).map(Arc::new));
         if crate::rollout::oci::reference::is_oci(&config.policy) {
             guard.refresh_registry(&config, true);
         } else {

@@ -117,7 +117,7 @@ impl Guard {
         if fresh.trusted_keys != running.trusted_keys {
             self.shared
                 .slot
-                .set_trust(crate::admission::signature::Trust::from_files(&fresh.trusted_keys));
+                .set_trust(crate::admission::signature::Trust::from_files(&fresh.trusted_keys).map(Arc::new));
         }
         tracing::warn!(
             target: "deploy_guard::config",

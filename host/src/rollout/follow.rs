@@ -108,10 +108,11 @@ impl Follower {
             Ok(reference) => reference,
             Err(e) => return Some(slot.report_problem(None, e.to_string())),
         };
-        let trust = Trust::from_files(&config.trusted_keys);
+        // The keys in force, read once when the configuration was loaded.
+        let trust = slot.trust();
         if slot.needs_recheck()
             && self.following.as_deref() == Some(text.as_str())
-            && let Some(outcome) = self.recheck_live(slot, config, &reference, trust.as_ref())
+            && let Some(outcome) = self.recheck_live(slot, config, &reference, trust.as_deref())
         {
             return Some(outcome);
         }
@@ -121,11 +122,11 @@ impl Follower {
                 following: Some(text.clone()),
                 ..Follower::default()
             };
-            self.load_local_copy(slot, sandbox, config, &reference, trust.as_ref());
+            self.load_local_copy(slot, sandbox, config, &reference, trust.as_deref());
         } else if !now && self.next_poll.is_some_and(|at| Instant::now() < at) {
             return None;
         }
-        let outcome = self.poll_registry(slot, sandbox, config, &reference, trust.as_ref());
+        let outcome = self.poll_registry(slot, sandbox, config, &reference, trust.as_deref());
         self.failures = match outcome {
             Err(_) => self.failures.saturating_add(1),
             Ok(_) => 0,
@@ -379,12 +380,7 @@ pub fn admit_candidate(
     }
     // Read once (bounded, never blocking): the bytes whose signature is checked are the
     // bytes the gate judges, whatever happens to the file meanwhile.
-    let bytes = crate::files::read::read_bounded(policy, crate::files::read::MAX_POLICY_BYTES).map_err(|e| {
-        crate::admission::gate::GateError::Unreadable {
-            path: policy.display().to_string(),
-            reason: e.to_string(),
-        }
-    })?;
+    let bytes = crate::admission::gate::read_candidate(policy)?;
     if let Some(trust) = &trust {
         trust.verify_file(policy, &bytes)?;
     }

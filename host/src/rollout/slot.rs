@@ -4,47 +4,114 @@
 //! policy stays live through any bad candidate; a policy that fails on probation is
 //! rolled back.
 
-use crate::admission::gate::{self, GateError};
+use crate::admission::gate;
+use crate::admission::signature::{Trust, put_back_signature, read_signature, signature_path};
 use crate::files::write::{Mode, PutBack, put_back, write_atomically};
 use crate::sandbox::policy::LoadedPolicy;
 use arc_swap::ArcSwapOption;
-use std::collections::HashSet;
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 /// The live policy, and why there is none when there is none.
+///
+/// Decisions read `live` (lock-free) and, while a probation runs (`on_probation`, one
+/// atomic load otherwise), count themselves. Everything else is the writers' (a swap, a
+/// roll back, a refusal, new limits, new trusted keys), under one lock that no decision
+/// takes outside a probation; the gate never runs under it.
 #[derive(Debug, Default)]
 pub struct PolicySlot {
     live: ArcSwapOption<LoadedPolicy>,
-    /// The policy live before the current one: what a roll back returns to.
-    previous: ArcSwapOption<LoadedPolicy>,
-    /// Serialises the writers of `live` and `previous` (activate, roll back, relimit);
-    /// readers never take it. Holds the path of the live policy's file.
-    swapping: Mutex<Option<PathBuf>>,
     /// Set while the decisions right after a swap are watched.
     on_probation: AtomicBool,
-    probation: Mutex<Option<Probation>>,
-    /// Why no policy is live (start-up with a bad or missing file).
-    problem: ArcSwapOption<String>,
-    refused: Mutex<Refused>,
+    state: Mutex<SlotState>,
     /// Swaps, roll backs and refusals, for the metrics.
     counters: crate::observe::metrics::SwapCounters,
+}
+
+/// What the writers of the slot share.
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The path of the live policy's file.
+    path: Option<PathBuf>,
+    /// The policy live before the current one: what a roll back returns to.
+    previous: Option<Arc<LoadedPolicy>>,
+    /// Why no policy is live (start-up with a bad or missing file, a withdrawn policy).
+    problem: Option<Arc<String>>,
+    probation: Option<Probation>,
+    /// Refusals (by digest, or digest with what it was judged with), each said once.
+    refused: Remembered<String, ()>,
+    /// The last read error said (each distinct one said once).
+    last_read_error: Option<String>,
     /// The keys a candidate must be signed by, checked before the gate (issue 13).
-    trust: ArcSwapOption<crate::admission::signature::Trust>,
+    trust: Option<Arc<Trust>>,
     /// Set when the trusted keys changed while a policy was live: the live policy was
-    /// admitted under other keys (or none), so its file is verified again at the next
-    /// look, and it stops deciding if its signature does not hold.
-    recheck_live: AtomicBool,
-    /// Bumped whenever the trusted keys are set: a policy counts as signed by the keys
-    /// in force only if it was verified under the current generation.
-    trust_generation: std::sync::atomic::AtomicU64,
+    /// admitted under other keys (or none), so it is verified again at the watcher's
+    /// next look, and it stops deciding if its signature does not hold.
+    recheck_live: bool,
     /// The generation of the trusted keys each policy (by digest) was last verified
-    /// under, as a file (its `.sig`) or as a pulled artifact (by the follower).
-    verified: Mutex<std::collections::HashMap<String, u64>>,
+    /// under, as a file (its `.sig`) or as a pulled artifact (by the follower): a policy
+    /// counts as signed only under the generation in force.
+    verified: Remembered<String, u64>,
     /// The verified detached signature of each policy that went live from a file, by
     /// digest: a roll back writes it back beside the file with the policy.
-    signatures: Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    signatures: Remembered<String, Vec<u8>>,
+}
+
+impl SlotState {
+    /// Whether `digest` may decide under the trusted keys in force: none are, or it was
+    /// verified under them.
+    fn signed_by_trusted_keys(&self, digest: &str) -> bool {
+        self.trust
+            .as_ref()
+            .is_none_or(|trust| self.verified.get(digest) == Some(&trust.generation()))
+    }
+
+    /// Say that `digest` was verified under the trusted keys in force.
+    fn mark_verified(&mut self, digest: &str) {
+        if let Some(generation) = self.trust.as_ref().map(|trust| trust.generation()) {
+            self.verified.insert(digest.to_owned(), generation);
+        }
+    }
+}
+
+/// A map that forgets everything at once when it is full: what the slot remembers
+/// (refusals, verifications, signatures) is bounded, so that a stream of distinct
+/// candidates cannot grow the host; forgetting costs at most a second look (and a
+/// refusal said once more).
+#[derive(Debug)]
+struct Remembered<K, V>(HashMap<K, V>);
+
+impl<K, V> Default for Remembered<K, V> {
+    fn default() -> Self {
+        Remembered(HashMap::new())
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> Remembered<K, V> {
+    /// Remember `value` for `key`; whether `key` was new.
+    fn insert(&mut self, key: K, value: V) -> bool {
+        if self.0.len() >= MAX_REMEMBERED && !self.0.contains_key(&key) {
+            self.0.clear();
+        }
+        self.0.insert(key, value).is_none()
+    }
+
+    fn get<Q: std::hash::Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.0.get(key)
+    }
+
+    fn contains<Q: std::hash::Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.0.contains_key(key)
+    }
 }
 
 /// The decisions after a swap are watched: if [`ROLLBACK_FAILURES`] of the first
@@ -53,23 +120,15 @@ pub struct PolicySlot {
 pub const PROBATION_DECISIONS: u32 = 100;
 /// See [`PROBATION_DECISIONS`].
 pub const ROLLBACK_FAILURES: u32 = 10;
-/// Refused digests remembered (so that each is said once); forgotten all at once
-/// beyond this, after which a refused content may be said once more.
-const MAX_REFUSED_REMEMBERED: usize = 1024;
+/// How many refusals, verifications and signatures the slot remembers (see
+/// [`Remembered`]).
+const MAX_REMEMBERED: usize = 1024;
 
 #[derive(Debug)]
 struct Probation {
     digest: String,
     decisions: u32,
     failures: u32,
-}
-
-#[derive(Debug, Default)]
-struct Refused {
-    /// Digests of candidates refused (each logged once).
-    digests: HashSet<String>,
-    /// The last read error logged (each distinct one logged once).
-    last_read_error: Option<String>,
 }
 
 /// Who checks a candidate's signature.
@@ -121,34 +180,36 @@ impl PolicySlot {
 
     /// Why no policy is live.
     pub fn problem(&self) -> Option<Arc<String>> {
-        self.problem.load_full()
+        self.state.lock().problem.clone()
+    }
+
+    /// The trusted keys in force (none: signatures not required).
+    pub fn trust(&self) -> Option<Arc<Trust>> {
+        self.state.lock().trust.clone()
     }
 
     /// Require candidates to be signed by these keys from now on (`None`: no signature
     /// required). The live policy is verified again at the next look (see
     /// [`PolicySlot::recheck_live_file`]); the policy a roll back would return to is
     /// kept only if its kept signature holds under the new keys.
-    pub fn set_trust(&self, trust: Option<crate::admission::signature::Trust>) {
-        let swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let generation = self.trust_generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let required = trust.is_some();
-        self.trust.store(trust.map(Arc::new));
-        if required {
-            // Whether or not a policy is live now: a candidate verified under the old
-            // keys may be on its way through the gate.
-            self.recheck_live.store(true, Ordering::Release);
-        }
-        if let (Some(trust), Some(previous)) = (self.trust.load_full(), self.previous.load_full()) {
-            let signature = self
+    pub fn set_trust(&self, trust: Option<Arc<Trust>>) {
+        let mut state = self.state.lock();
+        state.trust = trust;
+        let Some(trust) = state.trust.clone() else {
+            return;
+        };
+        // Whether or not a policy is live now: a candidate verified under the old keys
+        // may be on its way through the gate.
+        state.recheck_live = true;
+        if let Some(previous) = state.previous.clone() {
+            let holds = state
                 .signatures
-                .lock()
-                .ok()
-                .and_then(|s| s.get(&previous.digest).cloned());
-            let holds = signature.is_some_and(|sig| trust.verify(previous.bytes(), &sig, " (kept)").is_ok());
+                .get(&previous.digest)
+                .is_some_and(|sig| trust.verify(previous.bytes(), sig, " (kept)").is_ok());
             if holds {
-                self.mark_verified(&previous.digest, generation);
+                state.mark_verified(&previous.digest);
             } else {
-                self.previous.store(None);
+                state.previous = None;
                 tracing::warn!(
                     target: "deploy_guard::policy",
                     previous = %previous.identity(), previous_digest = %previous.digest,
@@ -156,45 +217,24 @@ impl PolicySlot {
                 );
             }
         }
-        drop(swapping);
     }
 
     /// Whether the live policy must be verified again (the trusted keys changed since
     /// it was): the watcher then does it before anything else.
     pub fn needs_recheck(&self) -> bool {
-        self.recheck_live.load(Ordering::Acquire)
-    }
-
-    /// Say that `digest` was verified under the trusted keys of `generation`.
-    fn mark_verified(&self, digest: &str, generation: u64) {
-        if let Ok(mut verified) = self.verified.lock() {
-            if verified.len() >= MAX_REFUSED_REMEMBERED {
-                verified.clear();
-            }
-            verified.insert(digest.to_owned(), generation);
-        }
+        self.state.lock().recheck_live
     }
 
     /// Say that the live policy `digest` was verified (by the follower, against its
     /// registry signature) under the trusted keys in force now.
     pub fn mark_live_verified(&self, digest: &str) {
-        self.mark_verified(digest, self.trust_generation.load(Ordering::Acquire));
-    }
-
-    /// Whether `digest` may decide under the trusted keys in force: none are, or it was
-    /// verified under them.
-    fn signed_by_trusted_keys(&self, digest: &str) -> bool {
-        self.trust.load().is_none()
-            || self
-                .verified
-                .lock()
-                .is_ok_and(|verified| verified.get(digest) == Some(&self.trust_generation.load(Ordering::Acquire)))
+        self.state.lock().mark_verified(digest);
     }
 
     /// Take the request to verify the live policy again, if there is one (for a policy
     /// followed from a registry, which [`crate::rollout::follow`] verifies).
     pub fn take_recheck(&self) -> Option<()> {
-        self.recheck_live.swap(false, Ordering::AcqRel).then_some(())
+        std::mem::take(&mut self.state.lock().recheck_live).then_some(())
     }
 
     /// If the trusted keys changed since the live policy was verified, verify it now
@@ -202,28 +242,34 @@ impl PolicySlot {
     /// beside `path` (the policy file), whatever the file holds now. Signed by the
     /// keys, nothing happens (`None`); not signed, it is withdrawn ([`PolicySlot::withdraw`]).
     pub fn recheck_live_file(&self, path: &Path) -> Option<Outcome> {
-        if !self.recheck_live.swap(false, Ordering::AcqRel) {
-            return None;
-        }
-        let trust = self.trust.load_full()?;
-        let generation = self.trust_generation.load(Ordering::Acquire);
-        let live = self.current()?;
-        let kept = self.signatures.lock().ok().and_then(|s| s.get(&live.digest).cloned());
-        let beside = crate::admission::signature::read_signature(&crate::admission::signature::signature_path(path));
+        let (trust, kept, live) = {
+            let mut state = self.state.lock();
+            if !std::mem::take(&mut state.recheck_live) {
+                return None;
+            }
+            let trust = state.trust.clone()?;
+            let live = self.current()?;
+            (trust, state.signatures.get(&live.digest).cloned(), live)
+        };
+        let beside = read_signature(&signature_path(path));
         let mut why = String::new();
         for (signature, from) in [
             (kept, " (kept)".to_owned()),
-            (
-                beside.ok(),
-                format!(" in {}", crate::admission::signature::signature_path(path).display()),
-            ),
+            (beside.ok(), format!(" in {}", signature_path(path).display())),
         ] {
             let Some(signature) = signature else { continue };
             match trust.verify(live.bytes(), &signature, &from) {
                 Ok(_) => {
-                    self.mark_verified(&live.digest, generation);
-                    if let Ok(mut kept) = self.signatures.lock() {
-                        kept.insert(live.digest.clone(), signature);
+                    let mut state = self.state.lock();
+                    // Verified under the keys it was checked with, if they are still
+                    // the ones in force.
+                    if state
+                        .trust
+                        .as_ref()
+                        .is_some_and(|now| now.generation() == trust.generation())
+                    {
+                        state.mark_verified(&live.digest);
+                        state.signatures.insert(live.digest.clone(), signature);
                     }
                     return None;
                 }
@@ -240,54 +286,52 @@ impl PolicySlot {
     pub fn activate(&self, policy: LoadedPolicy, path: &Path) -> Outcome {
         let identity = policy.identity().to_owned();
         let digest = policy.digest.clone();
-        let mut swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *swapping = Some(path.to_owned());
+        let mut state = self.state.lock();
+        state.path = Some(path.to_owned());
         let previous = self.live.swap(Some(Arc::new(policy)));
-        self.problem.store(None);
-        if !self.signed_by_trusted_keys(&digest) {
+        state.problem = None;
+        if !state.signed_by_trusted_keys(&digest) {
             // Verified under keys that changed while it went through the gate (or not
             // verified at all): the watcher verifies it again at its next look.
-            self.recheck_live.store(true, Ordering::Release);
+            state.recheck_live = true;
         }
         if let Some(old) = &previous {
             self.counters.swaps.inc();
-            if let Ok(mut probation) = self.probation.lock() {
-                // Return to the last policy that proved itself: one swapped out while
-                // still on probation is not it (unless there is no other).
-                let old_unproven = probation.as_ref().is_some_and(|p| p.digest == old.digest);
-                // Under trusted keys, only a policy verified under the keys in force
-                // may be returned to.
-                if !self.signed_by_trusted_keys(&old.digest) {
-                    if self.previous.load().is_none() {
-                        tracing::warn!(
-                            target: "deploy_guard::policy",
-                            previous = %old.identity(), previous_digest = %old.digest,
-                            "the policy swapped out is not signed by the trusted keys in force: no roll back to it"
-                        );
-                    }
-                } else if !old_unproven || self.previous.load().is_none() {
-                    self.previous.store(Some(Arc::clone(old)));
+            // Return to the last policy that proved itself: one swapped out while still
+            // on probation is not it (unless there is no other).
+            let old_unproven = state.probation.as_ref().is_some_and(|p| p.digest == old.digest);
+            // Under trusted keys, only a policy verified under the keys in force may be
+            // returned to.
+            if !state.signed_by_trusted_keys(&old.digest) {
+                if state.previous.is_none() {
+                    tracing::warn!(
+                        target: "deploy_guard::policy",
+                        previous = %old.identity(), previous_digest = %old.digest,
+                        "the policy swapped out is not signed by the trusted keys in force: no roll back to it"
+                    );
                 }
-                *probation = Some(Probation {
-                    digest: digest.clone(),
-                    decisions: 0,
-                    failures: 0,
-                });
-                self.on_probation.store(true, Ordering::Release);
+            } else if !old_unproven || state.previous.is_none() {
+                state.previous = Some(Arc::clone(old));
             }
-            if let Some(kept) = self.previous.load_full() {
+            state.probation = Some(Probation {
+                digest: digest.clone(),
+                decisions: 0,
+                failures: 0,
+            });
+            self.on_probation.store(true, Ordering::Release);
+            if let Some(kept) = &state.previous {
                 save_previous(path, kept.bytes());
                 // With its verified signature, so that `deploy-guard rollback` can put
                 // a signed policy back under trusted keys (or none: a stale one is
                 // never left beside it).
-                let signature = self.signatures.lock().ok().and_then(|s| s.get(&kept.digest).cloned());
-                let kept_signature = crate::admission::signature::signature_path(&previous_path(path));
-                let _ = match signature {
-                    Some(signature) => write_atomically(&kept_signature, &signature, Mode::Readable),
+                let kept_signature = signature_path(&previous_path(path));
+                let _ = match state.signatures.get(&kept.digest) {
+                    Some(signature) => write_atomically(&kept_signature, signature, Mode::Readable),
                     None => std::fs::remove_file(&kept_signature),
                 };
             }
         }
+        drop(state);
         match previous {
             Some(old) => tracing::warn!(
                 target: "deploy_guard::policy",
@@ -311,10 +355,8 @@ impl PolicySlot {
             return;
         }
         let verdict = {
-            let Ok(mut probation) = self.probation.lock() else {
-                return;
-            };
-            let Some(watched) = probation.as_mut().filter(|p| p.digest == digest) else {
+            let mut state = self.state.lock();
+            let Some(watched) = state.probation.as_mut().filter(|p| p.digest == digest) else {
                 return;
             };
             watched.decisions += 1;
@@ -330,7 +372,7 @@ impl PolicySlot {
             } else {
                 return;
             };
-            *probation = None;
+            state.probation = None;
             self.on_probation.store(false, Ordering::Release);
             verdict
         };
@@ -352,13 +394,13 @@ impl PolicySlot {
     /// [`PolicySlot::roll_back`], only if the live policy is still `expected` (a swap
     /// that happened since wins).
     fn roll_back_from(&self, expected: Option<&str>, why: &str) -> Option<Outcome> {
-        let swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self.state.lock();
         let bad = self.live.load_full()?;
         if expected.is_some_and(|digest| digest != bad.digest) {
             return None;
         }
-        let previous = self.previous.swap(None)?;
-        if !self.signed_by_trusted_keys(&previous.digest) {
+        let previous = state.previous.take()?;
+        if !state.signed_by_trusted_keys(&previous.digest) {
             tracing::warn!(
                 target: "deploy_guard::policy",
                 previous = %previous.identity(), previous_digest = %previous.digest,
@@ -368,16 +410,24 @@ impl PolicySlot {
         }
         self.live.store(Some(Arc::clone(&previous)));
         self.counters.rollbacks.inc();
-        if let Ok(mut refused) = self.refused.lock() {
-            refused.digests.insert(bad.digest.clone());
-        }
-        if let Ok(mut probation) = self.probation.lock() {
-            *probation = None;
-            self.on_probation.store(false, Ordering::Release);
-        }
-        if let Some(path) = swapping.as_deref() {
+        state.refused.insert(bad.digest.clone(), ());
+        state.probation = None;
+        self.on_probation.store(false, Ordering::Release);
+        if let Some(path) = state.path.as_deref() {
             match put_back(path, &bad.digest, previous.bytes()) {
-                Ok(()) => self.put_back_signature(path, &bad.digest, &previous.digest),
+                Ok(()) => {
+                    // Its signature too, when one was verified for it, so that a
+                    // restart under trusted keys accepts what is back.
+                    if let Some(signature) = state.signatures.get(&previous.digest) {
+                        let bad_signature = state.signatures.get(&bad.digest).map(|s| crate::decision::digest(s));
+                        if let Err(e) = put_back_signature(path, bad_signature.as_deref(), signature) {
+                            tracing::error!(
+                                target: "deploy_guard::policy", path = %signature_path(path).display(),
+                                "the rolled-back policy's signature is not written back: {e}; a restart under trusted keys refuses the file until it is signed"
+                            );
+                        }
+                    }
+                }
                 // Someone put another file in place since (an operator's fix): it is
                 // theirs, and it goes through the gate as any candidate does.
                 Err(PutBack::Changed(now)) => tracing::warn!(
@@ -392,6 +442,7 @@ impl PolicySlot {
                 ),
             }
         }
+        drop(state);
         tracing::error!(
             target: "deploy_guard::policy",
             from = %bad.identity(), from_digest = %bad.digest, to = %previous.identity(), to_digest = %previous.digest,
@@ -403,41 +454,18 @@ impl PolicySlot {
         })
     }
 
-    /// After the policy file was put back: its detached signature too, when one was
-    /// verified for the policy put back, so that a restart accepts what is back. By the
-    /// same rule as the policy file ([`put_back`]): only over the bad policy's own
-    /// signature (or where none is), never over a symbolic link.
-    fn put_back_signature(&self, path: &Path, bad: &str, previous: &str) {
-        let Ok(kept) = self.signatures.lock() else { return };
-        let Some(signature) = kept.get(previous) else { return };
-        let sig_path = crate::admission::signature::signature_path(path);
-        let result = match std::fs::symlink_metadata(&sig_path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                write_atomically(&sig_path, signature, Mode::Readable).map_err(|e| PutBack::Io(e.to_string()))
-            }
-            Err(e) => Err(PutBack::Io(e.to_string())),
-            Ok(_) => match kept.get(bad) {
-                Some(bad_signature) => put_back(&sig_path, &crate::decision::digest(bad_signature), signature),
-                None => Err(PutBack::Io("the bad policy's own signature is not known".to_owned())),
-            },
-        };
-        if let Err(e) = result {
-            tracing::error!(
-                target: "deploy_guard::policy", path = %sig_path.display(),
-                "the rolled-back policy's signature is not written back: {e}; a restart under trusted keys refuses the file until it is signed"
-            );
-        }
-    }
-
     /// Keep the same policy under new limits (a configuration reload).
     pub fn relimit(&self, limits: crate::config::Limits) {
-        let _swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for slot in [&self.live, &self.previous] {
-            if let Some(policy) = slot.load_full()
-                && policy.limits() != limits
-            {
-                slot.store(Some(Arc::new(policy.with_limits(limits))));
-            }
+        let mut state = self.state.lock();
+        if let Some(policy) = self.live.load_full()
+            && policy.limits() != limits
+        {
+            self.live.store(Some(Arc::new(policy.with_limits(limits))));
+        }
+        if let Some(previous) = state.previous.as_mut()
+            && previous.limits() != limits
+        {
+            *previous = Arc::new(previous.with_limits(limits));
         }
     }
 
@@ -480,17 +508,9 @@ impl PolicySlot {
         limits: crate::config::Limits,
         verify: Verify,
     ) -> Outcome {
-        let check_signature = matches!(verify, Verify::File);
-        let bytes = match crate::files::read::read_bounded(path, crate::files::read::MAX_POLICY_BYTES) {
+        let bytes = match gate::read_candidate(path) {
             Ok(bytes) => bytes,
-            Err(e) => {
-                let reason = GateError::Unreadable {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                }
-                .to_string();
-                return self.refuse(None, Some("unreadable"), reason);
-            }
+            Err(e) => return self.refuse(None, Some(e.reason()), e.to_string()),
         };
         let digest = crate::sandbox::policy::digest(&bytes);
         if self.current().is_some_and(|live| live.digest == digest) {
@@ -503,20 +523,21 @@ impl PolicySlot {
         let judged_with = crate::files::read::read_bounded(&vectors, crate::files::read::MAX_VECTORS_BYTES)
             .map_or_else(|_| "none".to_owned(), |v| crate::sandbox::policy::digest(&v));
         let mut key = format!("{digest} vectors={judged_with} limits={limits:?}");
-        let generation = self.trust_generation.load(Ordering::Acquire);
-        if let Verify::Done(true) = verify {
-            self.mark_verified(&digest, generation);
-        }
-        let trust = self.trust.load_full().filter(|_| check_signature);
-        if trust.is_some() {
-            key.push_str(&format!(" sig={}", crate::admission::signature::signature_stamp(path)));
-        }
-        if let Ok(refused) = self.refused.lock()
-            && (refused.digests.contains(&key) || refused.digests.contains(&digest))
-        {
-            self.counters.refused("refused-before");
-            return Outcome::Refused(format!("{digest} was refused before"));
-        }
+        let trust = {
+            let mut state = self.state.lock();
+            if let Verify::Done(true) = verify {
+                state.mark_verified(&digest);
+            }
+            let trust = state.trust.clone().filter(|_| matches!(verify, Verify::File));
+            if trust.is_some() {
+                key.push_str(&format!(" sig={}", crate::admission::signature::signature_stamp(path)));
+            }
+            if state.refused.contains(&key) || state.refused.contains(&digest) {
+                self.counters.refused("refused-before");
+                return Outcome::Refused(format!("{digest} was refused before"));
+            }
+            trust
+        };
         if let Some(trust) = trust {
             if let Err(e) = trust.verify_file(path, &bytes) {
                 return self.refuse(
@@ -525,16 +546,18 @@ impl PolicySlot {
                     format!("policy refused: {}: {e}", path.display()),
                 );
             }
-            if let (Ok(signature), Ok(mut kept)) = (
-                crate::admission::signature::read_signature(&crate::admission::signature::signature_path(path)),
-                self.signatures.lock(),
-            ) {
-                if kept.len() >= MAX_REFUSED_REMEMBERED {
-                    kept.clear();
+            let mut state = self.state.lock();
+            // Verified under the keys it was checked with, if they are still in force.
+            if state
+                .trust
+                .as_ref()
+                .is_some_and(|now| now.generation() == trust.generation())
+            {
+                if let Ok(signature) = read_signature(&signature_path(path)) {
+                    state.signatures.insert(digest.clone(), signature);
                 }
-                kept.insert(digest.clone(), signature);
+                state.mark_verified(&digest);
             }
-            self.mark_verified(&digest, generation);
         }
         match gate::admit(sandbox, &bytes, limits, Some(&vectors)) {
             Ok(admitted) => self.activate(admitted.policy, path),
@@ -551,7 +574,7 @@ impl PolicySlot {
     /// naming why, until a policy signed by them lands. Nothing happens if another
     /// policy went live meanwhile.
     pub fn withdraw(&self, digest: &str, why: &str) -> Outcome {
-        let swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self.state.lock();
         let Some(live) = self.live.load_full().filter(|live| live.digest == digest) else {
             return Outcome::Unchanged;
         };
@@ -560,9 +583,9 @@ impl PolicySlot {
             live.identity()
         );
         self.live.store(None);
-        self.problem.store(Some(Arc::new(reason.clone())));
+        state.problem = Some(Arc::new(reason.clone()));
         self.counters.refused("signature");
-        drop(swapping);
+        drop(state);
         tracing::error!(target: "deploy_guard::policy", "{reason}: every decision fails safe until a signed policy lands");
         Outcome::Refused(reason)
     }
@@ -573,24 +596,20 @@ impl PolicySlot {
         if let Some(class) = class {
             self.counters.refused(class);
         }
-        let first_time = match self.refused.lock() {
-            Ok(mut refused) => match digest {
-                Some(digest) => {
-                    // Bounded: a stream of distinct bad files must not grow the host.
-                    if refused.digests.len() >= MAX_REFUSED_REMEMBERED {
-                        refused.digests.clear();
-                    }
-                    refused.digests.insert(digest)
-                }
-                None => {
-                    let new = refused.last_read_error.as_deref() != Some(reason.as_str());
-                    refused.last_read_error = Some(reason.clone());
-                    new
-                }
-            },
-            Err(_) => true,
+        let mut state = self.state.lock();
+        let first_time = match digest {
+            Some(digest) => state.refused.insert(digest, ()),
+            None => {
+                let new = state.last_read_error.as_deref() != Some(reason.as_str());
+                state.last_read_error = Some(reason.clone());
+                new
+            }
         };
         let live = self.current();
+        if live.is_none() {
+            state.problem = Some(Arc::new(format!("policy-unavailable: {reason}")));
+        }
+        drop(state);
         if first_time {
             match &live {
                 Some(live) => tracing::error!(
@@ -602,10 +621,6 @@ impl PolicySlot {
                     tracing::error!(target: "deploy_guard::policy", "{reason}; no policy is live: every decision fails safe")
                 }
             }
-        }
-        if live.is_none() {
-            self.problem
-                .store(Some(Arc::new(format!("policy-unavailable: {reason}"))));
         }
         Outcome::Refused(reason)
     }
