@@ -1,6 +1,6 @@
-//! The guard predicate of the seed (`deploy_status_guard.decide()`, steps 2 to 6), in
-//! plain Rust with no bindings, so that it is tested natively and reused as the
-//! host's native reference.
+//! The guard predicates of the seed, in plain Rust with no bindings, so that they are
+//! tested natively and reused as the host's native reference: `decide()` (steps 2 to
+//! 6), and the monitor's zombie-tick guard (D4, [`tick`]).
 //!
 //! Steps 1 (the kill-switch) and 7 (any failure degrades to ALLOW) belong to the host:
 //! a policy never sees a disabled guard and cannot fail safe on its own behalf.
@@ -157,6 +157,92 @@ pub fn decide<S: AsRef<str>>(facts: &Facts<'_, S>) -> Ruling {
         }
     }
     ruling(Verdict::ConvergeDone, Rule::ConvergeDone)
+}
+
+/// What the post-deploy monitor does with its tick (the seed's D4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TickVerdict {
+    /// Act: stamp the monitoring status, queue the next tick.
+    Proceed,
+    /// Do nothing: no status PATCH, no re-queue.
+    Noop,
+}
+
+/// The rule that decided a tick; its text is what the decision carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TickRule {
+    /// No task row for the work item: nothing to guard, the monitor acts as before.
+    TaskNotFound,
+    /// The task's repo is outside the guard's scope: the monitor acts as before.
+    OutOfScope,
+    /// The task was cancelled during its window: the tick is a zombie, it does nothing.
+    ZombieTick,
+    /// Any other task: the monitor acts.
+    Proceed,
+}
+
+impl TickRule {
+    /// Every rule, in the order they are tried.
+    pub const ALL: [TickRule; 4] = [
+        TickRule::TaskNotFound,
+        TickRule::OutOfScope,
+        TickRule::ZombieTick,
+        TickRule::Proceed,
+    ];
+
+    /// The rule's name as decisions carry it (CONTRACT.md, third round).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TickRule::TaskNotFound => "task-not-found",
+            TickRule::OutOfScope => "out-of-scope",
+            TickRule::ZombieTick => "zombie-tick",
+            TickRule::Proceed => "proceed",
+        }
+    }
+}
+
+/// The facts of one tick: those of a stamp, without a target.
+#[derive(Clone, Copy, Debug)]
+pub struct TickFacts<'a, S: AsRef<str>> {
+    /// The newest task row of the work item, if any.
+    pub task: Option<Task<'a>>,
+    /// Post-deploy window active (ARMED and not DONE); none if unreadable. The seed's
+    /// D4 does not look at it: a task cancelled is a zombie whether or not its window
+    /// was closed since.
+    pub window_active: Option<bool>,
+    /// The sanitised scope; empty means self-hosting repos only.
+    pub scope_repos: &'a [S],
+    /// The self-hosting repos.
+    pub self_hosting_repos: &'a [S],
+}
+
+/// The answer for a tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TickRuling {
+    /// What the monitor does.
+    pub verdict: TickVerdict,
+    /// Why.
+    pub rule: TickRule,
+}
+
+/// The seed's D4 (`run_post_deploy_monitor`): a tick for a task that became
+/// `cancelled` during its post-deploy window does nothing (no status PATCH, no
+/// re-queue); every other tick proceeds. The kill-switch (PROCEED `kill-switch`) and
+/// any failure (PROCEED `fail-safe`) are the host's, as for [`decide`]; the task, the
+/// scope and the stage are read as `decide` reads them (the stage trimmed as
+/// `str.strip()` trims it, compared case-sensitively).
+pub fn tick<S: AsRef<str>>(facts: &TickFacts<'_, S>) -> TickRuling {
+    let tick_ruling = |verdict, rule| TickRuling { verdict, rule };
+    let Some(task) = facts.task else {
+        return tick_ruling(TickVerdict::Proceed, TickRule::TaskNotFound);
+    };
+    if !applies(task.repo, facts.scope_repos, facts.self_hosting_repos) {
+        return tick_ruling(TickVerdict::Proceed, TickRule::OutOfScope);
+    }
+    if py_strip(task.stage) == CANCELLED {
+        return tick_ruling(TickVerdict::Noop, TickRule::ZombieTick);
+    }
+    tick_ruling(TickVerdict::Proceed, TickRule::Proceed)
 }
 
 /// The seed's `applies(repo)`: with a non-empty scope, membership of the trimmed repo

@@ -406,3 +406,73 @@ fn rule_all_lists_every_rule_once() {
     names.dedup();
     assert_eq!(names.len(), Rule::ALL.len(), "two rules share a name");
 }
+
+// The monitor's tick (the seed's D4).
+
+fn tick_with(task: Option<Task<'_>>, window_active: Option<bool>, scope_repos: &[&str]) -> (TickVerdict, &'static str) {
+    let ruling = tick(&TickFacts {
+        task,
+        window_active,
+        scope_repos,
+        self_hosting_repos: SELF_HOSTING,
+    });
+    (ruling.verdict, ruling.rule.as_str())
+}
+
+#[test]
+fn a_tick_without_a_task_proceeds_as_task_not_found() {
+    assert_eq!(
+        tick_with(None, None, NO_SCOPE),
+        (TickVerdict::Proceed, "task-not-found")
+    );
+    assert_eq!(
+        tick_with(None, Some(true), &["svc-a"]),
+        (TickVerdict::Proceed, "task-not-found")
+    );
+}
+
+#[test]
+fn a_tick_out_of_scope_proceeds_even_for_a_cancelled_task() {
+    // Outside the guard's scope nothing changes, as with decide: the monitor acts.
+    assert_eq!(
+        tick_with(task("enduro-trails", "cancelled"), Some(true), NO_SCOPE),
+        (TickVerdict::Proceed, "out-of-scope")
+    );
+    assert_eq!(
+        tick_with(task("orchestrator", "cancelled"), Some(true), &["svc-a"]),
+        (TickVerdict::Proceed, "out-of-scope")
+    );
+}
+
+#[test]
+fn a_tick_for_a_task_cancelled_mid_window_is_a_zombie_and_does_nothing() {
+    for window in [Some(true), Some(false), None] {
+        assert_eq!(
+            tick_with(task("orchestrator", "cancelled"), window, NO_SCOPE),
+            (TickVerdict::Noop, "zombie-tick"),
+            "window {window:?}"
+        );
+    }
+    // Stage and repo trimmed as str.strip() trims them; the scope names the repo.
+    assert_eq!(
+        tick_with(task(" svc-a\u{3000}", "\u{1c} cancelled\n"), Some(true), &["svc-a"]),
+        (TickVerdict::Noop, "zombie-tick")
+    );
+}
+
+#[test]
+fn every_other_tick_proceeds() {
+    for stage in ["done", "deploy", "failed", "", "CANCELLED", "cancel led", "cancelled!"] {
+        assert_eq!(
+            tick_with(task("orchestrator", stage), Some(true), NO_SCOPE),
+            (TickVerdict::Proceed, "proceed"),
+            "stage {stage:?}"
+        );
+    }
+}
+
+#[test]
+fn the_tick_rules_are_the_contracts_in_order() {
+    let names: Vec<&str> = TickRule::ALL.iter().map(|rule| rule.as_str()).collect();
+    assert_eq!(names, ["task-not-found", "out-of-scope", "zombie-tick", "proceed"]);
+}
