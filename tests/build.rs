@@ -1,9 +1,11 @@
 //! Builds the hostile policy components of `tests/hostile/` from their WAT sources.
 //!
 //! Each case is a core module written by hand in WAT. It is parsed with `wat`, given the
-//! component-type metadata of a WIT world (the real `guard-policy` of `wit/`, or a
-//! hostile variant of it in `tests/hostile/wit/`) and encoded as a component with
-//! `wit-component`, validated. The components go to `OUT_DIR`, and `hostile.rs` there
+//! component-type metadata of a WIT world (the real `guard-policy` of the 1.0.0 world in
+//! `wit/1.0.0/` or of the 1.1.0 world in `wit/`, or a hostile variant in
+//! `tests/hostile/wit/`) and encoded as a component with `wit-component`, validated.
+//! Most hostile cases are policies of the 1.0.0 world, as deployed policies are; the
+//! `tick-*` cases attack the 1.1.0 world's `monitor`. The components go to `OUT_DIR`, and `hostile.rs` there
 //! holds one `pub const NAME: &[u8]` per case (`tests/tests/hostile.rs` includes it).
 //! `well-behaved.wat` is the control: encoded it must pass the gate (`WELL_BEHAVED`);
 //! its bare core module (`CORE_MODULE`) must not.
@@ -17,10 +19,13 @@ use wit_parser::Resolve;
 /// Where a case's world comes from.
 #[derive(Clone, Copy)]
 enum World {
-    /// `guard-policy` of the real `wit/deploy-guard.wit`.
+    /// `guard-policy` of the real 1.0.0 world, `wit/1.0.0/deploy-guard.wit`.
     Guard,
-    /// A world of a WIT file in `tests/hostile/wit/`, parsed after the real package
-    /// (it may use it): (file, world).
+    /// `guard-policy` of the real 1.1.0 world, `wit/deploy-guard.wit` (with `monitor`).
+    #[allow(dead_code, reason = "the tick-* cases of the 1.1.0 world come with their WAT")]
+    Monitor,
+    /// A world of a WIT file in `tests/hostile/wit/`, parsed after the real 1.0.0
+    /// package (it may use it): (file, world).
     Extends(&'static str, &'static str),
     /// A world of a WIT file in `tests/hostile/wit/` parsed on its own: (file, world).
     Alone(&'static str, &'static str),
@@ -104,11 +109,15 @@ fn encode(core: &[u8], world: World, real_wit: &Path, extra_wit: &Path) -> anyho
     let mut resolve = Resolve::default();
     let world_id = match world {
         World::Guard => {
+            let (package, _) = resolve.push_dir(real_wit.join("1.0.0"))?;
+            resolve.select_world(&[package], Some("guard-policy"))?
+        }
+        World::Monitor => {
             let (package, _) = resolve.push_dir(real_wit)?;
             resolve.select_world(&[package], Some("guard-policy"))?
         }
         World::Extends(file, name) => {
-            resolve.push_dir(real_wit)?;
+            resolve.push_dir(real_wit.join("1.0.0"))?;
             let package = resolve.push_file(extra_wit.join(file))?;
             resolve.select_world(&[package], Some(name))?
         }

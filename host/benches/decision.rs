@@ -7,7 +7,6 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use deploy_guard::facts::source::FactsSource;
-use deploy_guard::sandbox::policy::{Facts, TargetStatus, Task};
 use deploy_guard::{Config, Guard, Request, Target};
 use std::hint::black_box;
 use std::time::Duration;
@@ -49,23 +48,9 @@ fn decision_paths(c: &mut Criterion) {
     .expect("guard");
     let policy = guard.policy().expect("the reference policy loads");
     let facts_source = FactsSource::new(&db_path, Duration::from_millis(250));
-    let request = Request {
-        work_item: "ORCH-4000",
-        target: Target::Monitoring,
-        caller: Some("bench"),
-    };
-    let facts = Facts {
-        work_item_id: "ORCH-4000".into(),
-        target: TargetStatus::Monitoring,
-        caller: Some("bench".into()),
-        task: Some(Task {
-            repo: "orchestrator".into(),
-            stage: "done".into(),
-        }),
-        window_active: Some(true),
-        scope_repos: Vec::new(),
-        self_hosting_repos: vec!["orchestrator".into()],
-    };
+    let request = Request::decide("ORCH-4000", Target::Monitoring, Some("bench"));
+    // What the policy is asked for the request, read through the guard's own path.
+    let facts = guard.facts_record(request).expect("the facts read");
 
     let mut group = c.benchmark_group("decision");
     group.bench_function("native reference, end to end", |b| {
@@ -75,10 +60,12 @@ fn decision_paths(c: &mut Criterion) {
         b.iter(|| black_box(guard.decide_unlogged(request)))
     });
     let batch: Vec<Request<'_>> = (0..16)
-        .map(|i| Request {
-            work_item: ["ORCH-4000", "ORCH-4001", "ORCH-4002", "ORCH-4003"][i % 4],
-            target: Target::Monitoring,
-            caller: Some("bench"),
+        .map(|i| {
+            Request::decide(
+                ["ORCH-4000", "ORCH-4001", "ORCH-4002", "ORCH-4003"][i % 4],
+                Target::Monitoring,
+                Some("bench"),
+            )
         })
         .collect();
     group.bench_function("sandboxed, 16 in one read transaction (per batch)", |b| {
@@ -87,7 +74,9 @@ fn decision_paths(c: &mut Criterion) {
     group.bench_function("facts read once", |b| {
         b.iter(|| black_box(facts_source.read("ORCH-4000")))
     });
-    group.bench_function("sandbox alone", |b| b.iter(|| black_box(policy.decide(&facts))));
+    group.bench_function("sandbox alone", |b| {
+        b.iter(|| black_box(policy.rule(&facts.question())))
+    });
     // What the metrics add to a decision: the clock read twice, the (verdict, rule)
     // counter, the histogram. The end-to-end cases above include it already.
     let metrics = deploy_guard::observe::metrics::Metrics::new();

@@ -1,5 +1,11 @@
 //! The decision object of CONTRACT.md, its fail-safe constructor, and the decision
-//! line: exactly one tracing event per decision, INFO for ALLOW, WARN otherwise.
+//! line: exactly one tracing event per decision, INFO for ALLOW (and, for a monitor
+//! tick, PROCEED), WARN otherwise.
+//!
+//! The host asks a policy two questions ([`Ask`]): `decide`, before a deploy-phase
+//! status is stamped, and `tick`, at each tick of the post-deploy monitor (since the
+//! 1.1.0 world). Both travel the same way and end in one [`Decision`]: a tick's has no
+//! target, and its verdict is PROCEED or NOOP.
 //!
 //! Every path through [`crate::Guard::decide`] ends in one [`Decision`] built here,
 //! so "never raise" and "one line per decision" are properties of this shape.
@@ -50,7 +56,44 @@ impl FromStr for Target {
     }
 }
 
-/// What the setter does.
+/// What the question was: a stamp about to happen, or a tick of the monitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ask {
+    /// A deploy-phase setter is about to stamp this status (`decide`).
+    Decide(Target),
+    /// The post-deploy monitor ticks (`tick`, the seed's D4).
+    Tick,
+}
+
+impl Ask {
+    /// The verdict that leaves the caller doing what it was about to do: what the
+    /// kill-switch and every fail-safe answer (ALLOW for a stamp, PROCEED for a tick).
+    pub const fn as_before(self) -> Verdict {
+        match self {
+            Ask::Decide(_) => Verdict::Allow,
+            Ask::Tick => Verdict::Proceed,
+        }
+    }
+
+    /// The target of a stamp; none for a tick.
+    pub const fn target(self) -> Option<Target> {
+        match self {
+            Ask::Decide(target) => Some(target),
+            Ask::Tick => None,
+        }
+    }
+
+    /// `decide` or `tick`, as the ledger and `serve`'s `op` name them.
+    pub const fn op(self) -> &'static str {
+        match self {
+            Ask::Decide(_) => "decide",
+            Ask::Tick => "tick",
+        }
+    }
+}
+
+/// What the caller does: for a stamp, ALLOW, CONVERGE_DONE or SUPPRESS; for a tick,
+/// PROCEED or NOOP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Verdict {
@@ -60,16 +103,49 @@ pub enum Verdict {
     ConvergeDone,
     /// Stamp nothing.
     Suppress,
+    /// The monitor acts: it stamps and queues its next tick.
+    Proceed,
+    /// The monitor does nothing: no status, no next tick (a zombie tick).
+    Noop,
 }
 
 impl Verdict {
+    /// Every verdict, stamps' first.
+    pub const ALL: [Verdict; 5] = [
+        Verdict::Allow,
+        Verdict::ConvergeDone,
+        Verdict::Suppress,
+        Verdict::Proceed,
+        Verdict::Noop,
+    ];
+
     /// The verdict as the seed names it.
     pub const fn as_str(self) -> &'static str {
         match self {
             Verdict::Allow => "ALLOW",
             Verdict::ConvergeDone => "CONVERGE_DONE",
             Verdict::Suppress => "SUPPRESS",
+            Verdict::Proceed => "PROCEED",
+            Verdict::Noop => "NOOP",
         }
+    }
+
+    /// Whether the caller does what it was about to do (ALLOW, PROCEED): its decision
+    /// line is INFO; any other is WARN, as in the seed.
+    pub const fn as_asked(self) -> bool {
+        matches!(self, Verdict::Allow | Verdict::Proceed)
+    }
+
+    /// Whether this verdict answers `ask` (a stamp's verdict for a stamp, a tick's for
+    /// a tick).
+    pub const fn answers(self, ask: Ask) -> bool {
+        matches!(
+            (self, ask),
+            (
+                Verdict::Allow | Verdict::ConvergeDone | Verdict::Suppress,
+                Ask::Decide(_)
+            ) | (Verdict::Proceed | Verdict::Noop, Ask::Tick)
+        )
     }
 }
 
@@ -260,13 +336,17 @@ pub fn digest(bytes: &[u8]) -> String {
 
 /// Rule of a decision made with the guard disabled (the policy did not run).
 pub const RULE_KILL_SWITCH: &str = "kill-switch";
-/// Rule of a decision where something failed: the verdict is ALLOW.
+/// Rule of a decision where something failed: the verdict is ALLOW (PROCEED for a tick).
 pub const RULE_FAIL_SAFE: &str = "fail-safe";
+/// Rule of a tick answered by the host for a policy of the 1.0.0 world, which has no
+/// `monitor`: PROCEED, what the monitor did before there was a tick guard.
+pub const RULE_TICK_NOT_IN_POLICY: &str = "tick-not-in-policy";
 /// The longest rule a policy may return, in bytes (CONTRACT.md).
 pub const MAX_RULE_BYTES: usize = 256;
 
 /// The fields of the decision object (CONTRACT.md), in its order: the JSON answer's
-/// keys, the decision line's fields, the Python `Decision`'s attributes.
+/// keys, the decision line's fields, the Python `Decision`'s attributes. A tick's
+/// object has them all but `target` ([`TICK_FIELDS`]).
 pub const FIELDS: [&str; 10] = [
     "work_item",
     "caller",
@@ -280,15 +360,30 @@ pub const FIELDS: [&str; 10] = [
     "error",
 ];
 
-/// One decision, as printed by `decide` and `serve` and logged by the decision line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The fields of a tick's decision object (CONTRACT.md, third round), in its order.
+pub const TICK_FIELDS: [&str; 9] = [
+    "work_item",
+    "caller",
+    "db_stage",
+    "window_active",
+    "verdict",
+    "rule",
+    "policy",
+    "policy_digest",
+    "error",
+];
+
+/// One decision, as printed by `decide`, `tick` and `serve` and logged by the decision
+/// line. In JSON it is the decision object of CONTRACT.md: `target` is written for a
+/// stamp, and a tick's object has no `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
-    /// The work item the status goes on.
+    /// The work item the status goes on (or the monitor watches).
     pub work_item: String,
-    /// The setter's reason, if it gave one.
+    /// The setter's (or the monitor's) reason, if it gave one.
     pub caller: Option<String>,
-    /// The status that was about to be stamped.
-    pub target: Target,
+    /// What was asked: the status about to be stamped, or a tick.
+    pub ask: Ask,
     /// The trimmed stage of the task, when a task was found.
     pub db_stage: Option<String>,
     /// Whether the post-deploy window is active; null when not read or unreadable.
@@ -305,15 +400,35 @@ pub struct Decision {
     pub error: Option<String>,
 }
 
-/// The request half of a decision: who asks to stamp what.
+/// The request half of a decision: who asks what.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
     /// The work item.
     pub work_item: &'a str,
-    /// The status about to be stamped.
-    pub target: Target,
-    /// The setter's reason.
+    /// A stamp (its target) or a tick.
+    pub ask: Ask,
+    /// The setter's (or the monitor's) reason.
     pub caller: Option<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    /// A setter is about to stamp `target` on `work_item`.
+    pub const fn decide(work_item: &'a str, target: Target, caller: Option<&'a str>) -> Request<'a> {
+        Request {
+            work_item,
+            ask: Ask::Decide(target),
+            caller,
+        }
+    }
+
+    /// The post-deploy monitor ticks for `work_item`.
+    pub const fn tick(work_item: &'a str, caller: Option<&'a str>) -> Request<'a> {
+        Request {
+            work_item,
+            ask: Ask::Tick,
+            caller,
+        }
+    }
 }
 
 impl Decision {
@@ -322,7 +437,7 @@ impl Decision {
         Decision {
             work_item: request.work_item.to_owned(),
             caller: request.caller.map(str::to_owned),
-            target: request.target,
+            ask: request.ask,
             db_stage: None,
             window_active: None,
             verdict,
@@ -333,21 +448,27 @@ impl Decision {
         }
     }
 
-    /// The guard is disabled: ALLOW, the policy is not run (seed step 1).
+    /// The guard is disabled: ALLOW (PROCEED for a tick), the policy is not run (seed
+    /// step 1).
     pub fn kill_switch(request: Request<'_>) -> Decision {
-        Decision::blank(request, Verdict::Allow, RULE_KILL_SWITCH)
+        Decision::blank(request, request.ask.as_before(), RULE_KILL_SWITCH)
     }
 
-    /// Something failed: ALLOW with the cause (seed step 7, NFR-1).
+    /// Something failed: ALLOW (PROCEED for a tick) with the cause (seed step 7, NFR-1).
     pub fn fail_safe(request: Request<'_>, cause: impl fmt::Display) -> Decision {
-        let mut decision = Decision::blank(request, Verdict::Allow, RULE_FAIL_SAFE);
+        let mut decision = Decision::blank(request, request.ask.as_before(), RULE_FAIL_SAFE);
         decision.error = Some(cause.to_string());
         decision
     }
 
+    /// The status that was about to be stamped; none for a tick.
+    pub fn target(&self) -> Option<Target> {
+        self.ask.target()
+    }
+
     /// Turn this decision into a fail-safe, keeping the facts and identity it has.
     pub(crate) fn into_fail_safe(mut self, cause: impl fmt::Display) -> Decision {
-        self.verdict = Verdict::Allow;
+        self.verdict = self.ask.as_before();
         self.rule = RULE_FAIL_SAFE.to_owned();
         self.error = Some(match self.error.take() {
             Some(earlier) => format!("{cause}; {earlier}"),
@@ -359,15 +480,17 @@ impl Decision {
     /// Emit the decision line: one tracing event with every field of the decision.
     /// In text, every field is escaped ([`Escaped`]) and a missing one reads `null`;
     /// in JSON (see [`set_line_format`]) the values go as they are, a missing one as
-    /// an absent field that the JSON formatter writes as null.
+    /// an absent field that the JSON formatter writes as null. A stamp's line is
+    /// `deploy_status_guard decision` with its target; a tick's is `deploy_status_guard
+    /// tick`, without one.
     pub fn log(&self) {
         macro_rules! line {
-            ($level:ident, text) => {
+            ($level:ident, text, $message:literal $(, $target:expr)?) => {
                 tracing::$level!(
                     target: "deploy_guard::decision",
                     work_item = %Escaped(&self.work_item),
                     caller = %EscapedOrNull(&self.caller),
-                    "target" = self.target.as_str(),
+                    $("target" = $target,)?
                     db_stage = %EscapedOrNull(&self.db_stage),
                     window_active = %OrNull(&self.window_active),
                     verdict = self.verdict.as_str(),
@@ -375,15 +498,15 @@ impl Decision {
                     policy = %EscapedOrNull(&self.policy),
                     policy_digest = %EscapedOrNull(&self.policy_digest),
                     error = %EscapedOrNull(&self.error),
-                    "deploy_status_guard decision"
+                    $message
                 )
             };
-            ($level:ident, json) => {
+            ($level:ident, json, $message:literal $(, $target:expr)?) => {
                 tracing::$level!(
                     target: "deploy_guard::decision",
                     work_item = self.work_item.as_str(),
                     caller = self.caller.as_deref(),
-                    "target" = self.target.as_str(),
+                    $("target" = $target,)?
                     db_stage = self.db_stage.as_deref(),
                     window_active = self.window_active,
                     verdict = self.verdict.as_str(),
@@ -391,21 +514,88 @@ impl Decision {
                     policy = self.policy.as_deref(),
                     policy_digest = self.policy_digest.as_deref(),
                     error = self.error.as_deref(),
-                    "deploy_status_guard decision"
+                    $message
                 )
             };
         }
         let json = JSON_LINES.load(std::sync::atomic::Ordering::Relaxed);
-        match (self.verdict, json) {
-            (Verdict::Allow, false) => line!(info, text),
-            (Verdict::Allow, true) => line!(info, json),
-            (Verdict::ConvergeDone | Verdict::Suppress, false) => line!(warn, text),
-            (Verdict::ConvergeDone | Verdict::Suppress, true) => line!(warn, json),
+        match (self.ask, self.verdict.as_asked(), json) {
+            (Ask::Decide(t), true, false) => line!(info, text, "deploy_status_guard decision", t.as_str()),
+            (Ask::Decide(t), true, true) => line!(info, json, "deploy_status_guard decision", t.as_str()),
+            (Ask::Decide(t), false, false) => line!(warn, text, "deploy_status_guard decision", t.as_str()),
+            (Ask::Decide(t), false, true) => line!(warn, json, "deploy_status_guard decision", t.as_str()),
+            (Ask::Tick, true, false) => line!(info, text, "deploy_status_guard tick"),
+            (Ask::Tick, true, true) => line!(info, json, "deploy_status_guard tick"),
+            (Ask::Tick, false, false) => line!(warn, text, "deploy_status_guard tick"),
+            (Ask::Tick, false, true) => line!(warn, json, "deploy_status_guard tick"),
         }
     }
 
     /// The decision as one line of JSON (no newline).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise decision: {e}\"}}"))
+    }
+}
+
+impl Serialize for Decision {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let target = self.ask.target();
+        let mut object = serializer.serialize_struct("Decision", if target.is_some() { 10 } else { 9 })?;
+        object.serialize_field("work_item", &self.work_item)?;
+        object.serialize_field("caller", &self.caller)?;
+        if let Some(target) = target {
+            object.serialize_field("target", &target)?;
+        }
+        object.serialize_field("db_stage", &self.db_stage)?;
+        object.serialize_field("window_active", &self.window_active)?;
+        object.serialize_field("verdict", &self.verdict)?;
+        object.serialize_field("rule", &self.rule)?;
+        object.serialize_field("policy", &self.policy)?;
+        object.serialize_field("policy_digest", &self.policy_digest)?;
+        object.serialize_field("error", &self.error)?;
+        object.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Decision {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Decision, D::Error> {
+        /// The decision object as JSON has it: a tick's has no target.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Object {
+            work_item: String,
+            caller: Option<String>,
+            #[serde(default)]
+            target: Option<Target>,
+            db_stage: Option<String>,
+            window_active: Option<bool>,
+            verdict: Verdict,
+            rule: String,
+            policy: Option<String>,
+            policy_digest: Option<String>,
+            error: Option<String>,
+        }
+        let object = Object::deserialize(deserializer)?;
+        let ask = object.target.map_or(Ask::Tick, Ask::Decide);
+        if !object.verdict.answers(ask) {
+            return Err(serde::de::Error::custom(format!(
+                "the verdict {} does not answer a {}",
+                object.verdict,
+                ask.op()
+            )));
+        }
+        Ok(Decision {
+            work_item: object.work_item,
+            caller: object.caller,
+            ask,
+            db_stage: object.db_stage,
+            window_active: object.window_active,
+            verdict: object.verdict,
+            rule: object.rule,
+            policy: object.policy,
+            policy_digest: object.policy_digest,
+            error: object.error,
+        })
     }
 }

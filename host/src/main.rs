@@ -54,6 +54,19 @@ enum Command {
         #[command(flatten)]
         paths: Paths,
     },
+    /// Decide one tick of the post-deploy monitor: prints one JSON decision (PROCEED,
+    /// or NOOP for a task cancelled during its window) and exits 0, whatever failed
+    /// inside.
+    Tick {
+        /// The work item of the task the monitor watches (may be empty).
+        #[arg(long, value_name = "ID", allow_hyphen_values = true)]
+        work_item: String,
+        /// The monitor's reason.
+        #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+        caller: Option<String>,
+        #[command(flatten)]
+        paths: Paths,
+    },
     /// Answer JSON requests, one per line on stdin, one decision per line on stdout,
     /// hot-swapping the policy when its file changes; exits 0 at EOF.
     Serve {
@@ -154,6 +167,11 @@ fn main() -> ExitCode {
             caller,
             paths,
         } => cli::decide::run(&work_item, target, caller.as_deref(), paths.into()),
+        Command::Tick {
+            work_item,
+            caller,
+            paths,
+        } => cli::tick::run(&work_item, caller.as_deref(), paths.into()),
         Command::Serve { paths, shadow, metrics } => cli::serve::run(paths.into(), shadow.as_deref(), metrics),
         Command::Replay { ledger, against } => cli::replay::run(&ledger, &against),
         Command::Rollback { paths } => cli::rollback::run(paths.into()),

@@ -1,10 +1,12 @@
 //! The `serve` loop: one JSON request per line in, one JSON answer per line out, in
-//! order, flushed per answer, until EOF. A malformed line (bad JSON, invalid UTF-8, an
-//! unknown target, a missing field, an empty line, a line longer than
+//! order, flushed per answer, until EOF. A request is a stamp,
+//! `{"work_item": "...", "target": "...", "caller": "..."}` (or with `"op": "decide"`),
+//! or a tick of the post-deploy monitor, `{"op": "tick", "work_item": "...",
+//! "caller": "..."}`. A malformed line (bad JSON, invalid UTF-8, an unknown target or
+//! op, a missing field, a target given to a tick, an empty line, a line longer than
 //! [`MAX_LINE_BYTES`]) gets `{"error": "..."}` and the loop goes on.
 
-use crate::decision::Request;
-use crate::decision::{Decision, Target};
+use crate::decision::{Ask, Decision, Request, Target};
 use crate::guard::Guard;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -22,8 +24,8 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 pub struct ServeRequest {
     /// The work item.
     pub work_item: String,
-    /// The target.
-    pub target: Target,
+    /// A stamp's target, or a tick.
+    pub ask: Ask,
     /// The caller.
     pub caller: Option<String>,
 }
@@ -33,6 +35,8 @@ pub struct ServeRequest {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRequest<'a> {
+    #[serde(default, borrow)]
+    op: Option<Cow<'a, str>>,
     #[serde(borrow)]
     work_item: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -44,7 +48,7 @@ struct RawRequest<'a> {
 /// A request borrowed from its line (see [`RawRequest`]).
 struct LineRequest<'a> {
     work_item: Cow<'a, str>,
-    target: Target,
+    ask: Ask,
     caller: Option<Cow<'a, str>>,
 }
 
@@ -52,7 +56,7 @@ struct LineRequest<'a> {
 pub fn parse_request(line: &[u8]) -> Result<ServeRequest, String> {
     parse_line(line).map(|r| ServeRequest {
         work_item: r.work_item.into_owned(),
-        target: r.target,
+        ask: r.ask,
         caller: r.caller.map(Cow::into_owned),
     })
 }
@@ -69,11 +73,16 @@ fn parse_line(line: &[u8]) -> Result<LineRequest<'_>, String> {
     let raw: RawRequest<'_> =
         serde_json::from_str(text).map_err(|e| format!("the request is not a valid JSON request: {e}"))?;
     let work_item = raw.work_item.ok_or("missing field `work_item`")?;
-    let target = raw.target.ok_or("missing field `target`")?;
-    let target = target.parse::<Target>()?;
+    let ask = match (raw.op.as_deref(), raw.target) {
+        (None | Some("decide"), Some(target)) => Ask::Decide(target.parse::<Target>()?),
+        (None | Some("decide"), None) => return Err("missing field `target`".to_owned()),
+        (Some("tick"), None) => Ask::Tick,
+        (Some("tick"), Some(_)) => return Err("a tick has no `target`".to_owned()),
+        (Some(other), _) => return Err(format!("unknown op {other:?}: expected decide or tick")),
+    };
     Ok(LineRequest {
         work_item,
-        target,
+        ask,
         caller: raw.caller,
     })
 }
@@ -223,7 +232,7 @@ fn write_answers(
         .filter_map(|p| p.as_ref().ok())
         .map(|r| Request {
             work_item: &r.work_item,
-            target: r.target,
+            ask: r.ask,
             caller: r.caller.as_deref(),
         })
         .collect();

@@ -74,9 +74,11 @@ impl<'g, T: Tracker> GuardedSetters<'g, T> {
     fn set(&mut self, work_item: &str, target: Target, reason: Option<&str>) -> Result<Decision, T::Error> {
         let decision = self.guard.decide(work_item, target, reason);
         match decision.verdict {
-            Verdict::Allow => self.tracker.stamp(work_item, Status::of(target))?,
+            // A stamp's answer is one of the first three; the tick's two (never given
+            // for a stamp) read as what they mean: go on as asked, or do nothing.
+            Verdict::Allow | Verdict::Proceed => self.tracker.stamp(work_item, Status::of(target))?,
             Verdict::ConvergeDone => self.tracker.stamp(work_item, Status::Done)?,
-            Verdict::Suppress => {}
+            Verdict::Suppress | Verdict::Noop => {}
         }
         Ok(decision)
     }

@@ -63,11 +63,7 @@ fn a_decision_allocates_a_bounded_handful_and_a_filtered_line_nothing() {
     })
     .expect("guard");
     // No subscriber is installed: every decision line is filtered out.
-    let request = || deploy_guard::Request {
-        work_item: "ORCH-061",
-        target: Target::Monitoring,
-        caller: Some("monitor-tick"),
-    };
+    let request = || deploy_guard::Request::decide("ORCH-061", Target::Monitoring, Some("monitor-tick"));
     let native = per_call(|| {
         guard.decide_native_unlogged(request());
     });
@@ -82,11 +78,11 @@ fn a_decision_allocates_a_bounded_handful_and_a_filtered_line_nothing() {
     // The sandbox alone (a Store, a fresh instance, the call, the checked answer): what
     // wasmtime takes whatever the host does around it.
     let policy = guard.policy().expect("a live policy");
-    let facts = deploy_guard::sandbox::policy::Facts {
-        work_item_id: "ORCH-061".to_owned(),
-        target: deploy_guard::sandbox::policy::TargetStatus::Monitoring,
+    let facts = deploy_guard::sandbox::question::FactsRecord {
+        work_item: "ORCH-061".to_owned(),
+        ask: deploy_guard::decision::Ask::Decide(Target::Monitoring),
         caller: Some("monitor-tick".to_owned()),
-        task: Some(deploy_guard::sandbox::policy::Task {
+        task: Some(deploy_guard::sandbox::question::RecordTask {
             repo: "orchestrator".to_owned(),
             stage: "done".to_owned(),
         }),
@@ -95,7 +91,7 @@ fn a_decision_allocates_a_bounded_handful_and_a_filtered_line_nothing() {
         self_hosting_repos: vec!["orchestrator".to_owned()],
     };
     let sandbox_alone = per_call(|| {
-        let _ = policy.decide(&facts);
+        let _ = policy.rule(&facts.question());
     });
     let decision = guard.decide_unlogged(request());
     let line = per_call(|| decision.log());

@@ -18,7 +18,6 @@ const LAYERS: &[(&str, &[&str])] = &[
         "vocabulary",
         &[
             "decision",
-            "sandbox::wit",
             "files::read",
             "files::stamp",
             "files::write",
@@ -28,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("config", &["config"]),
+    ("what a policy is asked", &["sandbox::question", "sandbox::wit"]),
     ("engine", &["sandbox::engine", "sandbox::cache", "facts::source"]),
     ("policy", &["sandbox::policy"]),
     (

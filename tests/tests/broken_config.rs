@@ -223,7 +223,7 @@ fn an_unusable_limit_keeps_its_default_with_one_warning_and_the_policy_decides()
             let run = decide(&ws, work_item, target, &[(variable, value)]);
             assert_verdict(&run.answer, verdict, rule);
             assert_eq!(run.answer["error"], Value::Null, "{}", run.answer);
-            assert_eq!(run.answer["policy"], "deploy-status-guard@1.0.0");
+            assert_eq!(run.answer["policy"], "deploy-status-guard@1.2.0");
             let warning = run.one_config_warning();
             assert!(
                 warning.contains(variable)

@@ -301,7 +301,7 @@ fn assert_decides(decision: &Decision, verdict: Verdict, rule: &str) {
         (verdict, rule, None),
         "{decision:?}"
     );
-    assert_eq!(decision.policy.as_deref(), Some("deploy-status-guard@1.0.0"));
+    assert_eq!(decision.policy.as_deref(), Some("deploy-status-guard@1.2.0"));
 }
 
 /// Every target of every story work item fails safe naming `cause`.
@@ -524,7 +524,7 @@ fn assert_window_unknown(guard: &Guard, cause: &str) {
             "{error:?} should name the window and {cause:?}"
         );
         assert_eq!(d.window_active, None, "{d:?}");
-        assert_eq!(d.policy.as_deref(), Some("deploy-status-guard@1.0.0"));
+        assert_eq!(d.policy.as_deref(), Some("deploy-status-guard@1.2.0"));
     };
     for (work_item, target, verdict, rule, stage) in [
         ("ORCH-061", Target::Monitoring, Verdict::Allow, "window-unknown", "done"),

@@ -37,9 +37,9 @@ fn the_first_load_stores_and_the_next_one_hits() {
         1,
         "the second load compiled again instead of hitting"
     );
-    assert_eq!(policy.identity(), "deploy-status-guard@1.0.0");
+    assert_eq!(policy.identity(), "deploy-status-guard@1.2.0");
     let ruling = policy
-        .decide(&converge_done_facts())
+        .rule(&converge_done_facts().question())
         .expect("the cached policy decides");
     assert_eq!(
         (ruling.verdict, ruling.rule.as_str()),
@@ -52,12 +52,12 @@ fn the_first_load_stores_and_the_next_one_hits() {
 }
 
 /// A done task of the self-hosting repo, stamped Monitoring, window closed.
-fn converge_done_facts() -> deploy_guard::sandbox::policy::Facts {
-    deploy_guard::sandbox::policy::Facts {
-        work_item_id: "ORCH-061".to_owned(),
-        target: deploy_guard::sandbox::policy::TargetStatus::Monitoring,
+fn converge_done_facts() -> deploy_guard::sandbox::question::FactsRecord {
+    deploy_guard::sandbox::question::FactsRecord {
+        work_item: "ORCH-061".to_owned(),
+        ask: deploy_guard::decision::Ask::Decide(deploy_guard::Target::Monitoring),
         caller: None,
-        task: Some(deploy_guard::sandbox::policy::Task {
+        task: Some(deploy_guard::sandbox::question::RecordTask {
             repo: "orchestrator".to_owned(),
             stage: "done".to_owned(),
         }),

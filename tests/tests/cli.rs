@@ -52,7 +52,7 @@ fn decide_answers_every_rule_with_one_json_object() {
             "{json}"
         );
         assert_eq!(json["caller"], "monitor-tick");
-        assert_eq!(json["policy"], "deploy-status-guard@1.0.0");
+        assert_eq!(json["policy"], "deploy-status-guard@1.2.0");
         // The decision line went to stderr, as JSON, at the seed's level.
         let stderr = String::from_utf8_lossy(&output.stderr);
         let line: Value = stderr
@@ -68,7 +68,7 @@ fn decide_answers_every_rule_with_one_json_object() {
             ("work_item", work_item),
             ("target", target),
             ("caller", "monitor-tick"),
-            ("policy", "deploy-status-guard@1.0.0"),
+            ("policy", "deploy-status-guard@1.2.0"),
         ] {
             assert_eq!(fields[field], value, "{field} in {line}");
         }
@@ -129,11 +129,11 @@ fn the_text_decision_line_is_the_default_format_byte_for_byte() {
             .filter_map(after_timestamp)
             .collect();
 
-        let decision = guard.decide_unlogged(deploy_guard::Request {
+        let decision = guard.decide_unlogged(deploy_guard::Request::decide(
             work_item,
-            target: target.parse().expect("a target"),
+            target.parse().expect("a target"),
             caller,
-        });
+        ));
         let captured = Captured::default();
         let sink = captured.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -349,7 +349,7 @@ fn serve_swaps_the_policy_when_its_file_is_replaced() {
         if answer["policy"] == "deploy-status-guard@1.1.0" {
             break answer;
         }
-        assert_eq!(answer["policy"], "deploy-status-guard@1.0.0");
+        assert_eq!(answer["policy"], "deploy-status-guard@1.2.0");
         assert!(started.elapsed() < Duration::from_secs(30), "no swap within 30 s");
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -387,10 +387,14 @@ fn check_passes_the_reference_and_refuses_garbage() {
     let output = ws.command().arg("check").arg(&good).output().expect("runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("deploy-status-guard@1.0.0"), "{stdout}");
-    assert!(stdout.contains("imports nothing"), "{stdout}");
-    assert!(stdout.contains("342 of 342"), "{stdout}");
-    assert!(stdout.contains("vectors: 15 of 15 passed"), "{stdout}");
+    assert!(stdout.contains("deploy-status-guard@1.2.0"), "{stdout}");
+    assert!(
+        stdout.contains("a component of orchestrator:deploy-guard/guard-policy@1.1.0 that imports nothing\n"),
+        "{stdout}"
+    );
+    // 342 stamps and 114 ticks.
+    assert!(stdout.contains("456 of 456"), "{stdout}");
+    assert!(stdout.contains("vectors: 20 of 20 passed"), "{stdout}");
     assert!(stdout.contains("fingerprint: grid:"), "{stdout}");
 
     let bad = ws.dir.path().join("bad.wasm");
@@ -412,7 +416,22 @@ fn diff_lists_exactly_the_failed_cases_between_the_versions() {
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     // failed x (orchestrator with empty scope, svc-a in scope) x 3 targets x 3 windows.
     assert!(stdout.contains("ALLOW -> SUPPRESS: 18 cases"), "{stdout}");
-    assert!(stdout.contains("summary: 18 of 342 cases differ"), "{stdout}");
+    // The next policy is of the 1.0.0 world: every tick is the host's PROCEED. The
+    // reference's zombie ticks (cancelled, in scope, 3 windows, 2 scopes) change their
+    // verdict; its 108 other ticks their rule only.
+    assert!(stdout.contains("NOOP -> PROCEED: 6 cases"), "{stdout}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("  tick ") && l.contains("NOOP (zombie-tick) -> PROCEED (tick-not-in-policy)"))
+            .count(),
+        6,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("summary: 24 of 456 cases differ, 108 more in their rule only"),
+        "{stdout}"
+    );
     assert_eq!(
         stdout
             .lines()
@@ -456,8 +475,32 @@ fn demo_prints_the_table_and_the_swap_from_any_directory() {
         stdout.contains("ORCH-090   done       monitoring  ALLOW          monitoring-window-active"),
         "{stdout}"
     );
-    assert!(stdout.contains("deploy-status-guard@1.1.0"), "{stdout}");
-    assert!(stdout.contains("3 of 21 decisions changed"), "{stdout}");
+    // Deployed 1.0.0: the ticks are the host's; the reference of the 1.1.0 world answers
+    // them itself (the task cancelled mid-window gets NOOP); back to a 1.0.0-world policy.
+    assert!(
+        stdout.contains("ORCH-055   cancelled  tick        PROCEED        tick-not-in-policy"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("7 of 28 answers changed"), "{stdout}");
+    assert!(
+        stdout.contains("ORCH-055   tick        PROCEED (tick-not-in-policy) -> NOOP (zombie-tick)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("deploy-status-guard@1.1.0 (world 1.0.0"), "{stdout}");
+    assert!(stdout.contains("10 of 28 answers changed"), "{stdout}");
+    assert!(
+        stdout.contains("ORCH-055   tick        NOOP (zombie-tick) -> PROCEED (tick-not-in-policy)"),
+        "{stdout}"
+    );
+    // D3: the first Monitoring of a task just done, before and after its monitor is armed.
+    assert!(
+        stdout.contains("monitor not armed yet:  Monitoring -> CONVERGE_DONE (converge-done)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("monitor armed first (D3):                    Monitoring -> ALLOW (monitoring-window-active)"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -1,13 +1,12 @@
-//! The built reference component, loaded with wasmtime: it imports nothing, exports
-//! the policy interface with `decide` and `info`, and `info` answers its identity.
+//! The built policy components, loaded with wasmtime: they import nothing; the
+//! reference exports the 1.1.0 world (`policy` with `decide` and `info`, `monitor` with
+//! `tick`), the next policy the 1.0.0 world (`policy` alone); `info` answers their
+//! identity.
 
 use deploy_guard_e2e::{NEXT, REFERENCE};
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::{Config, Engine};
-
-const POLICY_INTERFACE: &str = "orchestrator:deploy-guard/policy@1.0.0";
-const TYPES_INTERFACE: &str = "orchestrator:deploy-guard/types@1.0.0";
 
 fn engine() -> Engine {
     Engine::new(&Config::new()).expect("engine")
@@ -21,30 +20,46 @@ fn the_components_start_with_the_component_header() {
 }
 
 #[test]
-fn the_reference_component_imports_nothing_and_exports_decide_and_info() {
+fn the_components_import_nothing_and_export_the_functions_of_their_world() {
     let engine = engine();
-    for bytes in [REFERENCE, NEXT] {
+    for (bytes, world, interfaces) in [
+        (
+            REFERENCE,
+            "1.1.0",
+            [("policy", ["decide", "info"].as_slice()), ("monitor", &["tick"])].as_slice(),
+        ),
+        (NEXT, "1.0.0", [("policy", ["decide", "info"].as_slice())].as_slice()),
+    ] {
         let component = Component::new(&engine, bytes).expect("a valid component");
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&engine).map(|(name, _)| name.to_owned()).collect();
         assert!(imports.is_empty(), "imports: {imports:?}");
         let exports: Vec<(String, ComponentItem)> = ty.exports(&engine).map(|(n, e)| (n.to_owned(), e.ty)).collect();
-        let names: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
-        assert!(names.contains(&TYPES_INTERFACE), "{names:?}");
-        let policy = exports
-            .iter()
-            .find_map(|(name, item)| match item {
-                ComponentItem::ComponentInstance(instance) if name == POLICY_INTERFACE => Some(instance),
-                _ => None,
-            })
-            .expect("the policy interface is exported");
-        let mut functions: Vec<String> = policy
-            .exports(&engine)
-            .filter(|(_, e)| matches!(e.ty, ComponentItem::ComponentFunc(_)))
-            .map(|(n, _)| n.to_owned())
+        let mut names: Vec<String> = exports.iter().map(|(n, _)| n.clone()).collect();
+        names.sort();
+        let mut expected: Vec<String> = std::iter::once("types")
+            .chain(interfaces.iter().map(|(name, _)| *name))
+            .map(|name| format!("orchestrator:deploy-guard/{name}@{world}"))
             .collect();
-        functions.sort();
-        assert_eq!(functions, ["decide", "info"]);
+        expected.sort();
+        assert_eq!(names, expected);
+        for (interface, wanted) in interfaces {
+            let name = format!("orchestrator:deploy-guard/{interface}@{world}");
+            let instance = exports
+                .iter()
+                .find_map(|(n, item)| match item {
+                    ComponentItem::ComponentInstance(instance) if *n == name => Some(instance),
+                    _ => None,
+                })
+                .expect("the interface is an instance");
+            let mut functions: Vec<String> = instance
+                .exports(&engine)
+                .filter(|(_, e)| matches!(e.ty, ComponentItem::ComponentFunc(_)))
+                .map(|(n, _)| n.to_owned())
+                .collect();
+            functions.sort();
+            assert_eq!(functions, *wanted, "{name}");
+        }
     }
 }
 
@@ -56,7 +71,7 @@ fn info_answers_the_name_and_the_crate_version() {
             .expect("loads");
     assert_eq!(
         (reference.name.as_str(), reference.version.as_str()),
-        ("deploy-status-guard", "1.0.0")
+        ("deploy-status-guard", "1.2.0")
     );
     assert_eq!(reference.version, deploy_status_guard::POLICY_VERSION);
     let next = deploy_guard::sandbox::policy::LoadedPolicy::load(&sandbox, NEXT, deploy_guard::Limits::DEFAULT)
@@ -89,11 +104,11 @@ fn a_decision_never_grows_the_guest_memory() {
     let policy =
         deploy_guard::sandbox::policy::LoadedPolicy::load(&sandbox, REFERENCE, limits).expect("fits in 4 pages");
     let long = "r".repeat(4000);
-    let facts = deploy_guard::sandbox::policy::Facts {
-        work_item_id: "W".repeat(1000),
-        target: deploy_guard::sandbox::policy::TargetStatus::Monitoring,
+    let facts = deploy_guard::sandbox::question::FactsRecord {
+        work_item: "W".repeat(1000),
+        ask: deploy_guard::decision::Ask::Decide(deploy_guard::Target::Monitoring),
         caller: Some("c".repeat(1000)),
-        task: Some(deploy_guard::sandbox::policy::Task {
+        task: Some(deploy_guard::sandbox::question::RecordTask {
             repo: long.clone(),
             stage: " done ".into(),
         }),
@@ -101,7 +116,9 @@ fn a_decision_never_grows_the_guest_memory() {
         scope_repos: vec![long.clone(), "svc".into()],
         self_hosting_repos: vec!["orchestrator".into()],
     };
-    let ruling = policy.decide(&facts).expect("decides within its initial memory");
+    let ruling = policy
+        .rule(&facts.question())
+        .expect("decides within its initial memory");
     assert_eq!(ruling.rule, "monitoring-window-active");
 }
 
@@ -115,11 +132,11 @@ fn every_lane_runs_the_same_policy() {
     );
     let policy = deploy_guard::sandbox::policy::LoadedPolicy::load(&sandbox, REFERENCE, deploy_guard::Limits::DEFAULT)
         .expect("loads");
-    let facts = deploy_guard::sandbox::policy::Facts {
-        work_item_id: "ORCH-061".into(),
-        target: deploy_guard::sandbox::policy::TargetStatus::Monitoring,
+    let facts = deploy_guard::sandbox::question::FactsRecord {
+        work_item: "ORCH-061".into(),
+        ask: deploy_guard::decision::Ask::Decide(deploy_guard::Target::Monitoring),
         caller: None,
-        task: Some(deploy_guard::sandbox::policy::Task {
+        task: Some(deploy_guard::sandbox::question::RecordTask {
             repo: "orchestrator".into(),
             stage: "done".into(),
         }),
@@ -128,7 +145,7 @@ fn every_lane_runs_the_same_policy() {
         self_hosting_repos: vec!["orchestrator".into()],
     };
     for lane in 0..sandbox.lanes().len() {
-        let ruling = policy.decide_in_lane(lane, &facts).expect("decides");
+        let ruling = policy.rule_in_lane(lane, &facts.question()).expect("decides");
         assert_eq!(ruling.rule, "converge-done", "lane {lane}");
     }
 }

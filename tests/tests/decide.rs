@@ -38,7 +38,7 @@ fn every_rule_of_the_seed_end_to_end() {
         assert_eq!(verdict_and_rule(&d), (verdict, rule), "{work_item} {target}: {d:?}");
         assert_eq!(d.error, None, "{d:?}");
         assert_eq!(d.caller.as_deref(), Some("monitor-tick"));
-        assert_eq!(d.policy.as_deref(), Some("deploy-status-guard@1.0.0"));
+        assert_eq!(d.policy.as_deref(), Some("deploy-status-guard@1.2.0"));
         assert_eq!(
             d.policy_digest,
             Some(deploy_guard_e2e::sha256_digest(deploy_guard_e2e::REFERENCE))
@@ -65,7 +65,7 @@ fn the_decision_object_has_the_contract_fields() {
         json,
         serde_json::json!({"work_item":"ORCH-061","caller":"monitor-tick","target":"monitoring",
             "db_stage":"done","window_active":false,"verdict":"CONVERGE_DONE","rule":"converge-done",
-            "policy":"deploy-status-guard@1.0.0","policy_digest": digest,"error":null})
+            "policy":"deploy-status-guard@1.2.0","policy_digest": digest,"error":null})
     );
     assert!(digest.starts_with("sha256:") && digest.len() == 7 + 64);
 }
@@ -391,7 +391,7 @@ fn a_missing_policy_fails_safe_and_recovers_when_a_good_file_lands() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert!(
-        matches!(&outcome, deploy_guard::rollout::slot::Outcome::Activated { identity, .. } if identity == "deploy-status-guard@1.0.0"),
+        matches!(&outcome, deploy_guard::rollout::slot::Outcome::Activated { identity, .. } if identity == "deploy-status-guard@1.2.0"),
         "{outcome:?}"
     );
     assert_eq!(guard.decide("ORCH-061", Target::Awaiting, None).rule, "converge-done");

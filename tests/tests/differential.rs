@@ -6,8 +6,11 @@
 //! Every rule of the seed must be reached by the generated facts (counted), so that no
 //! branch goes uncompared.
 
+use deploy_guard::Target;
+use deploy_guard::decision::Ask;
 use deploy_guard::sandbox::engine::Sandbox;
-use deploy_guard::sandbox::policy::{Facts, LoadedPolicy, TargetStatus, Task};
+use deploy_guard::sandbox::policy::LoadedPolicy;
+use deploy_guard::sandbox::question::{FactsRecord, RecordTask};
 use deploy_guard::{Limits, Verdict};
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -24,7 +27,7 @@ fn strip(s: &str) -> &str {
 }
 
 /// The seed's decide(), steps 2-6, with the window read as the seed reads it.
-fn seed_decide(f: &Facts) -> (Verdict, &'static str) {
+fn seed_decide(f: &FactsRecord) -> (Verdict, &'static str) {
     // step 2
     let Some(task) = &f.task else {
         return (Verdict::Allow, "task-not-found");
@@ -49,7 +52,7 @@ fn seed_decide(f: &Facts) -> (Verdict, &'static str) {
         return (Verdict::Suppress, "cancelled");
     }
     // step 6
-    if matches!(f.target, TargetStatus::Monitoring) {
+    if f.ask == Ask::Decide(Target::Monitoring) {
         match f.window_active {
             // window_active() raised: the except clause answers ALLOW.
             None => return (Verdict::Allow, "window-unknown"),
@@ -109,20 +112,20 @@ const REPOS: &[&str] = &["orchestrator", "svc-a", "svc-b", "enduro-trails", "", 
 /// Half the cases anything (mostly out of scope or not found), half aimed at the
 /// branches after the scope check: a repo of the scope or the self-hosting list and a
 /// terminal stage, both padded, so that every rule is reached many times over.
-fn facts() -> impl Strategy<Value = Facts> {
+fn facts() -> impl Strategy<Value = FactsRecord> {
     prop_oneof![arbitrary_facts(), facts_in_scope()]
 }
 
-fn facts_in_scope() -> impl Strategy<Value = Facts> {
+fn facts_in_scope() -> impl Strategy<Value = FactsRecord> {
     (
         "\\PC{0,12}",
         // Monitoring thrice as often: the window rules live only there.
         prop::sample::select(vec![
-            TargetStatus::Awaiting,
-            TargetStatus::Deploying,
-            TargetStatus::Monitoring,
-            TargetStatus::Monitoring,
-            TargetStatus::Monitoring,
+            Target::Awaiting,
+            Target::Deploying,
+            Target::Monitoring,
+            Target::Monitoring,
+            Target::Monitoring,
         ]),
         (
             padding(),
@@ -138,11 +141,11 @@ fn facts_in_scope() -> impl Strategy<Value = Facts> {
         prop::collection::vec(prop::sample::select(vec!["svc-a", "orchestrator"]), 0..2),
     )
         .prop_map(
-            |(work_item_id, target, (a, repo, b), (c, stage, d), window_active, scope)| Facts {
-                work_item_id,
-                target,
+            |(work_item, target, (a, repo, b), (c, stage, d), window_active, scope)| FactsRecord {
+                work_item,
+                ask: Ask::Decide(target),
                 caller: None,
-                task: Some(Task {
+                task: Some(RecordTask {
                     repo: format!("{a}{repo}{b}"),
                     stage: format!("{c}{stage}{d}"),
                 }),
@@ -153,14 +156,10 @@ fn facts_in_scope() -> impl Strategy<Value = Facts> {
         )
 }
 
-fn arbitrary_facts() -> impl Strategy<Value = Facts> {
+fn arbitrary_facts() -> impl Strategy<Value = FactsRecord> {
     (
         "\\PC{0,12}",
-        prop::sample::select(vec![
-            TargetStatus::Awaiting,
-            TargetStatus::Deploying,
-            TargetStatus::Monitoring,
-        ]),
+        prop::sample::select(vec![Target::Awaiting, Target::Deploying, Target::Monitoring]),
         prop::option::of("\\PC{0,8}"),
         prop::option::of((word(REPOS), word(STAGES))),
         prop::option::of(any::<bool>()),
@@ -174,11 +173,11 @@ fn arbitrary_facts() -> impl Strategy<Value = Facts> {
         ),
     )
         .prop_map(
-            |(work_item_id, target, caller, task, window_active, scope, self_hosting)| Facts {
-                work_item_id,
-                target,
+            |(work_item, target, caller, task, window_active, scope, self_hosting)| FactsRecord {
+                work_item,
+                ask: Ask::Decide(target),
                 caller,
-                task: task.map(|(repo, stage)| Task { repo, stage }),
+                task: task.map(|(repo, stage)| RecordTask { repo, stage }),
                 window_active,
                 scope_repos: scope.into_iter().map(str::to_owned).collect(),
                 self_hosting_repos: self_hosting.into_iter().map(str::to_owned).collect(),
@@ -207,7 +206,9 @@ fn the_component_decides_as_the_seed() {
     let hits = std::cell::RefCell::new(std::collections::BTreeMap::<&str, u32>::new());
     runner
         .run(&facts(), |facts| {
-            let ruling = policy().decide(&facts).expect("the reference policy never fails");
+            let ruling = policy()
+                .rule(&facts.question())
+                .expect("the reference policy never fails");
             let (verdict, rule) = seed_decide(&facts);
             prop_assert_eq!((ruling.verdict, ruling.rule.as_str()), (verdict, rule), "{:?}", facts);
             *hits.borrow_mut().entry(rule).or_default() += 1;

@@ -22,6 +22,7 @@
 //!
 //! The case counts keep the whole file well under 30 s in release.
 
+use deploy_guard::decision::Ask;
 use deploy_guard::serve::{MAX_LINE_BYTES, parse_request, serve};
 use deploy_guard::{Config, Decision, Guard, Request, Target, Verdict};
 use deploy_guard_e2e::{Row, Workspace, insert_sentinel, insert_task};
@@ -284,7 +285,7 @@ proptest! {
         match (&parsed, value.as_ref().and_then(accepted)) {
             (Ok(request), Some((work_item, target, caller))) => {
                 prop_assert_eq!(&request.work_item, &work_item);
-                prop_assert_eq!(request.target, target);
+                prop_assert_eq!(request.ask, Ask::Decide(target));
                 prop_assert_eq!(&request.caller, &caller);
             }
             (Err(message), None) => prop_assert!(!message.is_empty()),
@@ -312,7 +313,7 @@ proptest! {
         match (parsed, accepted(&value)) {
             (Ok(request), Some((work_item, target, caller))) => {
                 prop_assert_eq!(request.work_item, work_item);
-                prop_assert_eq!(request.target, target);
+                prop_assert_eq!(request.ask, Ask::Decide(target));
                 prop_assert_eq!(request.caller, caller);
             }
             (Err(message), None) => prop_assert!(!message.is_empty()),
@@ -334,7 +335,7 @@ proptest! {
         let request = parse_request(line.as_bytes())
             .map_err(|e| TestCaseError::fail(format!("{e}: {line:?}")))?;
         prop_assert_eq!(request.work_item, work_item);
-        prop_assert_eq!(request.target, target);
+        prop_assert_eq!(request.ask, Ask::Decide(target));
         prop_assert_eq!(request.caller, caller);
     }
 }
@@ -511,7 +512,7 @@ fn expected_answer(guard: &Guard, line: &Line) -> Result<Value, String> {
     }
     let native = guard.decide_native_unlogged(Request {
         work_item: &request.work_item,
-        target: request.target,
+        ask: request.ask,
         caller: request.caller.as_deref(),
     });
     Ok(without_identity(
@@ -549,7 +550,7 @@ fn check_serve(
             Ok(decision) => {
                 prop_assert_eq!(
                     &answer["policy"],
-                    &json!("deploy-status-guard@1.0.0"),
+                    &json!("deploy-status-guard@1.2.0"),
                     "answer {}: {}",
                     i,
                     answer
@@ -875,15 +876,11 @@ fn check_case(guard: &Guard, case: &Case) -> Result<(), TestCaseError> {
     prop_assert_eq!(decision.error.as_deref(), None);
     prop_assert_eq!(&decision.work_item, &case.work_item);
     prop_assert_eq!(&decision.caller, &case.caller);
-    prop_assert_eq!(decision.target, case.target);
+    prop_assert_eq!(decision.target(), Some(case.target));
     prop_assert_eq!(decision.db_stage.as_deref(), Some(predicate::py_strip(&case.stage)));
-    prop_assert_eq!(decision.policy.as_deref(), Some("deploy-status-guard@1.0.0"));
+    prop_assert_eq!(decision.policy.as_deref(), Some("deploy-status-guard@1.2.0"));
 
-    let native = guard.decide_native_unlogged(Request {
-        work_item: &case.work_item,
-        target: case.target,
-        caller: case.caller.as_deref(),
-    });
+    let native = guard.decide_native_unlogged(Request::decide(&case.work_item, case.target, case.caller.as_deref()));
     prop_assert_eq!(
         (decision.verdict, &decision.rule, decision.window_active),
         (native.verdict, &native.rule, native.window_active)
@@ -995,11 +992,7 @@ fn megabyte_whitespace_padding_decides_as_the_native_reference() {
             for guard in &guards {
                 if check_case(guard, &case).is_err() {
                     let d = guard.decide(work_item, target, None);
-                    let native = guard.decide_native_unlogged(Request {
-                        work_item,
-                        target,
-                        caller: None,
-                    });
+                    let native = guard.decide_native_unlogged(Request::decide(work_item, target, None));
                     failures.push(format!(
                         "{work_item} {target} (scope {:?}): {} {} ({}), native: {} {}",
                         guard.config().scope_repos,

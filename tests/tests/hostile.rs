@@ -15,9 +15,11 @@
 //!   `Sandbox` still decides right.
 
 use deploy_guard::admission::gate::{self, GateError};
+use deploy_guard::decision::Ask;
 use deploy_guard::rollout::slot::Outcome;
 use deploy_guard::sandbox::engine::Sandbox;
-use deploy_guard::sandbox::policy::{Facts, LoadError, LoadedPolicy, Ruling, RunError, TargetStatus, Task};
+use deploy_guard::sandbox::policy::{LoadError, LoadedPolicy, Ruling, RunError};
+use deploy_guard::sandbox::question::{FactsRecord, Question, RecordTask};
 use deploy_guard::{Guard, Limits, Overrides, Target, Verdict};
 use deploy_guard_e2e::{REFERENCE, Row, Workspace, insert_task, write_atomically};
 use std::sync::{Arc, OnceLock};
@@ -45,12 +47,12 @@ fn reference() -> &'static LoadedPolicy {
 
 /// A finished task of a self-hosting repo stamped Monitoring with its window closed:
 /// the reference policy answers CONVERGE_DONE (`converge-done`).
-fn facts() -> Facts {
-    Facts {
-        work_item_id: "ORCH-061".to_owned(),
-        target: TargetStatus::Monitoring,
+fn facts() -> FactsRecord {
+    FactsRecord {
+        ask: Ask::Decide(Target::Monitoring),
+        work_item: "ORCH-061".to_owned(),
         caller: Some("monitor-tick".to_owned()),
-        task: Some(Task {
+        task: Some(RecordTask {
             repo: "orchestrator".to_owned(),
             stage: "done".to_owned(),
         }),
@@ -62,7 +64,9 @@ fn facts() -> Facts {
 
 /// The sandbox is still sound: the reference policy, on the same engine, decides right.
 fn assert_reference_still_right() {
-    let ruling = reference().decide(&facts()).expect("the reference policy decides");
+    let ruling = reference()
+        .rule(&facts().question())
+        .expect("the reference policy decides");
     assert_eq!(
         ruling,
         Ruling {
@@ -82,7 +86,9 @@ fn load_error(bytes: &[u8]) -> LoadError {
 /// `bytes` loads (it is well-formed) but `decide` fails under `limits`.
 fn decide_error(bytes: &[u8], limits: Limits) -> RunError {
     let policy = LoadedPolicy::load(sandbox(), bytes, limits).expect("this hostile policy passes loading");
-    let error = policy.decide(&facts()).expect_err("a hostile decision must fail");
+    let error = policy
+        .rule(&facts().question())
+        .expect_err("a hostile decision must fail");
     assert_reference_still_right();
     error
 }
@@ -201,7 +207,7 @@ fn the_control_built_by_the_same_harness_passes_the_gate() {
     let admitted =
         gate::admit(sandbox(), hostile::WELL_BEHAVED, Limits::DEFAULT, None).expect("the control is admitted");
     assert_eq!(admitted.policy.identity(), "well-behaved@1.0.0");
-    let ruling = admitted.policy.decide(&facts()).expect("the control decides");
+    let ruling = admitted.policy.rule(&facts().question()).expect("the control decides");
     assert_eq!(
         ruling,
         Ruling {
@@ -506,7 +512,9 @@ fn an_endless_loop_with_all_the_fuel_in_the_world_is_stopped_at_the_deadline() {
     };
     let policy = LoadedPolicy::load(sandbox(), hostile::ENDLESS_LOOP, limits).expect("it loads");
     let started = Instant::now();
-    let error = policy.decide(&facts()).expect_err("an endless loop cannot decide");
+    let error = policy
+        .rule(&facts().question())
+        .expect_err("an endless loop cannot decide");
     let elapsed = started.elapsed();
     eprintln!("endless loop stopped after {elapsed:?} (deadline 50 ms)");
     assert!(matches!(error, RunError::Deadline(50)), "{error:?}");
@@ -748,7 +756,9 @@ fn resident_memory_child() {
         let facts = facts();
         let run = |n: usize| {
             for _ in 0..n {
-                let error = policy.decide(&facts).expect_err("a hostile decision must fail");
+                let error = policy
+                    .rule(&facts.question())
+                    .expect_err("a hostile decision must fail");
                 assert!(error.to_string().starts_with(class), "{error}");
             }
         };
@@ -805,9 +815,9 @@ fn resident_memory_stays_flat() {
 // ---------------------------------------------------------------------------------
 
 /// The facts of a request for `work_item` (an unknown work item: no task).
-fn facts_for(work_item: &str) -> Facts {
-    Facts {
-        work_item_id: work_item.to_owned(),
+fn facts_for(work_item: &str) -> FactsRecord {
+    FactsRecord {
+        work_item: work_item.to_owned(),
         ..facts()
     }
 }
@@ -833,11 +843,17 @@ fn a_batch_gives_each_decision_a_fresh_instance() {
         .get_export_index(&mut store, Some(&interface), "decide")
         .expect("decide");
     let decide = instance
-        .get_typed_func::<(&Facts,), (deploy_guard::sandbox::policy::WitDecision,)>(&mut store, &decide)
+        .get_typed_func::<(&deploy_guard::sandbox::wit::Facts<'_>,), (deploy_guard::sandbox::wit::WitDecision,)>(
+            &mut store, &decide,
+        )
         .expect("typed");
     let rules: Vec<String> = (0..2)
         .map(|_| {
-            let (answer,) = decide.call(&mut store, (&facts(),)).expect("decides");
+            let record = facts();
+            let (answer,) = deploy_guard::sandbox::wit::with_facts(&record.question(), Target::Monitoring, |facts| {
+                decide.call(&mut store, (facts,))
+            })
+            .expect("decides");
             answer.rule
         })
         .collect();
@@ -846,13 +862,13 @@ fn a_batch_gives_each_decision_a_fresh_instance() {
     // In the host: one at a time, and in batches, every decision is its instance's first.
     let policy = LoadedPolicy::load(sandbox(), hostile::REMEMBERS, Limits::DEFAULT).expect("loads");
     for _ in 0..3 {
-        assert_eq!(policy.decide(&facts()).expect("decides").rule, "first");
+        assert_eq!(policy.rule(&facts().question()).expect("decides").rule, "first");
     }
-    let batch: Vec<Facts> = (0..BATCH).map(|i| facts_for(&format!("ORCH-{i}"))).collect();
-    let refs: Vec<&Facts> = batch.iter().collect();
+    let batch: Vec<FactsRecord> = (0..BATCH).map(|i| facts_for(&format!("ORCH-{i}"))).collect();
+    let refs: Vec<Question<'_>> = batch.iter().map(FactsRecord::question).collect();
     for _ in 0..3 {
         let rules: Vec<String> = policy
-            .decide_many(&refs)
+            .rule_many(&refs)
             .into_iter()
             .map(|r| r.expect("decides").rule)
             .collect();
@@ -875,9 +891,9 @@ fn a_failure_in_a_batch_touches_no_other_decision() {
             _ => format!("OK-{i}"),
         })
         .collect();
-    let batch: Vec<Facts> = work_items.iter().map(|w| facts_for(w)).collect();
-    let refs: Vec<&Facts> = batch.iter().collect();
-    let rulings = policy.decide_many(&refs);
+    let batch: Vec<FactsRecord> = work_items.iter().map(|w| facts_for(w)).collect();
+    let refs: Vec<Question<'_>> = batch.iter().map(FactsRecord::question).collect();
+    let rulings = policy.rule_many(&refs);
     assert_eq!(rulings.len(), BATCH);
     for (work_item, ruling) in work_items.iter().zip(rulings) {
         match (work_item.as_bytes()[0], ruling) {
@@ -891,7 +907,7 @@ fn a_failure_in_a_batch_touches_no_other_decision() {
     }
     // And the same requests one at a time agree, class for class.
     for work_item in &work_items {
-        let alone = policy.decide(&facts_for(work_item));
+        let alone = policy.rule(&facts_for(work_item).question());
         assert_eq!(alone.is_ok(), work_item.starts_with("OK"), "{work_item}: {alone:?}");
     }
 }
@@ -925,13 +941,13 @@ fn most_instances_alive_during(sandbox: &Arc<Sandbox>, run: impl FnOnce()) -> u6
 fn a_batch_never_keeps_a_grown_instance_alive() {
     // A sandbox of its own: the other tests' instances are not counted.
     let sandbox = Sandbox::new().expect("sandbox");
-    let batch: Vec<Facts> = (0..BATCH).map(|i| facts_for(&format!("ORCH-{i}"))).collect();
-    let refs: Vec<&Facts> = batch.iter().collect();
+    let batch: Vec<FactsRecord> = (0..BATCH).map(|i| facts_for(&format!("ORCH-{i}"))).collect();
+    let refs: Vec<Question<'_>> = batch.iter().map(FactsRecord::question).collect();
     // The control: the reference policy's batch keeps several instances in a Store.
     let reference = LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads");
     let shared = most_instances_alive_during(&sandbox, || {
         for _ in 0..200 {
-            assert!(reference.decide_many(&refs).iter().all(Result::is_ok));
+            assert!(reference.rule_many(&refs).iter().all(Result::is_ok));
         }
     });
     assert!(
@@ -943,7 +959,7 @@ fn a_batch_never_keeps_a_grown_instance_alive() {
     let grows = LoadedPolicy::load(&sandbox, hostile::GROWS, Limits::DEFAULT).expect("loads");
     let alone = most_instances_alive_during(&sandbox, || {
         for _ in 0..200 {
-            let rulings = grows.decide_many(&refs);
+            let rulings = grows.rule_many(&refs);
             assert!(
                 rulings.iter().all(|r| r.as_ref().is_ok_and(|r| r.rule == "grown")),
                 "{rulings:?}"

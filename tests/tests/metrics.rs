@@ -304,7 +304,7 @@ fn every_metric_moves_as_expected_across_a_known_sequence() {
     let mut serve = Served::start(command);
     let addr = serve.metrics_addr();
     assert!(addr.ip().is_loopback());
-    let mut expected = Expected::start(Some((REFERENCE, "deploy-status-guard", "1.0.0")), true);
+    let mut expected = Expected::start(Some((REFERENCE, "deploy-status-guard", "1.2.0")), true);
     let samples = expected.check(addr, "start-up");
     assert_eq!(
         family(&samples, "deploy_guard_decision_duration_seconds_count")
@@ -313,7 +313,7 @@ fn every_metric_moves_as_expected_across_a_known_sequence() {
         0.0
     );
 
-    // ALLOW, SUPPRESS, CONVERGE_DONE with 1.0.0; the shadow (1.1.0) disagrees on the
+    // ALLOW, SUPPRESS, CONVERGE_DONE with 1.2.0; the shadow (1.1.0) disagrees on the
     // failed task only.
     assert_answer(&serve.ask("ORCH-072", "awaiting"), "ALLOW", "non-terminal");
     expected.decision("ALLOW", "non-terminal");
@@ -371,13 +371,13 @@ fn every_metric_moves_as_expected_across_a_known_sequence() {
     expected.add("deploy_guard_policy_refusals_total{reason=\"not-a-component\"}", 1.0);
     expected.check(addr, "a refused file");
 
-    // Five more failures: ten on probation, rolled back to 1.0.0.
+    // Five more failures: ten on probation, rolled back to 1.2.0.
     for i in 2..7 {
         assert_fail_safe(&serve.ask(&format!("T-{i}"), "awaiting"), "trap:");
         expected.fail_safe("trap");
     }
     expected.add("deploy_guard_policy_rollbacks_total", 1.0);
-    expected.live(REFERENCE, "deploy-status-guard", "1.0.0");
+    expected.live(REFERENCE, "deploy-status-guard", "1.2.0");
     assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
     expected.decision("CONVERGE_DONE", "converge-done");
     let samples = expected.check(addr, "a roll back");
@@ -429,7 +429,7 @@ fn a_bad_config_and_a_missing_policy_fail_safe_in_their_own_class() {
         .env("DEPLOY_GUARD_CONFIG", &config);
     let mut serve = Served::start(command);
     let addr = serve.metrics_addr();
-    let mut expected = Expected::start(Some((REFERENCE, "deploy-status-guard", "1.0.0")), false);
+    let mut expected = Expected::start(Some((REFERENCE, "deploy-status-guard", "1.2.0")), false);
     assert_fail_safe(&serve.ask("ORCH-061", "awaiting"), "config:");
     expected.fail_safe("config");
     expected.check(addr, "a bad config");
@@ -622,5 +622,5 @@ fn guard_metrics_counts_the_records_a_stalled_ledger_drops() {
         ),
         100.0
     );
-    assert!(text.contains("deploy_guard_policy_info{name=\"deploy-status-guard\",version=\"1.0.0\""));
+    assert!(text.contains("deploy_guard_policy_info{name=\"deploy-status-guard\",version=\"1.2.0\""));
 }

@@ -865,7 +865,7 @@ fn a_registry_that_requires_credentials_is_reached_with_the_docker_config_and_ne
     let answer = decide(&good, "cache-good");
     assert_eq!(
         (answer["rule"].as_str(), answer["policy"].as_str()),
-        (Some("non-terminal"), Some("deploy-status-guard@1.0.0")),
+        (Some("non-terminal"), Some("deploy-status-guard@1.2.0")),
         "{answer}"
     );
     // (A cache of its own: with the good run's local copy it would start on that copy,

@@ -538,7 +538,7 @@ fn a_roll_back_never_writes_over_a_fix_the_operator_put_in_place() {
     refresh_until(&guard, |g| g.policy().is_some_and(|p| p.version == "1.1.0"));
     // The control: with the bad policy still in the file, the good one is written back.
     write_atomically(&ws.policy(), REFERENCE);
-    refresh_until(&guard, |g| g.policy().is_some_and(|p| p.version == "1.0.0"));
+    refresh_until(&guard, |g| g.policy().is_some_and(|p| p.version == "1.2.0"));
     let ws2 = Workspace::story();
     let guard2 = Guard::new(ws2.config()).expect("guard");
     write_atomically(&ws2.policy(), hostile::LIVE_TRAP);
@@ -574,7 +574,7 @@ fn a_roll_back_never_replaces_a_symlinked_policy_and_the_link_keeps_being_follow
     for _ in 0..3 {
         guard.refresh();
     }
-    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.0.0"));
+    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.2.0"));
     // An update of the link's target is still followed.
     write_atomically(&target, NEXT);
     refresh_until(&guard, |g| g.policy().is_some_and(|p| p.version == "1.1.0"));
@@ -725,7 +725,7 @@ fn a_rule_with_control_characters_is_an_invalid_result_and_refused_by_the_gate()
         .next()
         .expect("a grid case")
         .facts;
-    match policy.decide(&facts) {
+    match policy.rule(&facts.question()) {
         Err(RunError::InvalidResult(message)) => {
             assert!(message.contains("control or format characters"), "{message}");
             assert!(!message.contains('\n') && !message.contains('\u{1b}'), "{message:?}");
@@ -824,11 +824,11 @@ fn the_story_decides_as_the_tests_above_expect() {
 fn measure_whitespace_limit() {
     let sandbox = deploy_guard::sandbox::engine::Sandbox::new().expect("sandbox");
     let policy = LoadedPolicy::load(&sandbox, REFERENCE, deploy_guard::Limits::DEFAULT).expect("loads");
-    let facts = |stage: String| deploy_guard::sandbox::policy::Facts {
-        work_item_id: "W".into(),
-        target: deploy_guard::sandbox::policy::TargetStatus::Monitoring,
+    let facts = |stage: String| deploy_guard::sandbox::question::FactsRecord {
+        work_item: "W".into(),
+        ask: deploy_guard::decision::Ask::Decide(Target::Monitoring),
         caller: None,
-        task: Some(deploy_guard::sandbox::policy::Task {
+        task: Some(deploy_guard::sandbox::question::RecordTask {
             repo: "orchestrator".into(),
             stage,
         }),
@@ -846,7 +846,7 @@ fn measure_whitespace_limit() {
             let mid = lo + (hi - lo) / 2;
             let p = pad(mid);
             let stage = format!("{p}done{p}");
-            match policy.decide(&facts(stage)) {
+            match policy.rule(&facts(stage).question()) {
                 Ok(r) => {
                     assert_eq!(r.rule, "converge-done");
                     lo = mid;

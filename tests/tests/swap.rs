@@ -43,11 +43,7 @@ fn deciding_threads_see_exactly_one_policy_per_answer_across_100_swaps() {
                     // Once a swap has been noticed, no answer comes from the old policy:
                     // read the live digest before deciding; the answer is that one or newer.
                     let before = live.lock().expect("lock").clone();
-                    let d = guard.decide_unlogged(deploy_guard::Request {
-                        work_item: "ORCH-081",
-                        target: Target::Awaiting,
-                        caller: None,
-                    });
+                    let d = guard.decide_unlogged(deploy_guard::Request::decide("ORCH-081", Target::Awaiting, None));
                     assert_eq!(d.error, None, "{d:?}");
                     let digest = d.policy_digest.clone().expect("a policy ran");
                     let expected_rule = if digest == reference {
@@ -189,7 +185,7 @@ fn a_file_copied_in_place_goes_live_only_when_complete() {
         Outcome::Refused(reason) => assert!(reason.contains("not a component: "), "{reason}"),
         other => panic!("half a file was not refused: {other:?}"),
     }
-    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.0.0"));
+    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.2.0"));
     // The copy completes in place (same inode): now it goes live.
     let mut file = std::fs::OpenOptions::new()
         .append(true)
@@ -221,7 +217,7 @@ fn a_policy_that_fails_its_vectors_is_refused() {
         reason.contains("vectors: vector 1: expected ALLOW (non-terminal), got SUPPRESS (failed)"),
         "{reason}"
     );
-    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.0.0"));
+    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.2.0"));
     // The same content is not re-examined (its refusal was logged once).
     assert_eq!(guard.refresh(), None);
 }

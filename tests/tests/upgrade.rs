@@ -76,7 +76,10 @@ fn replay_over_a_ledger_written_by_serve_finds_exactly_what_the_next_version_cha
     assert_eq!(recorded.len(), requests.len());
     for (record, (item, target)) in recorded.iter().zip(&requests) {
         assert_eq!(
-            (record.decision.work_item.as_str(), record.decision.target.as_str()),
+            (
+                record.decision.work_item.as_str(),
+                record.decision.target().map_or("tick", |t| t.as_str())
+            ),
             (item.as_str(), *target)
         );
         let facts = record.facts.as_ref().expect("facts recorded");
@@ -155,7 +158,7 @@ fn shadow_counts_the_disagreements_exactly_and_never_changes_an_answer() {
     for answer in &answers {
         let json: serde_json::Value = serde_json::from_str(answer).expect("json");
         assert_eq!(
-            json["policy"], "deploy-status-guard@1.0.0",
+            json["policy"], "deploy-status-guard@1.2.0",
             "the shadow answered: {answer}"
         );
     }
@@ -185,7 +188,7 @@ fn a_shadow_candidate_that_traps_never_affects_an_answer() {
         let json: serde_json::Value = serde_json::from_str(answer).expect("json");
         assert_eq!(
             (json["rule"].as_str(), json["policy"].as_str()),
-            (Some("task-not-found"), Some("deploy-status-guard@1.0.0"))
+            (Some("task-not-found"), Some("deploy-status-guard@1.2.0"))
         );
     }
     let summary = stderr.lines().find(|l| l.starts_with("shadow ")).expect("summary");
@@ -300,11 +303,11 @@ fn a_policy_that_keeps_deciding_passes_its_probation() {
     assert_eq!(
         guard.roll_back("operator"),
         Some(Outcome::RolledBack {
-            to: "deploy-status-guard@1.0.0".into(),
+            to: "deploy-status-guard@1.2.0".into(),
             from: "deploy-status-guard@1.1.0".into(),
         })
     );
-    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.0.0"));
+    assert_eq!(guard.policy().map(|p| p.version.clone()).as_deref(), Some("1.2.0"));
 }
 
 #[test]
@@ -328,9 +331,9 @@ fn an_operator_rolls_back_with_the_rollback_command() {
     let output = run();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("deploy-status-guard@1.0.0"), "{stdout}");
+    assert!(stdout.contains("deploy-status-guard@1.2.0"), "{stdout}");
     assert_eq!(std::fs::read(&policy).expect("policy"), REFERENCE);
-    refresh_until(&guard, |g| g.policy().is_some_and(|p| p.version == "1.0.0"));
+    refresh_until(&guard, |g| g.policy().is_some_and(|p| p.version == "1.2.0"));
 }
 
 #[test]
@@ -389,7 +392,10 @@ fn the_ledger_keeps_a_prefix_of_the_decisions_through_a_kill() {
     );
     for (record, (item, target)) in recorded.iter().zip(&requests) {
         assert_eq!(
-            (record.decision.work_item.as_str(), record.decision.target.as_str()),
+            (
+                record.decision.work_item.as_str(),
+                record.decision.target().map_or("tick", |t| t.as_str())
+            ),
             (item.as_str(), *target)
         );
     }
@@ -451,11 +457,7 @@ fn a_stalled_ledger_drops_records_beyond_its_byte_budget_and_never_blocks() {
     let holder = rusqlite::Connection::open(&path).expect("open");
     holder.execute_batch("BEGIN EXCLUSIVE").expect("lock");
     let huge = "W".repeat(1 << 20);
-    let request = deploy_guard::Request {
-        work_item: &huge,
-        target: Target::Awaiting,
-        caller: None,
-    };
+    let request = deploy_guard::Request::decide(&huge, Target::Awaiting, None);
     // Never blocks: a `record` that waited for the writer would wait out the writer's
     // busy timeout (5 s) on the lock held here; 100 records of 1 MiB take milliseconds.
     let started = std::time::Instant::now();

@@ -477,14 +477,7 @@ fn read_request<'a>(
 
 /// A fail-safe made here, before the library was asked.
 fn refused(cause: &str) -> HostDecision {
-    HostDecision::fail_safe(
-        Request {
-            work_item: "",
-            target: Target::Awaiting,
-            caller: None,
-        },
-        cause,
-    )
+    HostDecision::fail_safe(Request::decide("", Target::Awaiting, None), cause)
 }
 
 fn verdict_str(py: Python<'_>, verdict: Verdict) -> &Bound<'_, PyString> {
@@ -492,6 +485,8 @@ fn verdict_str(py: Python<'_>, verdict: Verdict) -> &Bound<'_, PyString> {
         Verdict::Allow => intern!(py, "ALLOW"),
         Verdict::ConvergeDone => intern!(py, "CONVERGE_DONE"),
         Verdict::Suppress => intern!(py, "SUPPRESS"),
+        Verdict::Proceed => intern!(py, "PROCEED"),
+        Verdict::Noop => intern!(py, "NOOP"),
     }
 }
 
@@ -667,11 +662,7 @@ impl Guard {
         let gate = &self.state.gate;
         py.detach(|| {
             let _in_flight = gate.enter();
-            guard.decide_unlogged(Request {
-                work_item: &work_item,
-                target,
-                caller: caller.as_deref(),
-            })
+            guard.decide_unlogged(Request::decide(&work_item, target, caller.as_deref()))
         })
     }
 }

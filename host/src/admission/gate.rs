@@ -82,10 +82,16 @@ pub struct Admitted {
 
 impl Admitted {
     /// A hash of the policy's verdicts and rules over the grid: two policies with the
-    /// same fingerprint decide alike on every case of it.
+    /// same fingerprint decide alike on every case of it. The ticks count only for a
+    /// policy that answers them itself (the 1.1.0 world), so that a 1.0.0 policy keeps
+    /// the fingerprint it always had.
     pub fn fingerprint(&self) -> String {
         let mut hash = Sha256::new();
-        for (_, ruling) in &self.grid {
+        let answered = self
+            .grid
+            .iter()
+            .filter(|(case, _)| self.policy.has_monitor() || case.facts.ask != crate::decision::Ask::Tick);
+        for (_, ruling) in answered {
             hash.update(ruling.verdict.as_str());
             hash.update([0]);
             hash.update(&ruling.rule);
@@ -136,7 +142,7 @@ pub fn admit(
 pub fn admit_loaded(policy: LoadedPolicy, vectors: Option<&Vectors>) -> Result<Admitted, GateError> {
     let mut grid = Vec::new();
     for case in fact_grid() {
-        match policy.decide(&case.facts) {
+        match policy.rule(&case.facts.question()) {
             Ok(ruling) => grid.push((case, ruling)),
             Err(error) => {
                 return Err(GateError::Grid {
@@ -150,7 +156,7 @@ pub fn admit_loaded(policy: LoadedPolicy, vectors: Option<&Vectors>) -> Result<A
         None => None,
         Some(vectors) => {
             for (index, case) in vectors.cases.iter().enumerate() {
-                let got = policy.decide(&case.facts.to_facts()).map_err(|error| GateError::Grid {
+                let got = policy.rule(&case.facts.question()).map_err(|error| GateError::Grid {
                     case: case.describe(index),
                     error,
                 })?;

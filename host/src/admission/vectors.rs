@@ -5,15 +5,19 @@
 //! ```json
 //! {"cases": [
 //!   {"target": "monitoring", "task": {"repo": "orchestrator", "stage": "done"},
-//!    "window_active": false, "expect": {"verdict": "CONVERGE_DONE", "rule": "converge-done"}}
+//!    "window_active": false, "expect": {"verdict": "CONVERGE_DONE", "rule": "converge-done"}},
+//!   {"op": "tick", "task": {"repo": "orchestrator", "stage": "cancelled"},
+//!    "expect": {"verdict": "NOOP", "rule": "zombie-tick"}}
 //! ]}
 //! ```
-//! `scope_repos` defaults to `[]`, `self_hosting_repos` to `["orchestrator"]`,
-//! `window_active` to null, `work_item` to `"VECTOR-1"`, `caller` to null.
+//! The facts are a [`FactsRecord`] (its defaults: a `decide` unless `op` is `tick`,
+//! `scope_repos` `[]`, `self_hosting_repos` `["orchestrator"]`, `window_active` and
+//! `caller` null, `work_item` `"VECTOR-1"`). A tick asked of a policy of the 1.0.0
+//! world is answered by the host (PROCEED, `tick-not-in-policy`), and judged so.
 
-use crate::decision::{Target, Verdict};
-use crate::sandbox::wit::{Facts, Task, host_target, wit_target};
-use serde::{Deserialize, Serialize};
+use crate::decision::Verdict;
+use crate::sandbox::question::FactsRecord;
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// A vectors file.
@@ -41,42 +45,6 @@ pub struct VectorCase {
     pub expect: Expectation,
 }
 
-/// The facts of one decision in their canonical JSON form, as vectors give them and
-/// the decision ledger records them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FactsRecord {
-    /// The work item.
-    #[serde(default = "default_work_item")]
-    pub work_item: String,
-    /// The target.
-    pub target: Target,
-    /// The caller.
-    #[serde(default)]
-    pub caller: Option<String>,
-    /// The task, null for none.
-    #[serde(default)]
-    pub task: Option<VectorTask>,
-    /// The window.
-    #[serde(default)]
-    pub window_active: Option<bool>,
-    /// The scope.
-    #[serde(default)]
-    pub scope_repos: Vec<String>,
-    /// The self-hosting repos.
-    #[serde(default = "default_self_hosting")]
-    pub self_hosting_repos: Vec<String>,
-}
-
-/// A task of a vector.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VectorTask {
-    /// Repo as stored.
-    pub repo: String,
-    /// Stage as stored.
-    pub stage: String,
-}
-
 /// The expected answer.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,48 +54,6 @@ pub struct Expectation {
     /// The rule, when it matters.
     #[serde(default)]
     pub rule: Option<String>,
-}
-
-fn default_work_item() -> String {
-    "VECTOR-1".to_owned()
-}
-
-fn default_self_hosting() -> Vec<String> {
-    vec![crate::config::DEFAULT_SELF_HOSTING.to_owned()]
-}
-
-impl FactsRecord {
-    /// The facts for the policy.
-    pub fn to_facts(&self) -> Facts {
-        Facts {
-            work_item_id: self.work_item.clone(),
-            target: wit_target(self.target),
-            caller: self.caller.clone(),
-            task: self.task.as_ref().map(|t| Task {
-                repo: t.repo.clone(),
-                stage: t.stage.clone(),
-            }),
-            window_active: self.window_active,
-            scope_repos: self.scope_repos.clone(),
-            self_hosting_repos: self.self_hosting_repos.clone(),
-        }
-    }
-
-    /// The record of the facts a policy was given.
-    pub fn from_facts(facts: &Facts) -> FactsRecord {
-        FactsRecord {
-            work_item: facts.work_item_id.clone(),
-            target: host_target(facts.target),
-            caller: facts.caller.clone(),
-            task: facts.task.as_ref().map(|t| VectorTask {
-                repo: t.repo.clone(),
-                stage: t.stage.clone(),
-            }),
-            window_active: facts.window_active,
-            scope_repos: facts.scope_repos.clone(),
-            self_hosting_repos: facts.self_hosting_repos.clone(),
-        }
-    }
 }
 
 impl VectorCase {

@@ -17,7 +17,15 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(admitted) => {
             let policy = &admitted.policy;
             println!("ok: {} is {} ({})", path.display(), policy.identity(), policy.digest);
-            println!("  a component of orchestrator:deploy-guard/guard-policy@1.0.0 that imports nothing");
+            println!(
+                "  a component of orchestrator:deploy-guard/guard-policy@{} that imports nothing{}",
+                policy.world(),
+                if policy.has_monitor() {
+                    ""
+                } else {
+                    " (no monitor: its ticks are the host's, PROCEED tick-not-in-policy)"
+                }
+            );
             println!("  info answers name {:?}, version {:?}", policy.name, policy.version);
             println!(
                 "  fact grid: {} of {GRID_CASES} cases decided within the limits",

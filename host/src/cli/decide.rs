@@ -5,19 +5,18 @@ use std::io::Write;
 use std::process::ExitCode;
 
 pub fn run(work_item: &str, target: Target, caller: Option<&str>, overrides: Overrides) -> anyhow::Result<ExitCode> {
+    answer_one(Request::decide(work_item, target, caller), overrides)
+}
+
+/// Answer one request (a stamp or a tick) with the configuration of the environment
+/// and `overrides`, print its decision object and exit 0, whatever failed inside.
+pub fn answer_one(request: Request<'_>, overrides: Overrides) -> anyhow::Result<ExitCode> {
     let config = Config::load(&overrides);
     super::init_logging(config.log, "info");
     let decision = match Guard::with_overrides(config, overrides) {
-        Ok(guard) => guard.decide(work_item, target, caller),
+        Ok(guard) => guard.answer(request),
         Err(e) => {
-            let decision = Decision::fail_safe(
-                Request {
-                    work_item,
-                    target,
-                    caller,
-                },
-                e,
-            );
+            let decision = Decision::fail_safe(request, e);
             decision.log();
             decision
         }

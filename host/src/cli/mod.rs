@@ -12,6 +12,7 @@ pub mod replay;
 pub mod rollback;
 pub mod serve;
 pub mod sign;
+pub mod tick;
 pub mod verify;
 
 use deploy_guard::LogFormat;

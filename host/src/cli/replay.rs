@@ -1,5 +1,6 @@
 //! `deploy-guard replay --ledger PATH --against NEW.wasm`: every recorded decision's
-//! facts through a candidate; what would have changed, by transition, with examples.
+//! facts (a stamp's or a tick's) through a candidate; what would have changed, by
+//! transition, with examples.
 
 use deploy_guard::observe::ledger::read_ledger;
 use deploy_guard::rollout::follow::admit_candidate;
@@ -8,6 +9,14 @@ use deploy_guard::{Config, Overrides};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
+
+/// What was asked, as the examples say it: `target=...`, or `tick`.
+fn asked(ask: deploy_guard::decision::Ask) -> String {
+    match ask.target() {
+        Some(target) => format!("target={target}"),
+        None => "tick".to_owned(),
+    }
+}
 
 /// Examples printed per transition.
 const EXAMPLES: usize = 5;
@@ -43,11 +52,11 @@ pub fn run(ledger: &Path, candidate: &Path) -> anyhow::Result<ExitCode> {
         };
         replayed += 1;
         let old = &record.decision;
-        let (new_verdict, new_rule) = match policy.decide(&facts.to_facts()) {
+        let (new_verdict, new_rule) = match policy.rule(&facts.question()) {
             Ok(ruling) => (ruling.verdict, ruling.rule),
             Err(e) => {
                 candidate_failures += 1;
-                (deploy_guard::Verdict::Allow, format!("fail-safe: {e}"))
+                (facts.ask.as_before(), format!("fail-safe: {e}"))
             }
         };
         if (old.verdict, old.rule.as_str()) != (new_verdict, new_rule.as_str()) {
@@ -55,8 +64,14 @@ pub fn run(ledger: &Path, candidate: &Path) -> anyhow::Result<ExitCode> {
                 .entry(format!("{} -> {}", old.verdict, new_verdict))
                 .or_default()
                 .push(format!(
-                    "  {} at {} (unix ms) target={}: {} ({}) -> {} ({})",
-                    old.work_item, record.time_ms, old.target, old.verdict, old.rule, new_verdict, new_rule
+                    "  {} at {} (unix ms) {}: {} ({}) -> {} ({})",
+                    old.work_item,
+                    record.time_ms,
+                    asked(old.ask),
+                    old.verdict,
+                    old.rule,
+                    new_verdict,
+                    new_rule
                 ));
         }
     }

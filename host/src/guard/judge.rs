@@ -1,37 +1,47 @@
-//! The decision pipeline of a [`Guard`]: configuration, facts, the policy, the checked
-//! ruling, and the observers every decision passes (metrics, ledger, probation, shadow).
-//! Every failure on the way becomes a fail-safe ALLOW here.
+//! The decision pipeline of a [`Guard`]: configuration, facts, the question, the
+//! policy, the checked ruling, and the observers every decision passes (metrics, ledger,
+//! probation, shadow). A stamp (`decide`) and a monitor tick (`tick`) travel it alike.
+//! Every failure on the way becomes a fail-safe here: ALLOW for a stamp, PROCEED for a
+//! tick, with its cause.
 
-use crate::admission::vectors::FactsRecord;
 use crate::config::Config;
-use crate::decision::{Decision, FailSafeClass, Request, Target};
-use crate::facts::source::TaskFacts;
+use crate::decision::{Ask, Decision, FailSafeClass, Request, Target, Verdict};
+use crate::facts::source::{FactsError, TaskFacts};
 use crate::guard::Guard;
-use crate::sandbox::policy::LoadedPolicy;
-use crate::sandbox::wit::{Facts, Task, wit_target};
-use deploy_status_guard::predicate::py_strip;
+use crate::sandbox::policy::{Ruling, RunError};
+use crate::sandbox::question::{FactsRecord, Question, TaskRef};
+use deploy_status_guard::predicate::{self, py_strip};
 
 impl Guard {
     /// Decide one stamp and emit its decision line. Never fails, never panics on bad
     /// input: any failure is a fail-safe ALLOW with its cause in `error`.
     pub fn decide(&self, work_item: &str, target: Target, caller: Option<&str>) -> Decision {
-        let decision = self.decide_unlogged(Request {
-            work_item,
-            target,
-            caller,
-        });
+        self.answer(Request::decide(work_item, target, caller))
+    }
+
+    /// Decide one tick of the post-deploy monitor (the seed's D4) and emit its decision
+    /// line: PROCEED, or NOOP for a zombie tick (a task cancelled during its window).
+    /// Never fails: any failure is a fail-safe PROCEED with its cause in `error`; a
+    /// policy of the 1.0.0 world answers PROCEED, rule `tick-not-in-policy`.
+    pub fn tick(&self, work_item: &str, caller: Option<&str>) -> Decision {
+        self.answer(Request::tick(work_item, caller))
+    }
+
+    /// Answer one request (a stamp or a tick) and emit its decision line.
+    pub fn answer(&self, request: Request<'_>) -> Decision {
+        let decision = self.decide_unlogged(request);
         decision.log();
         decision
     }
 
-    /// [`Guard::decide`] without the decision line.
+    /// [`Guard::answer`] without the decision line.
     pub fn decide_unlogged(&self, request: Request<'_>) -> Decision {
         self.decide_many_unlogged(&[request], Runner::Sandbox)
             .pop()
-            .unwrap_or_else(|| unreachable_fail_safe(request))
+            .unwrap_or_else(|| Decision::fail_safe(request, "internal: no decision was made"))
     }
 
-    /// Decide several stamps that are waiting together: their facts are read in one
+    /// Answer several requests that are waiting together: their facts are read in one
     /// read transaction (one snapshot), each runs in its own fresh sandbox. One
     /// decision line each.
     pub fn decide_batch(&self, requests: &[Request<'_>]) -> Vec<Decision> {
@@ -41,20 +51,29 @@ impl Guard {
     }
 
     /// The native reference: the same configuration and the same facts read the same
-    /// way, judged by the reference predicate compiled into this binary instead of the
+    /// way, judged by the reference predicates compiled into this binary instead of the
     /// sandboxed policy. For benchmarks and comparisons; not a fallback.
     pub fn decide_native_unlogged(&self, request: Request<'_>) -> Decision {
         self.decide_many_unlogged(&[request], Runner::Native)
             .pop()
-            .unwrap_or_else(|| unreachable_fail_safe(request))
+            .unwrap_or_else(|| Decision::fail_safe(request, "internal: no decision was made"))
+    }
+
+    /// The facts a policy would be asked for `request`, read and put together exactly
+    /// as a decision reads them (for the bench, and tools that call a policy directly).
+    pub fn facts_record(&self, request: Request<'_>) -> Result<FactsRecord, FactsError> {
+        let config = self.shared.config.load();
+        let task = self.shared.facts.load().read(request.work_item)?;
+        Ok(question(&config, request, task.as_ref()).to_record())
     }
 
     fn decide_many_unlogged(&self, requests: &[Request<'_>], runner: Runner) -> Vec<Decision> {
-        if runner == Runner::Native {
-            return self.judge(requests, runner).into_iter().map(|j| j.decision).collect();
-        }
         let started = std::time::Instant::now();
-        let judged = self.judge(requests, runner);
+        let config = self.shared.config.load();
+        let judged = self.judge(&config, requests, runner);
+        if runner == Runner::Native {
+            return judged.into_iter().map(|j| j.decision).collect();
+        }
         // A batch's decisions were judged together: each counts its share of the time.
         let each = started.elapsed() / u32::try_from(judged.len().max(1)).unwrap_or(u32::MAX);
         // Every sandboxed-path decision, whatever its outcome, passes the observers:
@@ -64,50 +83,43 @@ impl Guard {
         let shadow = self.shared.shadow.load();
         judged
             .into_iter()
-            .map(
-                |Judged {
-                     decision,
-                     facts,
-                     policy_failed,
-                     fail_safe,
-                 }| {
-                    self.shared.metrics.observe(&decision, fail_safe, each);
-                    if let Some(ledger) = ledger.as_ref() {
-                        ledger.record(&decision, facts.as_ref().map(FactsRecord::from_facts));
-                    }
-                    if let Some(digest) = &decision.policy_digest {
-                        self.shared.slot.observe(digest, policy_failed);
-                    }
-                    if let (Some(shadow), Some(facts)) = (shadow.as_ref(), facts)
-                        && !policy_failed
-                    {
-                        shadow.compare(facts, decision.verdict, &decision.rule);
-                    }
-                    decision
-                },
-            )
+            .map(|judged| {
+                let Judged {
+                    decision,
+                    question,
+                    policy_failed,
+                    fail_safe,
+                } = judged;
+                self.shared.metrics.observe(&decision, fail_safe, each);
+                if let Some(ledger) = ledger.as_ref() {
+                    ledger.record(&decision, question.as_ref().map(OwnedQuestion::to_record));
+                }
+                if let Some(digest) = &decision.policy_digest {
+                    self.shared.slot.observe(digest, policy_failed);
+                }
+                if let (Some(shadow), Some(question)) = (shadow.as_ref(), question)
+                    && !policy_failed
+                {
+                    shadow.compare(question.to_record(), decision.verdict, &decision.rule);
+                }
+                decision
+            })
             .collect()
     }
 
-    /// The decisions, with the facts the policy was given (none when no policy ran).
-    fn judge(&self, requests: &[Request<'_>], runner: Runner) -> Vec<Judged> {
-        let config = self.shared.config.load();
-        let unjudged = |decision, fail_safe| Judged {
-            decision,
-            facts: None,
-            policy_failed: false,
-            fail_safe,
-        };
+    /// The decisions, with the question the policy was asked (none when no policy
+    /// ran).
+    fn judge<'a>(&self, config: &'a Config, requests: &[Request<'a>], runner: Runner) -> Vec<Judged<'a>> {
         if let Some(problem) = &config.problem {
             return requests
                 .iter()
-                .map(|r| unjudged(Decision::fail_safe(*r, problem), Some(FailSafeClass::Config)))
+                .map(|r| Judged::unasked(Decision::fail_safe(*r, problem), Some(FailSafeClass::Config)))
                 .collect();
         }
         if !config.enabled {
             return requests
                 .iter()
-                .map(|r| unjudged(Decision::kill_switch(*r), None))
+                .map(|r| Judged::unasked(Decision::kill_switch(*r), None))
                 .collect();
         }
         let policy = match runner {
@@ -121,64 +133,54 @@ impl Guard {
                     );
                     return requests
                         .iter()
-                        .map(|r| unjudged(Decision::fail_safe(*r, &cause), Some(FailSafeClass::PolicyUnavailable)))
+                        .map(|r| {
+                            Judged::unasked(Decision::fail_safe(*r, &cause), Some(FailSafeClass::PolicyUnavailable))
+                        })
                         .collect();
                 }
             },
         };
         let work_items: Vec<&str> = requests.iter().map(|r| r.work_item).collect();
         let facts = self.shared.facts.load().read_many(&work_items);
-        let Some(policy) = policy else {
-            return requests
-                .iter()
-                .zip(facts)
-                .map(|(request, task)| match task {
-                    Err(e) => unjudged(Decision::fail_safe(*request, e), Some(FailSafeClass::Facts)),
-                    Ok(task) => unjudged(run_native(&config, *request, task), None),
-                })
-                .collect();
-        };
-        if let ([request], [_]) = (requests, facts.as_slice()) {
-            // One request: no batch to share a Store with.
-            return match facts.into_iter().next() {
-                Some(Ok(task)) => {
-                    let (decision, facts) = sandboxed_facts(&policy, &config, *request, task);
-                    let ruling = policy.decide(&facts);
-                    vec![judged_by(decision, facts, ruling)]
-                }
-                Some(Err(e)) => vec![unjudged(Decision::fail_safe(*request, e), Some(FailSafeClass::Facts))],
-                None => Vec::new(),
-            };
-        }
-        // The facts of each request that could be read, then the policy over all of
-        // them at once (see LoadedPolicy::decide_many), then each ruling in its place.
-        let asked: Vec<Asked> = requests
+        // Each request with its facts, or the reason they could not be read.
+        let asked: Vec<Result<(Request<'a>, Option<TaskFacts>), FactsError>> = requests
             .iter()
             .zip(facts)
-            .map(|(request, task)| match task {
-                Err(e) => Asked::Judged(unjudged(Decision::fail_safe(*request, e), Some(FailSafeClass::Facts))),
-                Ok(task) => {
-                    let (decision, facts) = sandboxed_facts(&policy, &config, *request, task);
-                    Asked::Policy(decision, facts)
-                }
-            })
+            .map(|(request, task)| task.map(|task| (*request, task)))
             .collect();
-        let wit_facts: Vec<&Facts> = asked
+        let questions: Vec<Question<'_>> = asked
             .iter()
-            .filter_map(|asked| match asked {
-                Asked::Policy(_, facts) => Some(facts),
-                Asked::Judged(_) => None,
-            })
+            .filter_map(|asked| asked.as_ref().ok())
+            .map(|(request, task)| question(config, *request, task.as_ref()))
             .collect();
-        let mut rulings = policy.decide_many(&wit_facts).into_iter();
+        let mut rulings = match &policy {
+            None => questions.iter().map(|q| Ok(native(q))).collect::<Vec<_>>(),
+            Some(policy) if questions.len() == 1 => vec![policy.rule(&questions[0])],
+            Some(policy) => policy.rule_many(&questions),
+        }
+        .into_iter();
         asked
             .into_iter()
-            .map(|asked| match asked {
-                Asked::Judged(judged) => judged,
-                Asked::Policy(decision, facts) => match rulings.next() {
-                    Some(ruling) => judged_by(decision, facts, ruling),
-                    None => unreachable_judged(decision, facts),
-                },
+            .zip(requests)
+            .map(|(asked, request)| match asked {
+                Err(e) => Judged::unasked(Decision::fail_safe(*request, e), Some(FailSafeClass::Facts)),
+                Ok((request, task)) => {
+                    let ruling = rulings.next().unwrap_or_else(|| {
+                        Err(RunError::Instantiate(
+                            "the policy gave no ruling for this request".to_owned(),
+                        ))
+                    });
+                    let mut decision = with_facts(request, task.as_ref());
+                    match &policy {
+                        Some(policy) => {
+                            decision.policy = Some(policy.identity().to_owned());
+                            decision.policy_digest = Some(policy.digest.clone());
+                        }
+                        None => decision.policy = Some(NATIVE_POLICY.to_owned()),
+                    }
+                    // The question again, borrowing what the Judged keeps alive.
+                    Judged::ruled(decision, ruling, request, task, config)
+                }
             })
             .collect()
     }
@@ -190,13 +192,25 @@ enum Runner {
     Native,
 }
 
-fn unreachable_fail_safe(request: Request<'_>) -> Decision {
-    Decision::fail_safe(request, "internal: no decision was made")
+/// What a policy is asked for `request`, given the facts read for it.
+fn question<'a>(config: &'a Config, request: Request<'a>, task: Option<&'a TaskFacts>) -> Question<'a> {
+    Question {
+        ask: request.ask,
+        work_item: request.work_item,
+        caller: request.caller,
+        task: task.map(|t| TaskRef {
+            repo: &t.repo,
+            stage: &t.stage,
+        }),
+        window_active: task.and_then(|t| t.window_active),
+        scope_repos: &config.scope_repos,
+        self_hosting_repos: &config.self_hosting_repos,
+    }
 }
 
 /// The decision with the facts the host read: stage trimmed, window, window error.
 fn with_facts(request: Request<'_>, task: Option<&TaskFacts>) -> Decision {
-    let mut decision = Decision::blank(request, crate::Verdict::Allow, "");
+    let mut decision = Decision::blank(request, request.ask.as_before(), "");
     if let Some(task) = task {
         decision.db_stage = Some(py_strip(&task.stage).to_owned());
         decision.window_active = task.window_active;
@@ -205,114 +219,116 @@ fn with_facts(request: Request<'_>, task: Option<&TaskFacts>) -> Decision {
     decision
 }
 
-/// A decision, the facts its policy was given, whether the policy failed, and the class
-/// of its fail-safe if it is one.
-struct Judged {
+/// A decision, the question its policy was asked (the facts kept for the observers),
+/// whether the policy failed, and the class of its fail-safe if it is one.
+struct Judged<'a> {
     decision: Decision,
-    facts: Option<Facts>,
+    question: Option<OwnedQuestion<'a>>,
     policy_failed: bool,
     fail_safe: Option<FailSafeClass>,
 }
 
-/// A request of a batch: judged already (its facts could not be read), or waiting for
-/// the policy with its decision so far and the facts the policy is given.
-enum Asked {
-    Judged(Judged),
-    Policy(Decision, Facts),
-}
-
-/// The decision as far as the facts go (before any policy ran), and the facts the
-/// policy is given.
-fn sandboxed_facts(
-    policy: &LoadedPolicy,
-    config: &Config,
-    request: Request<'_>,
+/// A question with the facts it borrows, kept until the observers have seen it.
+struct OwnedQuestion<'a> {
+    request: Request<'a>,
     task: Option<TaskFacts>,
-) -> (Decision, Facts) {
-    let mut decision = with_facts(request, task.as_ref());
-    decision.policy = Some(policy.identity().to_owned());
-    decision.policy_digest = Some(policy.digest.clone());
-    let facts = Facts {
-        work_item_id: request.work_item.to_owned(),
-        target: wit_target(request.target),
-        caller: request.caller.map(str::to_owned),
-        window_active: task.as_ref().and_then(|t| t.window_active),
-        task: task.map(|t| Task {
-            repo: t.repo,
-            stage: t.stage,
-        }),
-        scope_repos: config.scope_repos.clone(),
-        self_hosting_repos: config.self_hosting_repos.clone(),
-    };
-    (decision, facts)
+    config: &'a Config,
 }
 
-/// The decision once the policy ruled (or failed).
-fn judged_by(
-    mut decision: Decision,
-    facts: Facts,
-    ruling: Result<crate::sandbox::policy::Ruling, crate::sandbox::policy::RunError>,
-) -> Judged {
-    match ruling {
-        Ok(ruling) => {
-            decision.verdict = ruling.verdict;
-            decision.rule = ruling.rule;
-            Judged {
-                decision,
-                facts: Some(facts),
-                policy_failed: false,
-                fail_safe: None,
-            }
-        }
-        Err(e) => Judged {
-            // An instance that could not be had (the pool exhausted by the host's own
-            // load) is not the policy's failure; probation does not count it.
-            policy_failed: !matches!(e, crate::sandbox::policy::RunError::Instantiate(_)),
-            fail_safe: Some(e.class()),
-            decision: decision.into_fail_safe(e),
-            facts: Some(facts),
-        },
+impl OwnedQuestion<'_> {
+    fn to_record(&self) -> FactsRecord {
+        question(self.config, self.request, self.task.as_ref()).to_record()
     }
 }
 
-/// decide_many answers every facts it is given; were one missing, the decision would
-/// fail safe rather than panic.
-fn unreachable_judged(decision: Decision, facts: Facts) -> Judged {
-    judged_by(
-        decision,
-        facts,
-        Err(crate::sandbox::policy::RunError::Instantiate(
-            "the policy gave no ruling for this request".to_owned(),
-        )),
-    )
+impl<'a> Judged<'a> {
+    /// A decision no policy was asked for.
+    fn unasked(decision: Decision, fail_safe: Option<FailSafeClass>) -> Judged<'a> {
+        Judged {
+            decision,
+            question: None,
+            policy_failed: false,
+            fail_safe,
+        }
+    }
+
+    /// A decision once the policy ruled (or failed).
+    fn ruled(
+        mut decision: Decision,
+        ruling: Result<Ruling, RunError>,
+        request: Request<'a>,
+        task: Option<TaskFacts>,
+        config: &'a Config,
+    ) -> Judged<'a> {
+        let question = Some(OwnedQuestion { request, task, config });
+        match ruling {
+            Ok(ruling) => {
+                decision.verdict = ruling.verdict;
+                decision.rule = ruling.rule;
+                Judged {
+                    decision,
+                    question,
+                    policy_failed: false,
+                    fail_safe: None,
+                }
+            }
+            Err(e) => Judged {
+                // An instance that could not be had (the pool exhausted by the host's own
+                // load) is not the policy's failure; probation does not count it.
+                policy_failed: !matches!(e, RunError::Instantiate(_)),
+                fail_safe: Some(e.class()),
+                decision: decision.into_fail_safe(e),
+                question,
+            },
+        }
+    }
 }
 
 /// Identity of the native reference in decisions it makes.
 pub const NATIVE_POLICY: &str = "native:deploy-status-guard";
 
-fn run_native(config: &Config, request: Request<'_>, task: Option<TaskFacts>) -> Decision {
-    use deploy_status_guard::predicate;
-    let mut decision = with_facts(request, task.as_ref());
-    decision.policy = Some(NATIVE_POLICY.to_owned());
-    let ruling = predicate::decide(&predicate::Facts {
-        target: match request.target {
-            Target::Awaiting => predicate::Target::Awaiting,
-            Target::Deploying => predicate::Target::Deploying,
-            Target::Monitoring => predicate::Target::Monitoring,
-        },
-        task: task.as_ref().map(|t| predicate::Task {
-            repo: &t.repo,
-            stage: &t.stage,
-        }),
-        window_active: task.as_ref().and_then(|t| t.window_active),
-        scope_repos: &config.scope_repos,
-        self_hosting_repos: &config.self_hosting_repos,
+/// The reference predicates, natively: `decide` for a stamp, `tick` for a tick.
+fn native(question: &Question<'_>) -> Ruling {
+    let task = question.task.map(|t| predicate::Task {
+        repo: t.repo,
+        stage: t.stage,
     });
-    decision.verdict = match ruling.verdict {
-        predicate::Verdict::Allow => crate::Verdict::Allow,
-        predicate::Verdict::ConvergeDone => crate::Verdict::ConvergeDone,
-        predicate::Verdict::Suppress => crate::Verdict::Suppress,
-    };
-    decision.rule = ruling.rule.as_str().to_owned();
-    decision
+    match question.ask {
+        Ask::Decide(target) => {
+            let ruling = predicate::decide(&predicate::Facts {
+                target: match target {
+                    Target::Awaiting => predicate::Target::Awaiting,
+                    Target::Deploying => predicate::Target::Deploying,
+                    Target::Monitoring => predicate::Target::Monitoring,
+                },
+                task,
+                window_active: question.window_active,
+                scope_repos: question.scope_repos,
+                self_hosting_repos: question.self_hosting_repos,
+            });
+            Ruling {
+                verdict: match ruling.verdict {
+                    predicate::Verdict::Allow => Verdict::Allow,
+                    predicate::Verdict::ConvergeDone => Verdict::ConvergeDone,
+                    predicate::Verdict::Suppress => Verdict::Suppress,
+                },
+                rule: ruling.rule.as_str().to_owned(),
+            }
+        }
+        Ask::Tick => {
+            let ruling = predicate::tick(&predicate::TickFacts {
+                task,
+                window_active: question.window_active,
+                scope_repos: question.scope_repos,
+                self_hosting_repos: question.self_hosting_repos,
+            });
+            Ruling {
+                verdict: match ruling.verdict {
+                    predicate::TickVerdict::Proceed => Verdict::Proceed,
+                    predicate::TickVerdict::Noop => Verdict::Noop,
+                },
+                rule: ruling.rule.as_str().to_owned(),
+            }
+        }
+    }
 }

@@ -13,9 +13,13 @@
 //! stays: the file is in WAL mode, and a process crash (even `kill -9`) loses no
 //! committed transaction and never corrupts the file; the ledger always holds a prefix
 //! of the decisions, in order.
+//!
+//! A monitor tick is recorded like a stamp: its `target` column reads `tick` (the
+//! column says what was asked), and its facts say `"op": "tick"`, so that a ledger
+//! written before ticks existed reads as it always did.
 
-use crate::admission::vectors::FactsRecord;
-use crate::decision::Decision;
+use crate::decision::{Ask, Decision};
+use crate::sandbox::question::FactsRecord;
 use rusqlite::{Connection, OpenFlags, params};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -369,7 +373,7 @@ fn commit(connection: &mut Connection, batch: &[Box<Entry>]) -> rusqlite::Result
                 entry.time_ms,
                 d.work_item,
                 d.caller,
-                d.target.as_str(),
+                asked(d.ask),
                 facts,
                 d.db_stage,
                 d.window_active,
@@ -382,6 +386,14 @@ fn commit(connection: &mut Connection, batch: &[Box<Entry>]) -> rusqlite::Result
         }
     }
     tx.commit()
+}
+
+/// What the `target` column says was asked: the target of a stamp, or `tick`.
+fn asked(ask: Ask) -> &'static str {
+    match ask {
+        Ask::Decide(target) => target.as_str(),
+        Ask::Tick => "tick",
+    }
 }
 
 /// A recorded decision, read back.
@@ -422,7 +434,7 @@ pub fn read_ledger(path: &Path) -> Result<Vec<Recorded>, LedgerError> {
                 Decision {
                     work_item: row.get(2)?,
                     caller: row.get(3)?,
-                    target: crate::Target::Awaiting,
+                    ask: Ask::Tick,
                     db_stage: row.get(6)?,
                     window_active: row.get(7)?,
                     verdict: crate::Verdict::Allow,
@@ -437,7 +449,14 @@ pub fn read_ledger(path: &Path) -> Result<Vec<Recorded>, LedgerError> {
     let mut recorded = Vec::new();
     for row in rows {
         let (id, time_ms, facts, target, verdict, mut decision) = row.map_err(|e| open_error(path, e))?;
-        decision.target = target.parse().map_err(|e: String| open_error(path, e))?;
+        decision.ask = match target.as_str() {
+            "tick" => Ask::Tick,
+            target => Ask::Decide(
+                target
+                    .parse()
+                    .map_err(|e: String| open_error(path, format!("row {id}: {e}")))?,
+            ),
+        };
         decision.verdict = serde_json::from_value(serde_json::Value::String(verdict))
             .map_err(|e| open_error(path, format!("row {id}: {e}")))?;
         let facts = match facts {

@@ -17,7 +17,9 @@
 //! series of their own (sanitised to `[A-Za-z0-9._:-]`, 64 bytes), the rest count as
 //! `other`: a policy cannot grow the host's memory, nor break the text, through its rules.
 
-use crate::decision::{Decision, FailSafeClass, RULE_FAIL_SAFE, RULE_KILL_SWITCH, Verdict};
+use crate::decision::{
+    Ask, Decision, FailSafeClass, RULE_FAIL_SAFE, RULE_KILL_SWITCH, RULE_TICK_NOT_IN_POLICY, Verdict,
+};
 use crate::sandbox::policy::LoadedPolicy;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -38,8 +40,9 @@ pub const MAX_UNKNOWN_RULES: usize = 64;
 /// The rule label of the unknown rules beyond [`MAX_UNKNOWN_RULES`].
 pub const OTHER_RULE: &str = "other";
 
-/// The rules whose counters are resolved once: the reference policy's and the host's.
-const KNOWN_RULES: [&str; 9] = {
+/// The stamps' rules whose counters are resolved once: the reference policy's and the
+/// host's.
+const DECIDE_RULES: [&str; 9] = {
     use deploy_status_guard::predicate::Rule;
     let mut rules = [RULE_FAIL_SAFE; 9];
     let mut i = 0;
@@ -51,13 +54,80 @@ const KNOWN_RULES: [&str; 9] = {
     rules
 };
 
-const VERDICTS: [Verdict; 3] = [Verdict::Allow, Verdict::ConvergeDone, Verdict::Suppress];
+/// The ticks' rules whose counters are resolved once: the reference policy's and the
+/// host's (`tick-not-in-policy` for a policy of the 1.0.0 world).
+const TICK_RULES: [&str; 7] = {
+    use deploy_status_guard::predicate::TickRule;
+    let mut rules = [RULE_FAIL_SAFE; 7];
+    let mut i = 0;
+    while i < TickRule::ALL.len() {
+        rules[i] = TickRule::ALL[i].as_str();
+        i += 1;
+    }
+    rules[TickRule::ALL.len()] = RULE_KILL_SWITCH;
+    rules[TickRule::ALL.len() + 1] = RULE_TICK_NOT_IN_POLICY;
+    rules
+};
 
-fn verdict_index(verdict: Verdict) -> usize {
-    match verdict {
-        Verdict::Allow => 0,
-        Verdict::ConvergeDone => 1,
-        Verdict::Suppress => 2,
+/// A family of counters by verdict and rule (`deploy_guard_decisions_total` for the
+/// stamps, `deploy_guard_ticks_total` for the ticks): the counter of a known (verdict,
+/// rule) pair is resolved once and kept; at most [`MAX_UNKNOWN_RULES`] unknown rules
+/// get a series of their own.
+struct RuleCounters {
+    family: Family<DecisionLabels, Counter>,
+    verdicts: &'static [Verdict],
+    rules: &'static [&'static str],
+    /// `known[verdict * rules.len() + rule]`, resolved the first time the pair is seen.
+    known: Vec<OnceLock<Counter>>,
+    /// Unknown rules given a series so far (bounded by [`MAX_UNKNOWN_RULES`]).
+    unknown_rules: Mutex<std::collections::HashSet<String>>,
+}
+
+impl RuleCounters {
+    fn new(verdicts: &'static [Verdict], rules: &'static [&'static str]) -> RuleCounters {
+        RuleCounters {
+            family: Family::default(),
+            verdicts,
+            rules,
+            known: (0..verdicts.len() * rules.len()).map(|_| OnceLock::new()).collect(),
+            unknown_rules: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    fn count(&self, verdict: Verdict, rule: &str) {
+        let known = self.verdicts.iter().position(|v| *v == verdict).and_then(|verdict_at| {
+            let rule_at = self.rules.iter().position(|known| *known == rule)?;
+            Some(verdict_at * self.rules.len() + rule_at)
+        });
+        if let Some(at) = known {
+            // Borrowed, not cloned: a clone would touch the counter's shared reference
+            // count on every decision.
+            self.known[at]
+                .get_or_init(|| {
+                    self.family
+                        .get_or_create(&DecisionLabels {
+                            verdict: verdict.as_str(),
+                            rule: rule.to_owned(),
+                        })
+                        .clone()
+                })
+                .inc();
+            return;
+        }
+        let rule = sanitise_rule(rule);
+        let rule = match self.unknown_rules.lock() {
+            Ok(mut seen) if seen.contains(&rule) || seen.len() < MAX_UNKNOWN_RULES => {
+                seen.insert(rule.clone());
+                rule
+            }
+            _ => OTHER_RULE.to_owned(),
+        };
+        self.family
+            .get_or_create(&DecisionLabels {
+                verdict: verdict.as_str(),
+                rule,
+            })
+            .inc();
     }
 }
 
@@ -186,11 +256,8 @@ impl EncodeMetric for DurationHistogram {
 /// The metrics of one guard. See the module documentation.
 pub struct Metrics {
     registry: Registry,
-    decisions: Family<DecisionLabels, Counter>,
-    /// `known[verdict][rule]`, resolved the first time the pair is seen.
-    known: [[OnceLock<Counter>; KNOWN_RULES.len()]; VERDICTS.len()],
-    /// Unknown rules given a series so far (bounded by [`MAX_UNKNOWN_RULES`]).
-    unknown_rules: Mutex<std::collections::HashSet<String>>,
+    decisions: RuleCounters,
+    ticks: RuleCounters,
     fail_safe: [Counter; FailSafeClass::ALL.len()],
     duration: DurationHistogram,
     policy_info: Family<PolicyLabels, Gauge>,
@@ -217,11 +284,17 @@ impl Metrics {
     /// Every metric of CONTRACT.md, registered, at zero.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let decisions = Family::<DecisionLabels, Counter>::default();
+        let decisions = RuleCounters::new(&Verdict::ALL[..3], &DECIDE_RULES);
         registry.register(
             "deploy_guard_decisions",
-            "Decisions made, by verdict and rule",
-            decisions.clone(),
+            "Decisions made on stamps, by verdict and rule",
+            decisions.family.clone(),
+        );
+        let ticks = RuleCounters::new(&Verdict::ALL[3..], &TICK_RULES);
+        registry.register(
+            "deploy_guard_ticks",
+            "Decisions made on the post-deploy monitor's ticks, by verdict and rule",
+            ticks.family.clone(),
         );
         let fail_safe_family = Family::<ClassLabels, Counter>::default();
         let fail_safe = FailSafeClass::ALL.map(|class| {
@@ -283,8 +356,7 @@ impl Metrics {
         Metrics {
             registry,
             decisions,
-            known: Default::default(),
-            unknown_rules: Mutex::new(std::collections::HashSet::new()),
+            ticks,
             fail_safe,
             duration,
             policy_info,
@@ -295,46 +367,18 @@ impl Metrics {
         }
     }
 
-    /// Count one decision: its verdict and rule, its fail-safe class, its duration.
+    /// Count one decision: its verdict and rule (a stamp's or a tick's), its fail-safe
+    /// class, its duration.
     pub fn observe(&self, decision: &Decision, fail_safe: Option<FailSafeClass>, elapsed: Duration) {
-        self.count_decision(decision.verdict, &decision.rule);
+        let counters = match decision.ask {
+            Ask::Decide(_) => &self.decisions,
+            Ask::Tick => &self.ticks,
+        };
+        counters.count(decision.verdict, &decision.rule);
         if let Some(class) = fail_safe {
             self.fail_safe[class as usize].inc();
         }
         self.duration.observe(elapsed);
-    }
-
-    fn count_decision(&self, verdict: Verdict, rule: &str) {
-        let verdict_at = verdict_index(verdict);
-        if let Some(rule_at) = KNOWN_RULES.iter().position(|known| *known == rule) {
-            // Borrowed, not cloned: a clone would touch the counter's shared reference
-            // count on every decision.
-            self.known[verdict_at][rule_at]
-                .get_or_init(|| {
-                    self.decisions
-                        .get_or_create(&DecisionLabels {
-                            verdict: verdict.as_str(),
-                            rule: rule.to_owned(),
-                        })
-                        .clone()
-                })
-                .inc();
-            return;
-        }
-        let rule = sanitise_rule(rule);
-        let rule = match self.unknown_rules.lock() {
-            Ok(mut seen) if seen.contains(&rule) || seen.len() < MAX_UNKNOWN_RULES => {
-                seen.insert(rule.clone());
-                rule
-            }
-            _ => OTHER_RULE.to_owned(),
-        };
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                verdict: verdict.as_str(),
-                rule,
-            })
-            .inc();
     }
 
     /// The counters the policy slot feeds.
@@ -409,11 +453,7 @@ mod tests {
     use crate::decision::{Request, Target};
 
     fn decision(verdict: Verdict, rule: &str) -> Decision {
-        let request = Request {
-            work_item: "W-1",
-            target: Target::Awaiting,
-            caller: None,
-        };
+        let request = Request::decide("W-1", Target::Awaiting, None);
         let mut decision = Decision::kill_switch(request);
         decision.verdict = verdict;
         decision.rule = rule.to_owned();

@@ -6,7 +6,8 @@
 //! runs the candidate. A full queue drops the comparison (counted), it never waits.
 
 use crate::decision::Verdict;
-use crate::sandbox::policy::{Facts, LoadedPolicy};
+use crate::sandbox::policy::LoadedPolicy;
+use crate::sandbox::question::FactsRecord;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -19,9 +20,9 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 pub const QUEUE_BYTES: usize = 64 << 20;
 
 /// About how many bytes a comparison holds (its strings; the rest is small).
-fn size(facts: &Facts, rule: &str) -> usize {
+fn size(facts: &FactsRecord, rule: &str) -> usize {
     128 + rule.len()
-        + facts.work_item_id.len()
+        + facts.work_item.len()
         + facts.caller.as_ref().map_or(0, String::len)
         + facts.task.as_ref().map_or(0, |t| t.repo.len() + t.stage.len())
         + facts
@@ -68,7 +69,7 @@ impl ShadowStats {
 }
 
 struct Comparison {
-    facts: Facts,
+    facts: FactsRecord,
     verdict: Verdict,
     rule: String,
 }
@@ -127,7 +128,7 @@ impl Shadow {
     }
 
     /// Queue a comparison of the live answer `(verdict, rule)` on `facts`.
-    pub fn compare(&self, facts: Facts, verdict: Verdict, rule: &str) {
+    pub fn compare(&self, facts: FactsRecord, verdict: Verdict, rule: &str) {
         let Ok(sender) = self.sender.lock() else { return };
         let Some(sender) = sender.as_ref() else { return };
         let bytes = size(&facts, rule);
@@ -190,7 +191,7 @@ fn compare_loop(
             }
             continue;
         }
-        let outcome = candidate.decide(&comparison.facts);
+        let outcome = candidate.rule(&comparison.facts.question());
         let Ok(mut stats) = stats.lock() else { return };
         stats.compared += 1;
         match outcome {
@@ -202,7 +203,7 @@ fn compare_loop(
                 *stats.by_transition.entry(transition).or_default() += 1;
                 tracing::warn!(
                     target: "deploy_guard::shadow",
-                    work_item = %comparison.facts.work_item_id,
+                    work_item = %comparison.facts.work_item,
                     live_verdict = comparison.verdict.as_str(),
                     live_rule = %comparison.rule,
                     candidate_verdict = ruling.verdict.as_str(),
@@ -214,7 +215,7 @@ fn compare_loop(
                 stats.candidate_failures += 1;
                 tracing::warn!(
                     target: "deploy_guard::shadow",
-                    work_item = %comparison.facts.work_item_id,
+                    work_item = %comparison.facts.work_item,
                     "shadow candidate failed: {e}"
                 );
             }

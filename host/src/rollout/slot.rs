@@ -345,6 +345,9 @@ impl PolicySlot {
                 "policy live: {identity}"
             ),
         }
+        if let Some(live) = self.current() {
+            say_if_no_monitor(&live);
+        }
         Outcome::Activated { identity, digest }
     }
 
@@ -448,6 +451,7 @@ impl PolicySlot {
             from = %bad.identity(), from_digest = %bad.digest, to = %previous.identity(), to_digest = %previous.digest,
             "policy rolled back: {} -> {}: {why}", bad.identity(), previous.identity()
         );
+        say_if_no_monitor(&previous);
         Some(Outcome::RolledBack {
             to: previous.identity().to_owned(),
             from: bad.identity().to_owned(),
@@ -623,6 +627,20 @@ impl PolicySlot {
             }
         }
         Outcome::Refused(reason)
+    }
+}
+
+/// Say once, when it goes live, that a policy of the 1.0.0 world answers no tick: the
+/// host answers its ticks PROCEED, rule `tick-not-in-policy` (the monitor's behaviour
+/// before the tick guard), on every tick, without saying it again.
+fn say_if_no_monitor(policy: &LoadedPolicy) {
+    if !policy.has_monitor() {
+        tracing::warn!(
+            target: "deploy_guard::policy",
+            policy = %policy.identity(), policy_digest = %policy.digest, world = policy.world(),
+            "{} is a policy of the {} world: it answers no monitor tick; every tick is PROCEED, rule {}",
+            policy.identity(), policy.world(), crate::decision::RULE_TICK_NOT_IN_POLICY
+        );
     }
 }
 

@@ -1,19 +1,28 @@
-//! A loaded policy: its bytes' digest, its compiled component, its `InstancePre`, its
-//! identity; and one decision run in a fresh sandbox, with everything the guest
-//! returns checked before it is believed.
+//! A loaded policy: its bytes' digest, its compiled component, its `InstancePre` and
+//! the indices of its exports, its identity and its world; and one question (a stamp or
+//! a tick) answered in a fresh sandbox, with everything the guest returns checked
+//! before it is believed.
 //!
-//! The boundary types are the ones `bindgen!` generates in [`crate::sandbox::wit`]; they are
-//! re-exported here, where policies are run, for the embedder's convenience.
+//! A policy of either world of the 1.x line loads: `policy` (and `info`) are found by
+//! their major line whatever the minor version they were built against, and a policy
+//! without `monitor` (the 1.0.0 world) has its ticks answered by the host: PROCEED,
+//! rule `tick-not-in-policy` (said once, when such a policy goes live:
+//! [`crate::rollout::slot`]). Every exported function's type is
+//! checked once, when the policy is loaded; a decision then calls it without checking
+//! it again.
 
 use crate::config::Limits;
-use crate::decision::MAX_RULE_BYTES;
+use crate::decision::{Ask, MAX_RULE_BYTES, RULE_TICK_NOT_IN_POLICY, Verdict};
 use crate::sandbox::engine::{Sandbox, SandboxState};
+use crate::sandbox::question::Question;
+use crate::sandbox::wit::{
+    Facts, MAJOR, MONITOR, PACKAGE, POLICY, PolicyInfo, TickFacts, WitDecision, WitTickDecision, WitTickVerdict,
+    WitVerdict, with_facts, with_tick_facts,
+};
 use std::sync::Arc;
 use wasmtime::Trap;
-use wasmtime::component::{Component, types::ComponentItem};
-
-pub use crate::sandbox::wit::{Facts, PolicyInfo, TargetStatus, Task, WitDecision, WitVerdict};
-use crate::sandbox::wit::{GuardPolicy, GuardPolicyPre};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre, TypedFunc};
 
 /// The longest name or version a policy may report, in bytes.
 pub const MAX_IDENTITY_BYTES: usize = 128;
@@ -81,17 +90,17 @@ impl RunError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ruling {
     /// The verdict.
-    pub verdict: crate::Verdict,
+    pub verdict: Verdict,
     /// The rule (at most [`MAX_RULE_BYTES`] bytes).
     pub rule: String,
 }
 
-/// A policy that passed loading: compiled, import-free, of the right world, with an
-/// identity. Decisions instantiate it afresh each time.
+/// A policy that passed loading: compiled, import-free, of a world of the 1.x line,
+/// with an identity. Every question instantiates it afresh.
 pub struct LoadedPolicy {
     sandbox: Arc<Sandbox>,
     /// One per lane of the sandbox (see [`crate::sandbox::engine`]).
-    pres: Vec<GuardPolicyPre<SandboxState>>,
+    lanes: Vec<Lane>,
     limits: Limits,
     /// `sha256:<hex>` of the module bytes.
     pub digest: String,
@@ -105,12 +114,26 @@ pub struct LoadedPolicy {
     bytes: Arc<[u8]>,
 }
 
+/// A policy in one lane: its `InstancePre` and where its functions are.
+#[derive(Clone)]
+struct Lane {
+    pre: InstancePre<SandboxState>,
+    decide: ComponentExportIndex,
+    info: ComponentExportIndex,
+    /// None for a policy of the 1.0.0 world (no `monitor`).
+    tick: Option<ComponentExportIndex>,
+}
+
+/// `info` as a typed function (its type checked at load).
+type InfoFunc = TypedFunc<(), (PolicyInfo,)>;
+
 impl std::fmt::Debug for LoadedPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPolicy")
             .field("name", &self.name)
             .field("version", &self.version)
             .field("digest", &self.digest)
+            .field("monitor", &self.has_monitor())
             .finish_non_exhaustive()
     }
 }
@@ -140,7 +163,7 @@ const MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 
 impl LoadedPolicy {
     /// Compile `bytes` and check the shape: a component, importing nothing, exporting
-    /// the `guard-policy` world, whose `info` answers within the limits.
+    /// a world of the 1.x line, whose `info` answers within the limits.
     pub fn load(sandbox: &Arc<Sandbox>, bytes: &[u8], limits: Limits) -> Result<LoadedPolicy, LoadError> {
         if bytes.is_empty() {
             return Err(LoadError::NotAComponent("the file is empty".into()));
@@ -189,8 +212,7 @@ impl LoadedPolicy {
         if !imports.is_empty() {
             return Err(LoadError::Imports(imports.join(", ")));
         }
-        check_export_shapes(component, engine)?;
-        let mut pres = Vec::with_capacity(sandbox.lanes().len());
+        let exports = check_export_shapes(component, engine)?;
         let artifact = if sandbox.lanes().len() > 1 {
             Some(
                 component
@@ -200,6 +222,7 @@ impl LoadedPolicy {
         } else {
             None
         };
+        let mut lanes = Vec::with_capacity(sandbox.lanes().len());
         for (index, lane) in sandbox.lanes().iter().enumerate() {
             let in_lane = match (&artifact, index) {
                 (_, 0) | (None, _) => component.clone(),
@@ -208,15 +231,26 @@ impl LoadedPolicy {
                 (Some(artifact), _) => unsafe { Component::deserialize(lane.engine(), artifact) }
                     .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?,
             };
-            let instance_pre = lane
+            let pre = lane
                 .linker()
                 .instantiate_pre(&in_lane)
                 .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-            pres.push(GuardPolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?);
+            let function = |interface: &str, name: &str| {
+                let instance = in_lane.get_export_index(None, interface);
+                instance
+                    .and_then(|instance| in_lane.get_export_index(Some(&instance), name))
+                    .ok_or_else(|| LoadError::WrongWorld(format!("{interface} does not export the function `{name}`")))
+            };
+            lanes.push(Lane {
+                decide: function(&exports.policy, "decide")?,
+                info: function(&exports.policy, "info")?,
+                tick: exports.monitor.as_deref().map(|m| function(m, "tick")).transpose()?,
+                pre,
+            });
         }
         let mut policy = LoadedPolicy {
             sandbox: Arc::clone(sandbox),
-            pres,
+            lanes,
             limits,
             digest,
             name: String::new(),
@@ -224,14 +258,12 @@ impl LoadedPolicy {
             identity: String::new(),
             bytes,
         };
-        let info = policy.info().map_err(|e| match e {
-            // The generated bindings typecheck the exports when the first instance is
-            // made: a mismatch deeper than the shapes checked above surfaces here.
-            RunError::Instantiate(message) if message.contains("type mismatch") => LoadError::WrongWorld(format!(
-                "an export of {POLICY_INTERFACE} does not have the type the world gives it: {message}"
-            )),
-            other => LoadError::Info(other.to_string()),
-        })?;
+        // Every function's type, in every lane, checked once here: a decision calls
+        // them unchecked.
+        for lane in 0..policy.lanes.len() {
+            policy.check_types(lane)?;
+        }
+        let info = policy.info().map_err(|e| LoadError::Info(e.to_string()))?;
         for (what, value) in [("name", &info.name), ("version", &info.version)] {
             // A control or format character (a bidirectional override, a zero-width
             // space) would let a policy print as another's identity, or forge a log line.
@@ -253,6 +285,30 @@ impl LoadedPolicy {
         Ok(policy)
     }
 
+    /// Instantiate in `lane` and check the types of `decide`, `info` and `tick` against
+    /// the world's.
+    fn check_types(&self, lane: usize) -> Result<(), LoadError> {
+        let (mut store, instance) = self.instantiate(lane).map_err(|e| LoadError::Info(e.to_string()))?;
+        let exports = &self.lanes[lane];
+        let mismatch = |function: &str, e: wasmtime::Error| {
+            LoadError::WrongWorld(format!(
+                "`{function}` does not have the type the guard-policy world gives it: {e:#}"
+            ))
+        };
+        instance
+            .get_typed_func::<(&Facts<'_>,), (WitDecision,)>(&mut store, &exports.decide)
+            .map_err(|e| mismatch("decide", e))?;
+        instance
+            .get_typed_func::<(), (PolicyInfo,)>(&mut store, &exports.info)
+            .map_err(|e| mismatch("info", e))?;
+        if let Some(tick) = &exports.tick {
+            instance
+                .get_typed_func::<(&TickFacts<'_>,), (WitTickDecision,)>(&mut store, tick)
+                .map_err(|e| mismatch("tick", e))?;
+        }
+        Ok(())
+    }
+
     /// `name@version`.
     pub fn identity(&self) -> &str {
         &self.identity
@@ -268,11 +324,21 @@ impl LoadedPolicy {
         self.limits
     }
 
+    /// Whether the policy answers ticks itself (it exports `monitor`: the 1.1.0 world).
+    pub fn has_monitor(&self) -> bool {
+        self.lanes.first().is_some_and(|lane| lane.tick.is_some())
+    }
+
+    /// The version of the world the policy exports: `1.1.0` with `monitor`, else `1.0.0`.
+    pub fn world(&self) -> &'static str {
+        if self.has_monitor() { "1.1.0" } else { "1.0.0" }
+    }
+
     /// A copy of this policy that runs under other limits (a configuration reload).
     pub fn with_limits(&self, limits: Limits) -> LoadedPolicy {
         LoadedPolicy {
             sandbox: Arc::clone(&self.sandbox),
-            pres: self.pres.clone(),
+            lanes: self.lanes.clone(),
             limits,
             digest: self.digest.clone(),
             name: self.name.clone(),
@@ -282,10 +348,10 @@ impl LoadedPolicy {
         }
     }
 
-    fn instantiate(&self, lane: usize) -> Result<(wasmtime::Store<SandboxState>, GuardPolicy), RunError> {
-        let lane = lane % self.pres.len();
+    fn instantiate(&self, lane: usize) -> Result<(wasmtime::Store<SandboxState>, Instance), RunError> {
+        let lane = lane % self.lanes.len();
         let mut store = self.sandbox.store(lane, self.limits);
-        match self.pres[lane].instantiate(&mut store) {
+        match self.lanes[lane].pre.instantiate(&mut store) {
             Ok(instance) => Ok((store, instance)),
             Err(e) => Err(classify(&store, e, self.limits, RunError::Instantiate)),
         }
@@ -293,41 +359,120 @@ impl LoadedPolicy {
 
     /// Ask `info` in a fresh instance.
     pub fn info(&self) -> Result<PolicyInfo, RunError> {
-        let (mut store, instance) = self.instantiate(self.sandbox.current_lane())?;
-        instance
-            .orchestrator_deploy_guard_policy()
-            .call_info(&mut store)
+        let lane = self.sandbox.current_lane() % self.lanes.len();
+        let (mut store, instance) = self.instantiate(lane)?;
+        let info: InfoFunc = self.function(&mut store, &instance, &self.lanes[lane].info)?;
+        info.call(&mut store, ())
+            .map(|(info,)| info)
             .map_err(|e| classify(&store, e, self.limits, RunError::InvalidResult))
     }
 
-    /// One decision in a fresh instance; the Store is dropped afterwards, trap or not.
-    pub fn decide(&self, facts: &Facts) -> Result<Ruling, RunError> {
-        self.decide_in_lane(self.sandbox.current_lane(), facts)
+    /// The function at `index` of `instance`, typed without a check.
+    fn function<P, R>(
+        &self,
+        store: &mut wasmtime::Store<SandboxState>,
+        instance: &Instance,
+        index: &ComponentExportIndex,
+    ) -> Result<TypedFunc<P, R>, RunError>
+    where
+        P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+        R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+    {
+        let func = instance
+            .get_func(&mut *store, index)
+            .ok_or_else(|| RunError::Instantiate("an export checked at load is missing".to_owned()))?;
+        // SAFETY: `index` is an export of the component this instance was made from,
+        // whose type was checked against `(P, R)` when the policy was loaded
+        // (`check_types`, for every lane).
+        Ok(unsafe { TypedFunc::new_unchecked(func) })
     }
 
-    /// [`LoadedPolicy::decide`] in a given lane (taken modulo the number of lanes).
-    pub fn decide_in_lane(&self, lane: usize, facts: &Facts) -> Result<Ruling, RunError> {
+    /// The host's answer to a tick for a policy without `monitor`, if this is one.
+    fn tick_not_in_policy(&self, question: &Question<'_>) -> Option<Ruling> {
+        if question.ask != Ask::Tick || self.has_monitor() {
+            return None;
+        }
+        Some(Ruling {
+            verdict: Verdict::Proceed,
+            rule: RULE_TICK_NOT_IN_POLICY.to_owned(),
+        })
+    }
+
+    /// Answer one question in a fresh instance; the Store is dropped afterwards, trap
+    /// or not. A tick asked of a policy without `monitor` is answered by the host.
+    pub fn rule(&self, question: &Question<'_>) -> Result<Ruling, RunError> {
+        self.rule_in_lane(self.sandbox.current_lane(), question)
+    }
+
+    /// [`LoadedPolicy::rule`] in a given lane (taken modulo the number of lanes).
+    pub fn rule_in_lane(&self, lane: usize, question: &Question<'_>) -> Result<Ruling, RunError> {
+        if let Some(ruling) = self.tick_not_in_policy(question) {
+            return Ok(ruling);
+        }
+        let lane = lane % self.lanes.len();
         let (mut store, instance) = self.instantiate(lane)?;
-        let answer = instance
-            .orchestrator_deploy_guard_policy()
-            .call_decide(&mut store, facts)
-            .map_err(|e| classify(&store, e, self.limits, RunError::InvalidResult))?;
-        check(answer)
+        self.call(&mut store, &instance, lane, question)
     }
-}
 
-impl LoadedPolicy {
-    /// Decisions for several facts (a batch), in order. Each runs in a fresh instance
-    /// with its own fuel and deadline, as [`LoadedPolicy::decide`] does; the instances
-    /// of up to [`crate::sandbox::engine::INSTANCES_PER_STORE`] decisions share a Store, which
-    /// saves making and dropping one per decision (measured on the reference policy:
-    /// 0.5 us of 4.4). The instances of a Store cannot reach one another: nothing is
-    /// linked between them. A Store in which anything failed is not used again.
-    pub fn decide_many(&self, facts: &[&Facts]) -> Vec<Result<Ruling, RunError>> {
-        let lane = self.sandbox.current_lane() % self.pres.len();
-        let mut rulings = Vec::with_capacity(facts.len());
+    /// Call the function that answers `question` on `instance`.
+    fn call(
+        &self,
+        store: &mut wasmtime::Store<SandboxState>,
+        instance: &Instance,
+        lane: usize,
+        question: &Question<'_>,
+    ) -> Result<Ruling, RunError> {
+        let exports = &self.lanes[lane];
+        let classified =
+            |store: &wasmtime::Store<SandboxState>, e| classify(store, e, self.limits, RunError::InvalidResult);
+        match (question.ask, &exports.tick) {
+            (Ask::Decide(target), _) => {
+                let decide: TypedFunc<(&Facts<'_>,), (WitDecision,)> =
+                    self.function(store, instance, &exports.decide)?;
+                let (answer,) = with_facts(question, target, |facts| decide.call(&mut *store, (facts,)))
+                    .map_err(|e| classified(store, e))?;
+                check(
+                    match answer.verdict {
+                        WitVerdict::Allow => Verdict::Allow,
+                        WitVerdict::ConvergeDone => Verdict::ConvergeDone,
+                        WitVerdict::Suppress => Verdict::Suppress,
+                    },
+                    answer.rule,
+                )
+            }
+            (Ask::Tick, Some(index)) => {
+                let tick: TypedFunc<(&TickFacts<'_>,), (WitTickDecision,)> = self.function(store, instance, index)?;
+                let (answer,) = with_tick_facts(question, |facts| tick.call(&mut *store, (facts,)))
+                    .map_err(|e| classified(store, e))?;
+                check(
+                    match answer.verdict {
+                        WitTickVerdict::Proceed => Verdict::Proceed,
+                        WitTickVerdict::Noop => Verdict::Noop,
+                    },
+                    answer.rule,
+                )
+            }
+            (Ask::Tick, None) => Err(RunError::Instantiate("no tick in this policy".to_owned())),
+        }
+    }
+
+    /// Answers for several questions (a batch), in order. Each runs in a fresh instance
+    /// with its own fuel and deadline, as [`LoadedPolicy::rule`] does; the instances
+    /// of up to [`crate::sandbox::engine::INSTANCES_PER_STORE`] questions share a Store,
+    /// which saves making and dropping one per decision (measured on the reference
+    /// policy: 0.5 us of 4.4). The instances of a Store cannot reach one another:
+    /// nothing is linked between them. A Store in which anything failed is not used
+    /// again.
+    pub fn rule_many(&self, questions: &[Question<'_>]) -> Vec<Result<Ruling, RunError>> {
+        let lane = self.sandbox.current_lane() % self.lanes.len();
+        let pre = &self.lanes[lane].pre;
+        let mut rulings = Vec::with_capacity(questions.len());
         let mut shared: Option<(wasmtime::Store<SandboxState>, usize)> = None;
-        for facts in facts {
+        for question in questions {
+            if let Some(ruling) = self.tick_not_in_policy(question) {
+                rulings.push(Ok(ruling));
+                continue;
+            }
             // The batch's Store, if it may take one more decision (the Store it replaces
             // is dropped first, so that dropping it is not counted against the deadline
             // of this decision). A Store whose caps this policy's instances have filled
@@ -338,26 +483,20 @@ impl LoadedPolicy {
                 .filter(|(_, used)| *used < crate::sandbox::engine::INSTANCES_PER_STORE)
                 .and_then(|(mut store, used)| {
                     crate::sandbox::engine::rearm(&mut store);
-                    let instance = self.pres[lane].instantiate(&mut store).ok()?;
+                    let instance = pre.instantiate(&mut store).ok()?;
                     Some((store, used, instance))
                 });
             let (mut store, used, instance) = match reused {
                 Some((store, used, instance)) => (store, used, Ok(instance)),
                 None => {
                     let mut store = self.sandbox.store(lane, self.limits);
-                    let instance = self.pres[lane]
+                    let instance = pre
                         .instantiate(&mut store)
                         .map_err(|e| classify(&store, e, self.limits, RunError::Instantiate));
                     (store, 0, instance)
                 }
             };
-            let ruling = instance.and_then(|instance| {
-                instance
-                    .orchestrator_deploy_guard_policy()
-                    .call_decide(&mut store, facts)
-                    .map_err(|e| classify(&store, e, self.limits, RunError::InvalidResult))
-                    .and_then(check)
-            });
+            let ruling = instance.and_then(|instance| self.call(&mut store, &instance, lane, question));
             // A Store in which anything failed, or in which an instance grew its memory
             // or a table, takes no further decision.
             if ruling.is_ok() && !store.data().grew {
@@ -369,31 +508,23 @@ impl LoadedPolicy {
     }
 }
 
-/// The guest's answer, believed only once checked.
-fn check(answer: WitDecision) -> Result<Ruling, RunError> {
-    if answer.rule.len() > MAX_RULE_BYTES {
+/// The guest's answer, believed only once checked: its rule bounded and printable.
+fn check(verdict: Verdict, rule: String) -> Result<Ruling, RunError> {
+    if rule.len() > MAX_RULE_BYTES {
         // The rule itself never reaches a log line: only its size.
         return Err(RunError::InvalidResult(format!(
             "the rule is {} bytes long, more than {MAX_RULE_BYTES}",
-            answer.rule.len()
+            rule.len()
         )));
     }
-    if answer.rule.chars().any(crate::decision::is_control_or_format) {
+    if rule.chars().any(crate::decision::is_control_or_format) {
         // Escaped, so that the message cannot carry what it reports into a log line.
         return Err(RunError::InvalidResult(format!(
             "the rule holds control or format characters: {}",
-            crate::decision::Escaped(&answer.rule)
+            crate::decision::Escaped(&rule)
         )));
     }
-    let verdict = match answer.verdict {
-        WitVerdict::Allow => crate::Verdict::Allow,
-        WitVerdict::ConvergeDone => crate::Verdict::ConvergeDone,
-        WitVerdict::Suppress => crate::Verdict::Suppress,
-    };
-    Ok(Ruling {
-        verdict,
-        rule: answer.rule,
-    })
+    Ok(Ruling { verdict, rule })
 }
 
 /// Turn wasmtime's error into the class of what happened. Errors that are not traps
@@ -415,31 +546,86 @@ fn classify(
     }
 }
 
-/// The interface a policy exports its functions in.
-pub const POLICY_INTERFACE: &str = "orchestrator:deploy-guard/policy@1.0.0";
+/// Where a policy's interfaces are: the exact export names of `policy` and, if it has
+/// one, `monitor`, each of the 1.x line.
+struct Exports {
+    policy: String,
+    monitor: Option<String>,
+}
 
-/// Check the shapes of `decide` and `info` before anything is instantiated, so that a
-/// component of another world is refused with the name of what differs.
-fn check_export_shapes(component: &Component, engine: &wasmtime::Engine) -> Result<(), LoadError> {
+/// `orchestrator:deploy-guard/<interface>@<version>` split, if `name` is one.
+fn interface_of(name: &str) -> Option<(&str, semver_major::Version<'_>)> {
+    let rest = name.strip_prefix(PACKAGE)?.strip_prefix('/')?;
+    let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+    Some((interface, semver_major::Version(version)))
+}
+
+/// The major number of a `MAJOR.MINOR.PATCH` version, parsed as wasmtime does for its
+/// semver-compatible lookups (no pre-release: it is compatible with nothing else).
+mod semver_major {
+    /// A version as the export name writes it.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Version<'a>(pub &'a str);
+
+    impl Version<'_> {
+        /// Its major number, when it is a release version.
+        pub fn major(self) -> Option<u64> {
+            let mut parts = self.0.split('.');
+            let major = parts.next()?.parse().ok()?;
+            let minor: Option<u64> = parts.next()?.parse().ok();
+            let patch: Option<u64> = parts.next()?.parse().ok();
+            (minor.is_some() && patch.is_some() && parts.next().is_none()).then_some(major)
+        }
+    }
+}
+
+/// Find `policy` (required) and `monitor` (optional) among the component's exports and
+/// check the shapes of their functions before anything is instantiated, so that a
+/// component of another world or another major version is refused with the name of
+/// what differs.
+fn check_export_shapes(component: &Component, engine: &wasmtime::Engine) -> Result<Exports, LoadError> {
     let ty = component.component_type();
-    let Some(policy) = ty.exports(engine).find_map(|(name, export)| match export.ty {
-        ComponentItem::ComponentInstance(instance) if name == POLICY_INTERFACE => Some(instance),
-        _ => None,
-    }) else {
-        return Err(LoadError::WrongWorld(format!("it does not export {POLICY_INTERFACE}")));
+    let mut found: [Option<(String, wasmtime::component::types::ComponentInstance)>; 2] = [None, None];
+    for (name, export) in ty.exports(engine) {
+        let Some((interface, version)) = interface_of(name) else {
+            continue;
+        };
+        let Some(slot) = [POLICY, MONITOR].iter().position(|i| *i == interface) else {
+            continue;
+        };
+        if version.major() != Some(MAJOR) {
+            return Err(LoadError::WrongWorld(format!(
+                "it exports `{name}`, of another version line: this host speaks {PACKAGE} {MAJOR}.x \
+                 (1.0.0 and 1.1.0), and a policy of another major version is never called"
+            )));
+        }
+        let ComponentItem::ComponentInstance(instance) = export.ty else {
+            return Err(LoadError::WrongWorld(format!("`{name}` is not an instance")));
+        };
+        found[slot] = Some((name.to_owned(), instance));
+    }
+    let [policy, monitor] = found;
+    let Some((policy_name, policy)) = policy else {
+        return Err(LoadError::WrongWorld(format!(
+            "it does not export {PACKAGE}/{POLICY}@{MAJOR}.x"
+        )));
     };
-    // (function, parameters the world gives, results the world gives)
-    for (function, params, results) in [
-        ("decide", ["record"].as_slice(), "record"),
-        ("info", [].as_slice(), "record"),
-    ] {
-        let func = policy.exports(engine).find_map(|(name, export)| match export.ty {
+    // (interface, function, parameters the world gives, results the world gives)
+    let mut shapes = vec![
+        (&policy_name, &policy, "decide", ["record"].as_slice(), "record"),
+        (&policy_name, &policy, "info", [].as_slice(), "record"),
+    ];
+    if let Some((monitor_name, monitor)) = &monitor {
+        shapes.push((monitor_name, monitor, "tick", ["record"].as_slice(), "record"));
+    }
+    for (interface, instance, function, params, results) in shapes {
+        let func = instance.exports(engine).find_map(|(name, export)| match export.ty {
             ComponentItem::ComponentFunc(func) if name == function => Some(func),
             _ => None,
         });
         let Some(func) = func else {
             return Err(LoadError::WrongWorld(format!(
-                "{POLICY_INTERFACE} does not export the function `{function}`"
+                "{interface} does not export the function `{function}`"
             )));
         };
         let found_params: Vec<String> = func
@@ -458,7 +644,10 @@ fn check_export_shapes(component: &Component, engine: &wasmtime::Engine) -> Resu
             )));
         }
     }
-    Ok(())
+    Ok(Exports {
+        policy: policy_name,
+        monitor: monitor.map(|(name, _)| name),
+    })
 }
 
 fn type_kind(ty: &wasmtime::component::Type) -> &'static str {

@@ -31,28 +31,57 @@ pub fn decide<S: AsRef<str>>(facts: &Facts<'_, S>) -> (Verdict, &'static str) {
 #[global_allocator]
 static ALLOCATOR: deploy_status_guard::arena::Arena = deploy_status_guard::arena::Arena::new();
 
+/// The `guard-policy` world of 1.0.0 (`wit/1.0.0/deploy-guard.wit`), exported: this
+/// version stays a policy of the first world (it has no monitor), so that the host's
+/// swaps across world versions are exercised by a real policy.
 #[cfg(target_arch = "wasm32")]
 mod export {
-    use deploy_status_guard::component::{
-        self,
-        exports::orchestrator::deploy_guard::policy::Guest,
-        exports::orchestrator::deploy_guard::types::{Decision, Facts, PolicyInfo},
-    };
+    wit_bindgen::generate!({
+        path: "../../wit/1.0.0",
+        world: "guard-policy",
+    });
+
+    use self::exports::orchestrator::deploy_guard::policy::Guest;
+    use self::exports::orchestrator::deploy_guard::types::{Decision, Facts, PolicyInfo, TargetStatus, Verdict};
+    use deploy_status_guard::predicate;
 
     struct NextPolicy;
 
     impl Guest for NextPolicy {
         fn decide(facts: Facts) -> Decision {
-            let (verdict, rule) = crate::decide(&component::view(&facts));
-            component::decision(verdict, rule)
+            let (verdict, rule) = crate::decide(&predicate::Facts {
+                target: match facts.target {
+                    TargetStatus::Awaiting => predicate::Target::Awaiting,
+                    TargetStatus::Deploying => predicate::Target::Deploying,
+                    TargetStatus::Monitoring => predicate::Target::Monitoring,
+                },
+                task: facts.task.as_ref().map(|t| predicate::Task {
+                    repo: &t.repo,
+                    stage: &t.stage,
+                }),
+                window_active: facts.window_active,
+                scope_repos: &facts.scope_repos,
+                self_hosting_repos: &facts.self_hosting_repos,
+            });
+            Decision {
+                verdict: match verdict {
+                    predicate::Verdict::Allow => Verdict::Allow,
+                    predicate::Verdict::ConvergeDone => Verdict::ConvergeDone,
+                    predicate::Verdict::Suppress => Verdict::Suppress,
+                },
+                rule: rule.into(),
+            }
         }
 
         fn info() -> PolicyInfo {
-            component::info(crate::POLICY_NAME, crate::POLICY_VERSION)
+            PolicyInfo {
+                name: crate::POLICY_NAME.into(),
+                version: crate::POLICY_VERSION.into(),
+            }
         }
     }
 
-    component::export!(NextPolicy with_types_in deploy_status_guard::component);
+    export!(NextPolicy);
 }
 
 #[cfg(test)]

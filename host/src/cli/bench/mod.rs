@@ -13,7 +13,8 @@ use anyhow::Context;
 use deploy_guard::facts::source::FactsSource;
 use deploy_guard::files::write::{Mode, write_atomically};
 use deploy_guard::sandbox::engine::Sandbox;
-use deploy_guard::sandbox::policy::{Facts, LoadedPolicy, TargetStatus, Task};
+use deploy_guard::sandbox::policy::LoadedPolicy;
+use deploy_guard::sandbox::question::FactsRecord;
 use deploy_guard::{Config, Guard, Limits, Request, Target};
 use measure::{Figure, measure, throughput};
 use std::io::{BufRead, BufReader, Write};
@@ -113,30 +114,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let facts_once = measure(n, args.batches, |i| {
         let _ = facts_source.read(&reqs[i].0);
     });
-    let prepared: Vec<Facts> = reqs
+    // The facts each request's policy is asked, read through the guard's own path.
+    let prepared: Vec<FactsRecord> = reqs
         .iter()
-        .map(|r| {
-            let task = facts_source.read(&r.0).ok().flatten();
-            Facts {
-                work_item_id: r.0.clone(),
-                target: match r.1 {
-                    Target::Awaiting => TargetStatus::Awaiting,
-                    Target::Deploying => TargetStatus::Deploying,
-                    Target::Monitoring => TargetStatus::Monitoring,
-                },
-                caller: Some("bench".into()),
-                window_active: task.as_ref().and_then(|t| t.window_active),
-                task: task.map(|t| Task {
-                    repo: t.repo,
-                    stage: t.stage,
-                }),
-                scope_repos: config.scope_repos.clone(),
-                self_hosting_repos: vec!["orchestrator".into()],
-            }
-        })
-        .collect();
+        .map(|r| guard.facts_record(request(r)))
+        .collect::<Result<_, _>>()?;
     let sandbox_alone = measure(n, args.batches, |i| {
-        let _ = policy.decide(&prepared[i]);
+        let _ = policy.rule(&prepared[i].question());
     });
     let batched = {
         // serve's path: 16 waiting requests, facts in one read transaction.
@@ -208,10 +192,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let native_one = throughput(&reqs, 1, native_decide);
     let native_many = throughput(&reqs, threads, native_decide);
     let alone_one = throughput(&prepared, 1, |f| {
-        let _ = policy.decide(f);
+        let _ = policy.rule(&f.question());
     });
     let alone_many = throughput(&prepared, threads, |f| {
-        let _ = policy.decide(f);
+        let _ = policy.rule(&f.question());
     });
     println!();
     println!("throughput, 1 thread:                      {one:>9.0} decisions/s");

@@ -160,11 +160,7 @@ pub fn requests(n: usize, mix: Mix, tasks: &[TaskRow]) -> Vec<(String, Target)> 
 }
 
 pub fn request(r: &(String, Target)) -> Request<'_> {
-    Request {
-        work_item: &r.0,
-        target: r.1,
-        caller: Some("bench"),
-    }
+    Request::decide(&r.0, r.1, Some("bench"))
 }
 
 /// `--export-workload DIR`: the generated database (`orchestrator.db`), the `serve`
