@@ -27,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "admission::signature",
         ],
     ),
-    ("config", &["config"]),
+    ("config", &["config", "config::settings", "config::load"]),
     ("engine", &["sandbox::engine", "sandbox::cache", "facts::source"]),
     ("policy", &["sandbox::policy"]),
     (

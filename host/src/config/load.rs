@@ -1,194 +1,13 @@
-//! Configuration: the environment, then the `DEPLOY_GUARD_CONFIG` TOML file, then the
-//! command-line flags, each overriding the one before (CONTRACT.md).
-//!
-//! Loading never fails: what cannot be read is reported and replaced by the safe
-//! choice. An unreadable boolean disables the guard (the seed's `getattr(settings,
-//! "deploy_status_guard_enabled", False)`: verdict ALLOW); an unusable limit keeps its
-//! default; a config file that cannot be read or parsed makes every decision a
-//! fail-safe ALLOW naming it (a half-applied configuration could decide with a scope
-//! the operator did not mean). Each problem is a warning, reported once per load.
+//! The loader: for every setting of [`SETTINGS`], the environment, then the config
+//! file with the overrides' settings laid over it, then the flags, each overriding the
+//! one before.
 
-use serde::Deserialize;
+use crate::config::settings::{CONFIG_FILE, FileType, SETTINGS, Setting};
+use crate::config::{Config, Overrides, default_cache_dir};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// Default database file.
-pub const DEFAULT_DB: &str = "orchestrator.db";
-/// Default active policy.
-pub const DEFAULT_POLICY: &str = "policies/deploy-status-guard.wasm";
-/// Default self-hosting repositories.
-pub const DEFAULT_SELF_HOSTING: &str = "orchestrator";
-
-/// Default retention, in decisions.
-pub const DEFAULT_LEDGER_MAX_ROWS: u64 = 1_000_000;
-
-/// The seed's `_REPO_TOKEN`: what a scope token must look like.
-pub fn is_repo_token(token: &str) -> bool {
-    !token.is_empty()
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-pub use crate::decision::LogFormat;
-
-/// What one decision may spend inside the sandbox.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Wall-clock deadline of one decision (instantiation and call), enforced with
-    /// epoch interruption. `DEPLOY_GUARD_TIMEOUT_MS`, default 100.
-    pub timeout: Duration,
-    /// WebAssembly fuel (about one unit per instruction) for one decision.
-    /// `DEPLOY_GUARD_FUEL`, default 100,000,000: enough to strip a stage padded with
-    /// the most whitespace that fits in the memory limit (about 8 fuel per byte), still
-    /// spent in tens of milliseconds by an endless loop.
-    pub fuel: u64,
-    /// Linear memory of one instance, in bytes. `DEPLOY_GUARD_MEMORY_MIB`, default 16.
-    pub memory_bytes: usize,
-    /// Table elements of one instance. Fixed: 10,000.
-    pub table_elements: usize,
-}
-
-impl Limits {
-    /// Defaults that the reference policy never comes near: it decides in a few
-    /// thousand instructions, in 3 pages (192 KiB) of memory, in microseconds.
-    pub const DEFAULT: Limits = Limits {
-        timeout: Duration::from_millis(100),
-        fuel: 100_000_000,
-        memory_bytes: 16 << 20,
-        table_elements: 10_000,
-    };
-    /// Bounds beyond which a configured limit is refused as absurd.
-    const TIMEOUT_MS: (u64, u64) = (1, 60_000);
-    const FUEL: (u64, u64) = (10_000, 10_000_000_000);
-    const MEMORY_MIB: (u64, u64) = (1, 1024);
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits::DEFAULT
-    }
-}
-
-/// A validated configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// The orchestrator's SQLite database (opened read-only).
-    pub db: PathBuf,
-    /// The active policy component.
-    pub policy: PathBuf,
-    /// The kill-switch: false makes every verdict ALLOW without running the policy.
-    pub enabled: bool,
-    /// The sanitised scope; empty means self-hosting repos only.
-    pub scope_repos: Vec<String>,
-    /// The self-hosting repos.
-    pub self_hosting_repos: Vec<String>,
-    /// Decision line format.
-    pub log: LogFormat,
-    /// Sandbox limits.
-    pub limits: Limits,
-    /// How long a read waits for a writer's lock before it fails (then: fail-safe).
-    /// `DEPLOY_GUARD_BUSY_TIMEOUT_MS`, default 250.
-    pub busy_timeout: Duration,
-    /// Where compiled policies are kept (see [`crate::sandbox::cache`]); none: compile every
-    /// time. `DEPLOY_GUARD_CACHE` (a path, or `off`); by default
-    /// `$XDG_CACHE_HOME/deploy-guard` or `~/.cache/deploy-guard` when loaded from the
-    /// environment, none in [`Config::default`].
-    pub cache: Option<PathBuf>,
-    /// The decision ledger, off by default. `DEPLOY_GUARD_LEDGER`.
-    pub ledger: Option<PathBuf>,
-    /// The ledger keeps the newest this many decisions. `DEPLOY_GUARD_LEDGER_MAX_ROWS`,
-    /// default 1,000,000.
-    pub ledger_max_rows: u64,
-    /// Where `serve` serves `GET /metrics` (`PORT` or `HOST:PORT`; a port alone binds
-    /// the loopback interface); none: no endpoint. `DEPLOY_GUARD_METRICS_ADDR`, read at
-    /// start-up (`serve --metrics` overrides it).
-    pub metrics_addr: Option<String>,
-    /// Public-key files a policy must be signed by (none: signatures not required).
-    /// `DEPLOY_GUARD_TRUSTED_KEYS`, a CSV; see [`crate::admission::signature`].
-    pub trusted_keys: Vec<PathBuf>,
-    /// How often an `oci://` policy's tag is resolved. `DEPLOY_GUARD_POLL_MS`, default
-    /// 30,000, at least 100.
-    pub poll: Duration,
-    /// Registries (`host:port`) allowed over plain HTTP besides loopback.
-    /// `DEPLOY_GUARD_REGISTRY_INSECURE`, a CSV.
-    pub registry_insecure: Vec<String>,
-    /// The config file this was loaded from, if any (`serve` watches it).
-    pub file: Option<PathBuf>,
-    /// Set when the configuration could not be read: every decision fails safe with it.
-    pub problem: Option<String>,
-    /// What was wrong but had a safe fallback; logged once per load.
-    pub warnings: Vec<String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            db: DEFAULT_DB.into(),
-            policy: DEFAULT_POLICY.into(),
-            enabled: true,
-            scope_repos: Vec::new(),
-            self_hosting_repos: vec![DEFAULT_SELF_HOSTING.to_owned()],
-            log: LogFormat::Text,
-            limits: Limits::DEFAULT,
-            busy_timeout: Duration::from_millis(250),
-            cache: None,
-            ledger: None,
-            ledger_max_rows: DEFAULT_LEDGER_MAX_ROWS,
-            metrics_addr: None,
-            trusted_keys: Vec::new(),
-            poll: Duration::from_millis(30_000),
-            registry_insecure: Vec::new(),
-            file: None,
-            problem: None,
-            warnings: Vec::new(),
-        }
-    }
-}
-
-/// Values given on the command line (or by an embedding program); they override
-/// everything else.
-#[derive(Clone, Debug, Default)]
-pub struct Overrides {
-    /// `--db`.
-    pub db: Option<PathBuf>,
-    /// `--policy`.
-    pub policy: Option<PathBuf>,
-    /// The config file to read instead of `DEPLOY_GUARD_CONFIG`'s.
-    pub config_file: Option<PathBuf>,
-    /// Settings with the config file's keys and value types (`enabled`, `repos`,
-    /// `timeout_ms`, ...), over both the environment and the file, as flags are: what
-    /// the Python `Guard(**settings)` passes. An unknown key or a value of the wrong
-    /// type is a problem (every decision fails safe naming it), as in the file.
-    pub settings: toml::Table,
-}
-
-/// The keys of the `DEPLOY_GUARD_CONFIG` file. Values are strings or their natural
-/// TOML type; both are accepted, like the environment's strings.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    db: Option<PathBuf>,
-    policy: Option<PathBuf>,
-    enabled: Option<toml::Value>,
-    repos: Option<toml::Value>,
-    self_hosting_repos: Option<toml::Value>,
-    log: Option<String>,
-    timeout_ms: Option<toml::Value>,
-    fuel: Option<toml::Value>,
-    memory_mib: Option<toml::Value>,
-    busy_timeout_ms: Option<toml::Value>,
-    cache: Option<String>,
-    ledger: Option<PathBuf>,
-    ledger_max_rows: Option<toml::Value>,
-    metrics_addr: Option<String>,
-    trusted_keys: Option<toml::Value>,
-    poll_ms: Option<toml::Value>,
-    registry_insecure: Option<toml::Value>,
-}
-
-/// A raw setting: its source (for messages) and its text.
-type Raw = Option<(String, String)>;
+use std::sync::LazyLock;
 
 impl Config {
     /// Load from the process environment, the config file it names, and `overrides`.
@@ -198,214 +17,25 @@ impl Config {
 
     /// Load with `env` standing for the environment (tests, embedding).
     pub fn load_from(env: impl Fn(&str) -> Option<String>, overrides: &Overrides) -> Config {
-        let from_env = |name: &str| env(name).map(|v| (name.to_owned(), v));
-        let file_path = overrides.config_file.clone().or_else(|| {
-            env("DEPLOY_GUARD_CONFIG")
-                .filter(|p| !p.trim().is_empty())
-                .map(PathBuf::from)
-        });
-        let mut problem = None;
-        let mut file = match &file_path {
-            None => toml::Table::new(),
-            Some(path) => match read_file_config(path) {
-                Ok(file) => file,
-                Err(e) => {
-                    problem = Some(e);
-                    toml::Table::new()
-                }
-            },
-        };
-        // The settings, checked on their own first so that a bad one is named as a
-        // setting, then laid over the file's keys.
-        if let Err(e) = FileConfig::deserialize(overrides.settings.clone()) {
-            problem.get_or_insert(format!("config: setting: {}", one_line(&e.to_string())));
-        } else {
-            file.extend(overrides.settings.clone());
-        }
-        let file: FileConfig = match FileConfig::deserialize(file) {
-            Ok(file) => file,
-            Err(e) => {
-                let path = file_path.as_deref().unwrap_or(Path::new(""));
-                problem.get_or_insert(format!(
-                    "config: cannot parse the config file {}: {}",
-                    path.display(),
-                    one_line(&e.to_string())
-                ));
-                FileConfig::default()
-            }
-        };
-        let from_file = |key: &str, value: &Option<toml::Value>| {
-            value.as_ref().map(|v| {
-                let text = match v {
-                    toml::Value::String(s) => s.clone(),
-                    toml::Value::Array(items) => items
-                        .iter()
-                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    other => other.to_string(),
-                };
-                (format!("config file key `{key}`"), text)
-            })
-        };
-        let pick = |file: Raw, env: Raw| file.or(env);
-        // A list of repos is a CSV string or an array of strings; anything else (a
-        // number, a table) is not taken as a token but warned about and ignored.
-        let mut list_warnings = Vec::new();
-        let mut list_from_file = |key: &str, value: &Option<toml::Value>| -> Raw {
-            let source = format!("config file key `{key}`");
-            let text = match value.as_ref()? {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Array(items) => {
-                    let mut tokens = Vec::new();
-                    for item in items {
-                        match item.as_str() {
-                            Some(token) => tokens.push(token.to_owned()),
-                            None => list_warnings.push(format!(
-                                "{source}: dropping {item} ({}): a repo is a string",
-                                item.type_str()
-                            )),
-                        }
-                    }
-                    tokens.join(",")
-                }
-                other => {
-                    list_warnings.push(format!(
-                        "{source}: {other} is a {}, not a CSV string or an array of strings: ignored",
-                        other.type_str()
-                    ));
-                    return None;
-                }
-            };
-            Some((source, text))
-        };
-        let repos_from_file = list_from_file("repos", &file.repos);
-        let self_hosting_from_file = list_from_file("self_hosting_repos", &file.self_hosting_repos);
-        if file
-            .ledger
-            .as_ref()
-            .is_some_and(|l| l.as_os_str().to_string_lossy().trim().is_empty())
-        {
-            problem = Some(
-                "config: the config file's `ledger` is empty: name a file of deploy-guard's own, or remove the key"
-                    .to_owned(),
-            );
-        }
-
+        let file = overrides
+            .config_file
+            .clone()
+            .or_else(|| env(CONFIG_FILE.env).filter(|p| !p.trim().is_empty()).map(PathBuf::from));
+        let (values, problem) = file_values(file.as_deref(), &overrides.settings);
         let mut config = Config {
-            file: file_path.clone(),
+            cache: default_cache_dir(&env),
+            file,
             problem,
-            warnings: list_warnings,
             ..Config::default()
         };
-        let warnings = &mut config.warnings;
-
-        if let Some(db) = overrides
-            .db
-            .clone()
-            .or(file.db)
-            .or_else(|| env("DEPLOY_GUARD_DB").map(PathBuf::from))
-        {
-            config.db = db;
-        }
-        if let Some(policy) = overrides
-            .policy
-            .clone()
-            .or(file.policy)
-            .or_else(|| env("DEPLOY_GUARD_POLICY").map(PathBuf::from))
-        {
-            config.policy = policy;
-        }
-        if let Some((source, text)) = pick(
-            from_file("enabled", &file.enabled),
-            from_env("DEPLOY_STATUS_GUARD_ENABLED"),
-        ) {
-            config.enabled = match parse_bool(&text) {
-                Some(b) => b,
-                None => {
-                    warnings.push(format!(
-                        "{source}: {text:?} is not a boolean (true/false/1/0/yes/no/on/off): \
-                         the guard is disabled, every verdict is ALLOW"
-                    ));
-                    false
-                }
-            };
-        }
-        if let Some((source, text)) = pick(repos_from_file, from_env("DEPLOY_STATUS_GUARD_REPOS")) {
-            config.scope_repos = sanitise_scope(&text, &source, warnings);
-        }
-        if let Some((_, text)) = pick(self_hosting_from_file, from_env("DEPLOY_GUARD_SELF_HOSTING_REPOS")) {
-            config.self_hosting_repos = split_csv(&text);
-        }
-        if let Some(log) = file.log.or_else(|| env("DEPLOY_GUARD_LOG")) {
-            match log.trim().to_ascii_lowercase().as_str() {
-                "text" => config.log = LogFormat::Text,
-                "json" => config.log = LogFormat::Json,
-                other => warnings.push(format!("log format {other:?} is neither text nor json: using text")),
-            }
-        }
-        let mut limit = |file_key: &str, file_value: &Option<toml::Value>, env_name: &str, bounds: (u64, u64)| {
-            let (source, text) = pick(from_file(file_key, file_value), from_env(env_name))?;
-            match text.trim().replace('_', "").parse::<u64>() {
-                Ok(n) if (bounds.0..=bounds.1).contains(&n) => Some(n),
-                _ => {
-                    warnings.push(format!(
-                        "{source}: {text:?} is not a whole number from {} to {}: keeping the default",
-                        bounds.0, bounds.1
-                    ));
-                    None
-                }
-            }
-        };
-        if let Some(ms) = limit(
-            "timeout_ms",
-            &file.timeout_ms,
-            "DEPLOY_GUARD_TIMEOUT_MS",
-            Limits::TIMEOUT_MS,
-        ) {
-            config.limits.timeout = Duration::from_millis(ms);
-        }
-        if let Some(fuel) = limit("fuel", &file.fuel, "DEPLOY_GUARD_FUEL", Limits::FUEL) {
-            config.limits.fuel = fuel;
-        }
-        if let Some(mib) = limit(
-            "memory_mib",
-            &file.memory_mib,
-            "DEPLOY_GUARD_MEMORY_MIB",
-            Limits::MEMORY_MIB,
-        ) {
-            config.limits.memory_bytes = usize::try_from(mib << 20).unwrap_or(usize::MAX);
-        }
-        if let Some(ms) = limit(
-            "busy_timeout_ms",
-            &file.busy_timeout_ms,
-            "DEPLOY_GUARD_BUSY_TIMEOUT_MS",
-            (0, 60_000),
-        ) {
-            config.busy_timeout = Duration::from_millis(ms);
-        }
-        config.ledger = file.ledger.filter(|l| !l.as_os_str().is_empty()).or_else(|| {
-            env("DEPLOY_GUARD_LEDGER")
-                .filter(|v| !v.trim().is_empty())
-                .map(PathBuf::from)
-        });
-        if let Some(rows) = limit(
-            "ledger_max_rows",
-            &file.ledger_max_rows,
-            "DEPLOY_GUARD_LEDGER_MAX_ROWS",
-            (1_000, 1_000_000_000),
-        ) {
-            config.ledger_max_rows = rows;
-        }
-        config.metrics_addr = file
-            .metrics_addr
-            .or_else(|| env("DEPLOY_GUARD_METRICS_ADDR"))
-            .filter(|addr| !addr.trim().is_empty());
-        if let Some((_, text)) = pick(
-            from_file("trusted_keys", &file.trusted_keys),
-            from_env("DEPLOY_GUARD_TRUSTED_KEYS"),
-        ) {
-            config.trusted_keys = split_csv(&text).into_iter().map(PathBuf::from).collect();
+        // What every setting is given first (reading the file's lists may warn), then
+        // each applied, so that warnings come in this order.
+        let given: Vec<_> = SETTINGS
+            .iter()
+            .map(|setting| setting.given(setting.key.and_then(|k| values.get(k)), &env, &mut config))
+            .collect();
+        for (setting, given) in SETTINGS.iter().zip(given) {
+            setting.apply(&mut config, given, overrides);
         }
         // A trusted key that cannot be read never means "trust everything": every
         // decision fails safe naming it.
@@ -415,42 +45,45 @@ impl Config {
         {
             config.problem = Some(format!("trusted_keys: {problem}"));
         }
-        if let Some(ms) = limit("poll_ms", &file.poll_ms, "DEPLOY_GUARD_POLL_MS", (100, 86_400_000)) {
-            config.poll = Duration::from_millis(ms);
-        }
-        if let Some((_, text)) = pick(
-            from_file("registry_insecure", &file.registry_insecure),
-            from_env("DEPLOY_GUARD_REGISTRY_INSECURE"),
-        ) {
-            config.registry_insecure = split_csv(&text);
-        }
-        config.cache = match file.cache.or_else(|| env("DEPLOY_GUARD_CACHE")) {
-            Some(dir)
-                if matches!(
-                    dir.trim().to_ascii_lowercase().as_str(),
-                    "" | "off" | "none" | "false" | "0"
-                ) =>
-            {
-                None
-            }
-            Some(dir) => Some(PathBuf::from(dir)),
-            None => default_cache_dir(&env),
-        };
         config
     }
+}
 
-    /// Emit the load's warnings (and its problem) as log lines.
-    pub fn report(&self) {
-        for warning in &self.warnings {
-            tracing::warn!(target: "deploy_guard::config", "{warning}");
+/// The config file's values with the overrides' settings laid over them, each checked
+/// against its setting; and the problem, if the file cannot be read or parsed or a key
+/// or a value is wrong. A bad setting is named as a setting, and the file applies
+/// without the settings; a bad file applies nothing (a half-applied configuration
+/// could decide with a scope the operator did not mean).
+fn file_values(path: Option<&Path>, settings: &toml::Table) -> (HashMap<&'static str, toml::Value>, Option<String>) {
+    let mut problem = None;
+    let mut table = match path.map(read_file_config) {
+        None => toml::Table::new(),
+        Some(Ok(table)) => table,
+        Some(Err(e)) => {
+            problem = Some(e);
+            toml::Table::new()
         }
-        if let Some(problem) = &self.problem {
-            tracing::error!(target: "deploy_guard::config", "{problem}: every decision fails safe (ALLOW)");
+    };
+    match Checked::deserialize(settings.clone()) {
+        Ok(_) => table.extend(settings.clone()),
+        Err(e) => {
+            problem.get_or_insert(format!("config: setting: {}", one_line(&e.to_string())));
+        }
+    }
+    match Checked::deserialize(table) {
+        Ok(Checked(values)) => (values, problem),
+        Err(e) => {
+            problem.get_or_insert(format!(
+                "config: cannot parse the config file {}: {}",
+                path.unwrap_or(Path::new("")).display(),
+                one_line(&e.to_string())
+            ));
+            (HashMap::new(), problem)
         }
     }
 }
 
-/// The file's keys, parsed as TOML but not yet checked against [`FileConfig`].
+/// The file's keys, parsed as TOML but not yet checked against the settings.
 fn read_file_config(path: &Path) -> Result<toml::Table, String> {
     let cannot_read =
         |e: &dyn std::fmt::Display| format!("config: cannot read the config file {}: {e}", path.display());
@@ -470,62 +103,56 @@ fn one_line(message: &str) -> String {
     message.lines().collect::<Vec<_>>().join(" ")
 }
 
-/// true/false/1/0/yes/no/on/off, in any case, surrounding whitespace ignored.
-pub fn parse_bool(text: &str) -> Option<bool> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
+/// The keys of a config file (or of the settings), each value of its setting's
+/// [`FileType`]; deserialized as a struct of those fields would be, so that serde's
+/// words name an unknown key (with every key) or a value of the wrong type (with its
+/// key).
+#[derive(Debug)]
+struct Checked(HashMap<&'static str, toml::Value>);
+
+/// Every key, in the order of [`SETTINGS`].
+static KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| SETTINGS.iter().filter_map(|s| s.key).collect());
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Checked, D::Error> {
+        deserializer.deserialize_struct("Config", &KEYS, CheckedVisitor)
     }
 }
 
-/// The seed's `_scope_repos()`: split on commas, trim, keep the tokens matching
-/// `^[A-Za-z0-9._-]+$`, warn once for each dropped one.
-pub fn sanitise_scope(csv: &str, source: &str, warnings: &mut Vec<String>) -> Vec<String> {
-    let mut scope: Vec<String> = Vec::new();
-    for token in csv.split(',') {
-        let token = token.trim();
-        if token.is_empty() {
-            continue;
-        }
-        if is_repo_token(token) {
-            if !scope.iter().any(|t| t == token) {
-                scope.push(token.to_owned());
-            }
-        } else {
-            warnings.push(format!("{source}: dropping invalid repo token {token:?}"));
-        }
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a table of settings")
     }
-    scope
-}
 
-fn split_csv(csv: &str) -> Vec<String> {
-    csv.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The default cache directory: `$XDG_CACHE_HOME/deploy-guard`, else
-/// `$HOME/.cache/deploy-guard`.
-/// `env` stands for the environment.
-pub fn default_cache_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let base = env("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            env("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        })?;
-    Some(base.join("deploy-guard"))
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let mut values = HashMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Some(setting) = Setting::by_key(&key) else {
+                return Err(de::Error::unknown_field(&key, &KEYS));
+            };
+            // A setting found by its key has one.
+            let key = setting.key.unwrap_or_default();
+            let value = match setting.kind.file_type() {
+                FileType::Path => toml::Value::String(map.next_value::<PathBuf>()?.to_string_lossy().into_owned()),
+                FileType::String => toml::Value::String(map.next_value()?),
+                FileType::Any => map.next_value()?,
+            };
+            values.insert(key, value);
+        }
+        Ok(Checked(values))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Limits, LogFormat};
     use std::collections::HashMap;
+    use std::time::Duration;
 
     fn load(vars: &[(&str, &str)]) -> Config {
         let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
