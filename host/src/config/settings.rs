@@ -2,14 +2,15 @@
 //! `DEPLOY_GUARD_CONFIG` file (also its name in [`Overrides::settings`]), its default as
 //! shown, its bounds, its meaning in one line, and how its text is read and applied.
 //!
-//! Drawn from [`SETTINGS`]: the loader ([`Config::load_from`]). A new setting is one
-//! more entry here and a field of [`Config`] for it.
+//! Drawn from [`SETTINGS`]: the loader ([`Config::load_from`]) and the settings that
+//! `deploy-guard --help` lists ([`help`]). A new setting is one more entry here and a
+//! field of [`Config`] for it.
 
 use crate::config::{
     Config, DEFAULT_DB, DEFAULT_POLICY, DEFAULT_SELF_HOSTING, LogFormat, Overrides, parse_bool, parse_number,
     sanitise_scope, split_csv,
 };
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ pub struct Setting {
     /// The default, as shown.
     pub default: Shown,
     /// What the setting means, in one line of Markdown (code in backquotes); a
-    /// number's bounds follow it when shown.
+    /// number's bounds follow it when shown ([`Setting::meaning_shown`]).
     pub meaning: &'static str,
     /// How its text is read and applied.
     pub(crate) kind: Kind,
@@ -329,6 +330,14 @@ impl Setting {
         }
     }
 
+    /// The meaning as shown: with a number's bounds (Markdown).
+    pub fn meaning_shown(&self) -> String {
+        match self.bounds() {
+            Some((min, max)) => format!("{}; {} to {}", self.meaning, shown_number(min), shown_number(max)),
+            None => self.meaning.to_owned(),
+        }
+    }
+
     /// What this setting is given: the config file's `value` (already of the
     /// setting's [`FileType`]) as text, else its variable's. Reading the file's value
     /// may warn, or find a problem; both go into `config`.
@@ -442,6 +451,65 @@ fn text_of(value: &toml::Value) -> String {
     }
 }
 
+/// A bound as shown: a large power of ten as `10^n`.
+fn shown_number(n: u64) -> String {
+    let (mut rest, mut power) = (n, 0);
+    while rest >= 10 && rest % 10 == 0 {
+        rest /= 10;
+        power += 1;
+    }
+    if rest == 1 && power >= 7 {
+        format!("10^{power}")
+    } else {
+        n.to_string()
+    }
+}
+
+/// The settings as `deploy-guard --help` lists them, after the options: each variable
+/// with its key and default, then its meaning, wrapped.
+pub fn help() -> String {
+    let plain = |markdown: &str| markdown.replace('`', "");
+    let mut help = String::from(
+        "Settings: each from its environment variable, then from its key in the TOML file named by\n\
+         DEPLOY_GUARD_CONFIG, then from the flag of the same meaning (--db, --policy), each\n\
+         overriding the one before.\n",
+    );
+    for setting in SETTINGS {
+        let default = match setting.default {
+            Shown::Value(value) | Shown::Words(value) => plain(value),
+        };
+        let _ = match setting.key {
+            Some(key) => write!(help, "\n  {}  (config key: {key}; default: {default})", setting.env),
+            None => write!(help, "\n  {}  (default: {default})", setting.env),
+        };
+        for line in wrap(&plain(&setting.meaning_shown()), 74) {
+            let _ = write!(help, "\n      {line}");
+        }
+    }
+    help.push('\n');
+    help
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces (a longer word
+/// stands alone).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,5 +566,55 @@ mod tests {
             (0, None, None)
         );
         assert!(config.trusted_keys.is_empty() && config.registry_insecure.is_empty() && config.file.is_none());
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_its_key_default_and_bounds() {
+        let help = help();
+        for setting in SETTINGS {
+            let line = help
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{}  (", setting.env)))
+                .unwrap_or_else(|| panic!("{} missing:\n{help}", setting.env));
+            if let Some(key) = setting.key {
+                assert!(line.contains(&format!("config key: {key};")), "{line}");
+            }
+            if let Shown::Value(value) = setting.default {
+                assert!(line.ends_with(&format!("default: {value})")), "{line}");
+            }
+        }
+        assert!(help.contains("1 to 60000") && help.contains("10000 to 10^10"), "{help}");
+        assert!(!help.contains('`'), "plain text: {help}");
+        for line in help.lines() {
+            assert!(line.chars().count() <= 100, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn bounds_are_shown_plainly_but_for_large_powers_of_ten() {
+        let shown: Vec<String> = [
+            0,
+            100,
+            60_000,
+            86_400_000,
+            1_000_000,
+            10_000_000,
+            1_000_000_000,
+            10_000_000_000,
+        ]
+        .into_iter()
+        .map(shown_number)
+        .collect();
+        assert_eq!(
+            shown,
+            ["0", "100", "60000", "86400000", "1000000", "10^7", "10^9", "10^10"]
+        );
+    }
+
+    #[test]
+    fn wrapping_breaks_at_spaces_and_keeps_a_long_word_whole() {
+        assert_eq!(wrap("a bb ccc dddd", 6), ["a bb", "ccc", "dddd"]);
+        assert_eq!(wrap("averyveryverylongword x", 6), ["averyveryverylongword", "x"]);
+        assert!(wrap("", 6).is_empty());
     }
 }
