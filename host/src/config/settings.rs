@@ -2,9 +2,11 @@
 //! `DEPLOY_GUARD_CONFIG` file (also its name in [`Overrides::settings`]), its default as
 //! shown, its bounds, its meaning in one line, and how its text is read and applied.
 //!
-//! Drawn from [`SETTINGS`]: the loader ([`Config::load_from`]) and the settings that
-//! `deploy-guard --help` lists ([`help`]). A new setting is one more entry here and a
-//! field of [`Config`] for it.
+//! Drawn from [`SETTINGS`]: the loader ([`Config::load_from`]), the settings that
+//! `deploy-guard --help` lists ([`help`]) and the README's configuration table
+//! ([`markdown_table`]; a test here fails when the README's differs, printing the table
+//! to paste). A new setting is one more entry here, a field of [`Config`] for it, and
+//! the README table pasted again.
 
 use crate::config::{
     Config, DEFAULT_DB, DEFAULT_POLICY, DEFAULT_SELF_HOSTING, LogFormat, Overrides, parse_bool, parse_number,
@@ -465,6 +467,43 @@ fn shown_number(n: u64) -> String {
     }
 }
 
+impl Shown {
+    /// As Markdown.
+    fn markdown(self) -> String {
+        match self {
+            Shown::Value(value) => format!("`{value}`"),
+            Shown::Words(words) => words.to_owned(),
+        }
+    }
+}
+
+/// The README's configuration table (Markdown), one row per setting.
+pub fn markdown_table() -> String {
+    let mut table = String::from("| variable | config key | default | meaning |\n|---|---|---|---|\n");
+    for setting in SETTINGS {
+        let key = setting.key.map(|k| format!("`{k}`")).unwrap_or_default();
+        let cells = [
+            format!("`{}`", setting.env),
+            key,
+            setting.default.markdown(),
+            setting.meaning_shown(),
+        ];
+        // An empty cell is one space wide, as a person writes it.
+        let cells: Vec<String> = cells
+            .iter()
+            .map(|cell| {
+                if cell.is_empty() {
+                    " ".to_owned()
+                } else {
+                    format!(" {cell} ")
+                }
+            })
+            .collect();
+        let _ = writeln!(table, "|{}|", cells.join("|"));
+    }
+    table
+}
+
 /// The settings as `deploy-guard --help` lists them, after the options: each variable
 /// with its key and default, then its meaning, wrapped.
 pub fn help() -> String {
@@ -514,6 +553,25 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 mod tests {
     use super::*;
     use std::collections::{HashMap, HashSet};
+
+    #[test]
+    fn the_readme_shows_the_settings_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).expect("the README");
+        let table = markdown_table();
+        let header = table.lines().next().expect("a header");
+        let shown: String = readme
+            .lines()
+            .skip_while(|line| *line != header)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(
+            shown == table,
+            "README.md's configuration table is not the settings' (host/src/config/settings.rs); \
+             put this in its place:\n\n{table}"
+        );
+    }
 
     #[test]
     fn variables_and_keys_are_each_declared_once() {
