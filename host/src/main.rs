@@ -14,14 +14,10 @@ use std::process::ExitCode;
 
 /// A sandboxed WebAssembly host for the orchestrator's deploy-status guard.
 ///
-/// Configuration comes from the environment (DEPLOY_GUARD_DB, DEPLOY_GUARD_POLICY,
-/// DEPLOY_STATUS_GUARD_ENABLED, DEPLOY_STATUS_GUARD_REPOS,
-/// DEPLOY_GUARD_SELF_HOSTING_REPOS, DEPLOY_GUARD_LOG, DEPLOY_GUARD_TIMEOUT_MS,
-/// DEPLOY_GUARD_FUEL, DEPLOY_GUARD_MEMORY_MIB, DEPLOY_GUARD_BUSY_TIMEOUT_MS,
-/// DEPLOY_GUARD_METRICS_ADDR), then the
-/// TOML file named by DEPLOY_GUARD_CONFIG, then the flags.
+/// Configuration comes from the environment, then the TOML file named by
+/// DEPLOY_GUARD_CONFIG, then the flags: every setting is listed below.
 #[derive(Debug, Parser)]
-#[command(name = "deploy-guard", version, about, long_about)]
+#[command(name = "deploy-guard", version, about, long_about, after_long_help = settings())]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,6 +37,7 @@ pub struct Paths {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Decide one stamp: prints one JSON decision and exits 0, whatever failed inside.
+    #[command(after_long_help = settings())]
     Decide {
         /// The work item the status goes on (may be empty).
         #[arg(long, value_name = "ID", allow_hyphen_values = true)]
@@ -69,6 +66,7 @@ enum Command {
     },
     /// Answer JSON requests, one per line on stdin, one decision per line on stdout,
     /// hot-swapping the policy when its file changes; exits 0 at EOF.
+    #[command(after_long_help = settings())]
     Serve {
         #[command(flatten)]
         paths: Paths,
@@ -82,11 +80,13 @@ enum Command {
         metrics: Option<String>,
     },
     /// Run a candidate policy through the gate: exit 0 with a summary, 1 with the reason.
+    #[command(after_long_help = settings())]
     Check {
         /// The candidate component.
         policy: PathBuf,
     },
     /// Compare two policies over the fact grid: exit 0 if they agree, 1 if not, 2 on trouble.
+    #[command(after_long_help = settings())]
     Diff {
         /// The running policy.
         old: PathBuf,
@@ -95,6 +95,7 @@ enum Command {
     },
     /// Run every decision recorded in a ledger through a candidate policy: what would
     /// have changed. Exit 0 if nothing, 1 if something, 2 on trouble.
+    #[command(after_long_help = settings())]
     Replay {
         /// The ledger (`DEPLOY_GUARD_LEDGER` of a running deploy-guard).
         #[arg(long, value_name = "PATH")]
@@ -105,12 +106,14 @@ enum Command {
     },
     /// Put back the policy that was live before the last swap (kept beside the active
     /// policy file as `.<name>.previous`); a running serve picks it up.
+    #[command(after_long_help = settings())]
     Rollback {
         #[command(flatten)]
         paths: Paths,
     },
     /// The main job on an embedded example: a fresh database with the seed's story, the
     /// decision table, then a hot swap to the next policy and what it changed.
+    #[command(after_long_help = settings())]
     Demo,
     /// Decision latency and throughput of a policy against the native Rust reference,
     /// in one run, on a generated database of 10,000 tasks.
@@ -122,6 +125,7 @@ enum Command {
     },
     /// Run the gate on a policy, then push it to a registry as a CNCF Wasm artifact;
     /// prints REF@sha256:<manifest digest>. Exit 0, 1 refused, 2 trouble.
+    #[command(after_long_help = settings())]
     Push {
         /// The policy component.
         file: PathBuf,
@@ -133,6 +137,7 @@ enum Command {
     },
     /// Sign a local policy file (a detached FILE.sig, cosign's sign-blob format) or a
     /// pushed artifact (cosign's sha256-<digest>.sig tag).
+    #[command(after_long_help = settings())]
     Sign {
         /// The policy file, or HOST[:PORT]/REPOSITORY:TAG.
         target: String,
@@ -141,6 +146,7 @@ enum Command {
         key: PathBuf,
     },
     /// Check a policy's signature against the trusted keys: exit 0 valid, 1 not.
+    #[command(after_long_help = settings())]
     Verify {
         /// The policy file, or HOST[:PORT]/REPOSITORY:TAG.
         target: String,
@@ -154,6 +160,12 @@ enum Command {
         #[arg(long, default_value = "policies")]
         out: PathBuf,
     },
+}
+
+/// Every setting (variable, config key, default, meaning), after the options of the
+/// commands that read the configuration.
+fn settings() -> String {
+    deploy_guard::config::settings::help()
 }
 
 fn main() -> ExitCode {

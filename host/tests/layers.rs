@@ -26,7 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "admission::signature",
         ],
     ),
-    ("config", &["config"]),
+    ("config", &["config", "config::settings", "config::load"]),
     ("what a policy is asked", &["sandbox::question", "sandbox::wit"]),
     ("engine", &["sandbox::engine", "sandbox::cache", "facts::source"]),
     ("policy", &["sandbox::policy"]),
