@@ -13,7 +13,23 @@ pub enum OciError {
         /// Why it is not one.
         reason: String,
     },
-    /// The registry could not be reached or answered an error.
+    /// The registry answered that what was asked for is not there: HTTP 404, or only
+    /// the "unknown" error codes of the distribution spec (`MANIFEST_UNKNOWN`,
+    /// `NAME_UNKNOWN`, `BLOB_UNKNOWN`, `NOT_FOUND`). Told apart from every other
+    /// failure (a 5xx, a reset, a timeout, a refusal), which says nothing about what
+    /// is stored.
+    #[error("registry {registry}: {during}: {reference} not found ({answer})")]
+    NotFound {
+        /// Which registry.
+        registry: String,
+        /// What was asked for.
+        reference: String,
+        /// What was being done.
+        during: String,
+        /// What the registry answered (its error codes, or the HTTP status).
+        answer: String,
+    },
+    /// The registry could not be reached or answered an error other than "not found".
     #[error("registry {registry}: {reason}")]
     Registry {
         /// Which registry.
