@@ -295,6 +295,13 @@ fn push_sign_verify_and_check_on_the_command_line() {
 
 /// A plain HTTP/1.0 GET to the registry (its own API, read back independently).
 fn http_get(addr: &str, path: &str) -> String {
+    let (status, body) = http_request(addr, path);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// A plain HTTP/1.0 GET to the registry: the status and the body.
+fn http_request(addr: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(HANG)).expect("read timeout");
     write!(
@@ -305,11 +312,256 @@ fn http_get(addr: &str, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {head}"));
+    (status, body.to_owned())
+}
+
+/// A fault-injecting HTTP proxy in front of a registry (std only). Each connection
+/// carries one request, forwarded with `Connection: close`, so that every request is
+/// looked at; while `failing` is on, a GET or HEAD of a cosign `.sig` manifest is
+/// answered 500 without reaching the registry, with a body whose text says "manifest
+/// unknown ... not found" (only the status may count).
+struct FaultyProxy {
+    addr: String,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    injected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepting: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FaultyProxy {
+    fn start(upstream: &str) -> FaultyProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let failing = Arc::new(AtomicBool::new(false));
+        let injected = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepting = {
+            let (failing, injected, stop) = (Arc::clone(&failing), Arc::clone(&injected), Arc::clone(&stop));
+            let upstream = upstream.to_owned();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            let (failing, injected, upstream) =
+                                (Arc::clone(&failing), Arc::clone(&injected), upstream.clone());
+                            std::thread::spawn(move || {
+                                let _ = proxy_one(client, &upstream, &failing, &injected);
+                            });
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(e) => panic!("accept: {e}"),
+                    }
+                }
+            })
+        };
+        FaultyProxy {
+            addr,
+            failing,
+            injected,
+            stop,
+            accepting: Some(accepting),
+        }
+    }
+
+    fn fail(&self, on: bool) {
+        self.failing.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn injected(&self) -> usize {
+        self.injected.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
+    }
+}
+
+/// One request from `client`: answered 500 (a `.sig` manifest while `failing`), or
+/// forwarded to `upstream` and its answer copied back until the registry closes.
+fn proxy_one(
+    client: TcpStream,
+    upstream: &str,
+    failing: &std::sync::atomic::AtomicBool,
+    injected: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    client.set_nonblocking(false)?;
+    client.set_read_timeout(Some(HANG))?;
+    let mut writer = client.try_clone()?;
+    let mut reader = BufReader::new(client);
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line)? == 0 {
+        return Ok(());
+    }
+    let mut head = request_line.clone();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        let name = line.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
+        match name.as_str() {
+            "connection" => continue,
+            "content-length" => {
+                length = line
+                    .split_once(':')
+                    .and_then(|(_, v)| v.trim().parse().ok())
+                    .unwrap_or_default()
+            }
+            "transfer-encoding" => panic!("this proxy forwards no chunked request body: {line}"),
+            _ => {}
+        }
+        head.push_str(&line);
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let mut words = request_line.split(' ');
+    let (method, path) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let signatures =
+        (method == "GET" || method == "HEAD") && path.contains("/manifests/sha256-") && path.ends_with(".sig");
+    if signatures && failing.load(std::sync::atomic::Ordering::SeqCst) {
+        injected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let answer =
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown: not found (injected 500)"}]}"#;
+        write!(
+            writer,
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+            answer.len()
+        )?;
+        return writer.flush();
+    }
+    let mut registry = TcpStream::connect(upstream)?;
+    registry.set_read_timeout(Some(HANG))?;
+    registry.write_all(head.as_bytes())?;
+    registry.write_all(&body)?;
+    std::io::copy(&mut registry, &mut writer)?;
+    writer.shutdown(std::net::Shutdown::Write)
+}
+
+/// The registry fails the read of the signatures already given (500 to the `.sig`
+/// manifest, through a fault-injecting proxy): `sign` and `push --key` exit 2 naming
+/// it and write nothing, so the first signature stays and verifies; with the registry
+/// healthy, the second signature is added beside the first and both verify.
+#[test]
+fn a_failing_read_of_the_signatures_never_drops_one() {
+    let ws = Workspace::story();
+    let registry = RegistryProcess::start(ws.dir.path());
+    let proxy = FaultyProxy::start(&registry.addr);
+    let (a_private, a_public) = keys(ws.dir.path(), "a");
+    let (b_private, b_public) = keys(ws.dir.path(), "b");
+    let direct = format!("{}/policies/guard:live", registry.addr);
+    let proxied = format!("{}/policies/guard:live", proxy.addr);
+
+    // Pushed, signed by A (through the proxy, healthy: it forwards faithfully).
+    let out = ws
+        .command()
+        .arg("push")
+        .arg(ws.policy())
+        .arg(&proxied)
+        .arg("--key")
+        .arg(&a_private)
+        .run_bounded();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let digest = text(&out.stdout)
+        .trim()
+        .split_once('@')
+        .map(|(_, digest)| digest.to_owned())
+        .expect("REF@digest");
+    let sig_path = format!("/v2/policies/guard/manifests/{}.sig", digest.replace(':', "-"));
+    // The signatures under the .sig tag, read from the registry itself.
+    let signatures = || -> Vec<String> {
+        let manifest: serde_json::Value = serde_json::from_str(&http_get(&registry.addr, &sig_path)).expect("JSON");
+        manifest["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["annotations"]["dev.cosignproject.cosign/signature"].to_string())
+            .collect()
+    };
+    let verify = |key: &Path, target: &str| {
+        ws.command()
+            .env("DEPLOY_GUARD_TRUSTED_KEYS", key)
+            .args(["verify", target])
+            .run_bounded()
+    };
+    let signed_by_a = signatures();
+    assert_eq!(signed_by_a.len(), 1, "{signed_by_a:?}");
+
+    // The registry answers 500 to the .sig: `sign` by B exits 2 naming it, and writes
+    // nothing.
+    proxy.fail(true);
+    let out = ws
+        .command()
+        .args(["sign", &proxied, "--key"])
+        .arg(&b_private)
+        .run_bounded();
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
+        all.contains("reading the signatures already given") && all.contains("code: 500"),
+        "the failure is not named: {all}"
     );
-    body.to_owned()
+    assert!(proxy.injected() >= 1, "the proxy injected nothing");
+    assert_eq!(signatures(), signed_by_a, "the signatures changed");
+    assert_eq!(verify(&a_public, &direct).status.code(), Some(0));
+    assert_eq!(verify(&b_public, &direct).status.code(), Some(1));
+
+    // `push --key` reads them before writing anything: exit 2, and not even the
+    // artifact is pushed.
+    let next = ws.dir.path().join("next.wasm");
+    std::fs::write(&next, NEXT).expect("write");
+    let injected = proxy.injected();
+    let out = ws
+        .command()
+        .arg("push")
+        .arg(&next)
+        .arg(format!("{}/policies/guard:other", proxy.addr))
+        .arg("--key")
+        .arg(&b_private)
+        .run_bounded();
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("code: 500"), "the failure is not named: {all}");
+    assert!(proxy.injected() > injected, "the proxy injected nothing");
+    let (status, body) = http_request(&registry.addr, "/v2/policies/guard/manifests/other");
+    assert_eq!(status, 404, "the artifact was pushed: {body}");
+
+    // `verify` through the failing registry names the failure: not "unsigned".
+    let out = verify(&a_public, &proxied);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("code: 500") && !said.contains("unsigned"), "{said}");
+
+    // Healthy again: B's signature is added beside A's, and both verify.
+    proxy.fail(false);
+    let out = ws
+        .command()
+        .args(["sign", &proxied, "--key"])
+        .arg(&b_private)
+        .run_bounded();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let both = signatures();
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert!(both.contains(&signed_by_a[0]), "A's signature was dropped: {both:?}");
+    assert_eq!(verify(&a_public, &direct).status.code(), Some(0));
+    assert_eq!(verify(&b_public, &direct).status.code(), Some(0));
 }
 
 /// A `serve` host following a tag, its stderr kept in a file to wait for its lines,

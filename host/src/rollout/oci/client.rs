@@ -81,16 +81,22 @@ fn image_manifest(config: OciDescriptor, layers: Vec<OciDescriptor>) -> OciImage
     }
 }
 
-/// An artifact built here, not yet pushed: its blobs and its manifest (JSON).
+/// An artifact built here, not yet pushed: its blobs, its manifest (JSON) and the
+/// manifest's digest.
 struct Artifact {
     blobs: Vec<Vec<u8>>,
     manifest: Vec<u8>,
+    digest: String,
 }
 
 impl Artifact {
     fn new(blobs: Vec<Vec<u8>>, manifest: &OciImageManifest) -> Result<Artifact, OciError> {
         let manifest = serde_json::to_vec(manifest).map_err(|e| OciError::Local(e.to_string()))?;
-        Ok(Artifact { blobs, manifest })
+        Ok(Artifact {
+            blobs,
+            digest: crate::decision::digest(&manifest),
+            manifest,
+        })
     }
 
     /// `wasm` as a CNCF Wasm artifact.
@@ -277,6 +283,24 @@ impl Registry {
         self.push_artifact(reference, &artifact.blobs, artifact.manifest)
     }
 
+    /// Push `wasm` as [`Registry::push_policy`] does and sign it with `key` as
+    /// [`Registry::push_signature`] does: the manifest's digest and the signature tag.
+    /// The signatures already under that tag are read before anything is written, so
+    /// that a registry failing that read leaves the registry as it was.
+    pub fn push_signed_policy(
+        &self,
+        reference: &PolicyRef,
+        wasm: &[u8],
+        key: &p256::ecdsa::SigningKey,
+    ) -> Result<(String, PolicyRef), OciError> {
+        let artifact = Artifact::policy(wasm)?;
+        let tag = reference.signature_tag(&artifact.digest);
+        let existing = self.signatures_under(&tag)?;
+        let digest = self.push_artifact(reference, &artifact.blobs, artifact.manifest)?;
+        self.write_signature(reference, &digest, key, existing)?;
+        Ok((digest, tag))
+    }
+
     /// Push `blobs` and the OCI image manifest `manifest` (JSON bytes, as given) at
     /// `reference`; the manifest's digest. What `push` and `sign` build on; also how a
     /// test puts a hand-made artifact in a registry.
@@ -312,7 +336,10 @@ impl Registry {
     }
 
     /// Sign the manifest `digest` of `reference`'s repository: cosign's `.sig` tag, the
-    /// new signature added to those already there.
+    /// new signature added to those already there. Only a registry that says the tag
+    /// is not there ([`OciError::NotFound`]) means there are none yet: any other
+    /// failure to read them is returned, and nothing is written, so that no signature
+    /// already given is ever dropped.
     pub fn push_signature(
         &self,
         reference: &PolicyRef,
@@ -324,11 +351,14 @@ impl Registry {
         self.write_signature(reference, digest, key, existing)
     }
 
-    /// The layers of the signature manifest at `tag`.
+    /// The layers of the signature manifest at `tag`: none when the registry says it is
+    /// not there; any other failure (the registry's, or a manifest that does not parse)
+    /// is an error.
     fn signatures_under(&self, tag: &PolicyRef) -> Result<Vec<OciDescriptor>, OciError> {
         match self.pull_manifest(tag, "reading the signatures already given") {
             Ok((manifest, _)) => Ok(manifest.layers),
-            Err(_) => Ok(Vec::new()),
+            Err(OciError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
         }
     }
 
@@ -672,5 +702,6 @@ mod tests {
             config.len()
         );
         assert_eq!(String::from_utf8_lossy(&artifact.manifest), expected, "{manifest}");
+        assert_eq!(artifact.digest, crate::decision::digest(expected.as_bytes()));
     }
 }
