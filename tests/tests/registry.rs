@@ -575,10 +575,16 @@ struct Host {
 
 impl Host {
     fn start(ws: &Workspace, name: &str, policy: &str, trusted: &Path) -> Host {
+        Host::start_with(ws, name, policy, trusted, &[])
+    }
+
+    /// [`Host::start`] with these environment variables too.
+    fn start_with(ws: &Workspace, name: &str, policy: &str, trusted: &Path, env: &[(&str, String)]) -> Host {
         let log = ws.dir.path().join(format!("{name}.log"));
         let mut child = ws
             .command()
             .arg("serve")
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .env("DEPLOY_GUARD_POLICY", policy)
             .env("DEPLOY_GUARD_POLL_MS", "200")
             .env("DEPLOY_GUARD_TRUSTED_KEYS", trusted)
@@ -1181,6 +1187,149 @@ fn a_registry_that_requires_credentials_is_reached_with_the_docker_config_and_ne
         error.starts_with("policy-unavailable:") && error.to_lowercase().contains("not authorized"),
         "{answer}"
     );
+}
+
+/// A registry whose password only a docker credential helper knows (htpasswd on the
+/// registry; the helper a script on `PATH` that speaks the protocol): `push --key` and
+/// a `serve` host following the tag reach it through `credsStore` (which wins over a
+/// wrong `auths` entry) and through `credHelpers` (which wins over a `credsStore` whose
+/// helper is missing); a helper that is missing or fails is named, by `push` and in a
+/// decision's answer. With every log line on, nothing printed shows the secret.
+#[test]
+fn a_registry_behind_a_credential_helper_is_reached_through_it_and_never_shows_the_secret() {
+    let ws = Workspace::story();
+    let password = "h3lper-Only-Pa55";
+    let registry = RegistryProcess::start_with_credentials(ws.dir.path(), "ops", password);
+    let (private, public) = keys(ws.dir.path(), "ops");
+    let bin = ws.dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    let calls = ws.dir.path().join("helper-calls");
+    let helper = |name: &str, body: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("helper");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    // The protocol: `get`, the server on stdin, {ServerURL, Username, Secret} on stdout;
+    // docker's "credentials not found" for any other server.
+    let speaking = |name: &str| {
+        format!(
+            r#"[ "$1" = get ] || exit 9
+read -r server || true
+echo "{name} $server" >> "{calls}"
+if [ "$server" = "{addr}" ]; then
+  printf '{{"ServerURL":"%s","Username":"ops","Secret":"%s"}}\n' "$server" "{password}"
+else
+  echo "credentials not found in native keychain"; exit 1
+fi"#,
+            calls = calls.display(),
+            addr = registry.addr,
+        )
+    };
+    helper("dg-store", &speaking("dg-store"));
+    helper("dg-helper", &speaking("dg-helper"));
+    // Prints the secret, then fails: only its name and status may be shown.
+    helper("dg-fails", &format!("echo '{password}'; echo '{password}' >&2; exit 1"));
+    let secrets = [password.to_owned(), base64_of(&format!("ops:{password}"))];
+    let assert_no_secret = |what: &str, text: &str| {
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "{what} shows the secret: {text}");
+        }
+    };
+    let docker_config = |name: &str, config: String| {
+        let dir = ws.dir.path().join(format!("docker-{name}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("config.json"), config).expect("config.json");
+        dir
+    };
+    let addr = &registry.addr;
+    let env = |docker: &Path| {
+        vec![
+            ("DOCKER_CONFIG", docker.display().to_string()),
+            (
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+            ),
+            ("RUST_LOG", "trace".to_owned()),
+        ]
+    };
+    let push = |docker: &Path, tag: &str| {
+        let out = ws
+            .command()
+            .envs(env(docker))
+            .arg("push")
+            .arg(ws.policy())
+            .arg(format!("{addr}/policies/guard:{tag}"))
+            .arg("--key")
+            .arg(&private)
+            .run_bounded();
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_no_secret("push", &all);
+        (out.status.code(), all)
+    };
+
+    let store = docker_config(
+        "store",
+        format!(
+            r#"{{"credsStore": "dg-store", "auths": {{"{addr}": {{"auth": "{}"}}}}}}"#,
+            base64_of("ops:not-the-password")
+        ),
+    );
+    let helpers = docker_config(
+        "helpers",
+        format!(r#"{{"credHelpers": {{"{addr}": "dg-helper"}}, "credsStore": "dg-absent"}}"#),
+    );
+    for (name, docker) in [("dg-store", &store), ("dg-helper", &helpers)] {
+        let (code, all) = push(docker, name);
+        assert_eq!(code, Some(0), "{name}: {all}");
+        let called = std::fs::read_to_string(&calls).unwrap_or_default();
+        assert!(
+            called.contains(&format!("{name} {addr}\n")),
+            "{name} not asked: {called}"
+        );
+        let mut host = Host::start_with(
+            &ws,
+            name,
+            &format!("oci://{addr}/policies/guard:{name}"),
+            &public,
+            &env(docker),
+        );
+        let answer = host.ask();
+        assert_eq!(
+            (answer["policy_digest"].as_str(), answer["rule"].as_str()),
+            (Some(sha256_digest(REFERENCE).as_str()), Some("non-terminal")),
+            "{name}: {answer}"
+        );
+        assert_no_secret("an answer", &answer.to_string());
+        let log = host.log();
+        host.stop();
+        assert!(log.contains("TRACE"), "{name}: not every line was on");
+        assert_no_secret("serve's log", &log);
+    }
+
+    // A helper missing, or failing: named, never quoted.
+    let missing = docker_config("missing", r#"{"credsStore": "dg-absent"}"#.to_owned());
+    let failing = docker_config("failing", format!(r#"{{"credHelpers": {{"{addr}": "dg-fails"}}}}"#));
+    for (docker, named) in [
+        (&missing, "docker-credential-dg-absent: not found on PATH"),
+        (&failing, "docker-credential-dg-fails: exited with status 1"),
+    ] {
+        let (code, all) = push(docker, "refused");
+        assert_eq!(code, Some(2), "{all}");
+        assert!(all.contains(named), "{all}");
+        let out = ws
+            .command()
+            .envs(env(docker))
+            .env("DEPLOY_GUARD_POLICY", format!("oci://{addr}/policies/guard:dg-store"))
+            .env("DEPLOY_GUARD_CACHE", ws.dir.path().join("cache-refused"))
+            .args(["decide", "--work-item", "ORCH-072", "--target", "awaiting"])
+            .run_bounded();
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_no_secret("a decision", &all);
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON answer");
+        assert_eq!(answer["rule"], "fail-safe", "{answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| e.contains(named)), "{answer}");
+    }
 }
 
 /// Standard base64 (docker's `auth` field), written here so that the test does not

@@ -174,7 +174,8 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// A client for the registry of `reference`: HTTPS, or plain HTTP when the host is
     /// loopback or named in `insecure` (`host:port`). Credentials come from the docker
-    /// configuration found through `env` (`DOCKER_CONFIG`, else `HOME`).
+    /// configuration found through `env` (`DOCKER_CONFIG`, else `HOME`), a credential
+    /// helper it names run here, within `timeout` (see [`docker_credentials`]).
     pub fn connect(
         reference: &PolicyRef,
         insecure: &[String],
@@ -202,10 +203,11 @@ impl Registry {
             .enable_all()
             .build()
             .map_err(|e| OciError::Local(format!("cannot start the registry client: {e}")))?;
+        let auth = docker_credentials(&registry, timeout, env)?;
         Ok(Registry {
             client,
             runtime,
-            auth: docker_credentials(&registry, env),
+            auth,
             registry,
             timeout,
             plain_http: plain,

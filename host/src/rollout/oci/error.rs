@@ -47,6 +47,18 @@ pub enum OciError {
         /// What was being done.
         during: String,
     },
+    /// The docker configuration names a credential helper for the registry, and it
+    /// gave no credentials: missing, failed, too slow, or answered something else.
+    /// Never holds what the helper printed (it may hold the secret).
+    #[error("registry {registry}: credential helper docker-credential-{helper}: {reason}")]
+    Credentials {
+        /// Which registry.
+        registry: String,
+        /// The helper's name (`docker-credential-<name>`).
+        helper: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The artifact is not a policy this host takes.
     #[error("artifact {reference}: {reason}")]
     Artifact {
