@@ -43,11 +43,15 @@ pub fn run(file: &Path, target: &str, key: Option<&Path>) -> anyhow::Result<Exit
         }
     };
     let registry = connect(&reference, &config)?;
-    let digest = registry.push_policy(&reference, &bytes)?;
-    if let Some(signing_key) = &signing_key {
-        let tag = registry.push_signature(&reference, &digest, signing_key)?;
-        eprintln!("signed: {tag}");
-    }
+    let digest = match &signing_key {
+        // The signatures already given are read first: if that fails, nothing is pushed.
+        Some(signing_key) => {
+            let (digest, tag) = registry.push_signed_policy(&reference, &bytes, signing_key)?;
+            eprintln!("signed: {tag}");
+            digest
+        }
+        None => registry.push_policy(&reference, &bytes)?,
+    };
     println!(
         "{}@{digest}",
         target

@@ -12,7 +12,8 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// The largest policy component read, in bytes (64 MiB: the reference is ~100 KiB).
+/// The largest policy component read, in bytes (64 MiB: the reference is ~100 KiB);
+/// also the largest policy layer pulled from a registry.
 pub const MAX_POLICY_BYTES: u64 = 64 << 20;
 /// The largest vectors file read, in bytes.
 pub const MAX_VECTORS_BYTES: u64 = 4 << 20;

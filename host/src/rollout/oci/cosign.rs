@@ -46,7 +46,6 @@ struct Image {
     docker_manifest_digest: String,
 }
 
-/// A manifest as read and written here (the fields used; others are kept).
 /// The simple-signing payload for `digest` in `reference`'s repository.
 pub fn simple_signing_payload(reference: &PolicyRef, digest: &str) -> String {
     let payload = SimpleSigning {

@@ -13,7 +13,23 @@ pub enum OciError {
         /// Why it is not one.
         reason: String,
     },
-    /// The registry could not be reached or answered an error.
+    /// The registry answered that what was asked for is not there: HTTP 404, or only
+    /// the "unknown" error codes of the distribution spec (`MANIFEST_UNKNOWN`,
+    /// `NAME_UNKNOWN`, `BLOB_UNKNOWN`, `NOT_FOUND`). Told apart from every other
+    /// failure (a 5xx, a reset, a timeout, a refusal), which says nothing about what
+    /// is stored.
+    #[error("registry {registry}: {during}: {reference} not found ({answer})")]
+    NotFound {
+        /// Which registry.
+        registry: String,
+        /// What was asked for.
+        reference: String,
+        /// What was being done.
+        during: String,
+        /// What the registry answered (its error codes, or the HTTP status).
+        answer: String,
+    },
+    /// The registry could not be reached or answered an error other than "not found".
     #[error("registry {registry}: {reason}")]
     Registry {
         /// Which registry.
@@ -30,6 +46,18 @@ pub enum OciError {
         seconds: u64,
         /// What was being done.
         during: String,
+    },
+    /// The docker configuration names a credential helper for the registry, and it
+    /// gave no credentials: missing, failed, too slow, or answered something else.
+    /// Never holds what the helper printed (it may hold the secret).
+    #[error("registry {registry}: credential helper docker-credential-{helper}: {reason}")]
+    Credentials {
+        /// Which registry.
+        registry: String,
+        /// The helper's name (`docker-credential-<name>`).
+        helper: String,
+        /// What went wrong.
+        reason: String,
     },
     /// The artifact is not a policy this host takes.
     #[error("artifact {reference}: {reason}")]
