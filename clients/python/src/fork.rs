@@ -1,3 +1,6 @@
+//! Fork: the fork gate of each guard, the registry of this process's guards, and the
+//! hooks the Python package registers with `os.register_at_fork`.
+
 use deploy_guard::Guard as HostGuard;
 use deploy_guard::rollout::watch::Watcher;
 use pyo3::prelude::*;

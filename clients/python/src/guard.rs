@@ -1,3 +1,5 @@
+//! The `Guard` pyclass, and a request read from the Python arguments.
+
 use deploy_guard::{Decision as HostDecision, Request, Target};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};

@@ -1,3 +1,6 @@
+//! The decision line through Python's `logging`: the original's logger and message,
+//! every text field escaped, the record made by the logger and attributed to the caller.
+
 use deploy_guard::{Decision as HostDecision, Verdict};
 use pyo3::intern;
 use pyo3::prelude::*;

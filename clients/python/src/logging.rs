@@ -1,3 +1,5 @@
+//! The library's own tracing events to Python's `logging`.
+
 use pyo3::intern;
 use pyo3::prelude::*;
 
@@ -6,7 +8,7 @@ use crate::line::{INFO, WARNING};
 /// The library's own log lines (policy swaps and refusals, configuration reloads,
 /// ledger trouble) go to Python's `logging` too, to loggers named after their target
 /// (`deploy_guard.policy`, `deploy_guard.config`, ...), checked with `isEnabledFor`
-/// first. The decision lines are the binding's own (above); the library's tracing
+/// first. The decision lines are the binding's own ([`crate::line`]); the library's tracing
 /// event for them is never emitted here (`decide_unlogged`).
 pub(crate) struct PythonLogging;
 

@@ -1,3 +1,5 @@
+//! Python values to settings, and the library's guard built from them.
+
 use deploy_guard::{Config, Guard as HostGuard, Overrides};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};

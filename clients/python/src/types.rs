@@ -1,3 +1,6 @@
+//! The Python values of the library's types: the `Decision` and `Policy` pyclasses and
+//! the verdict as a Python string.
+
 use deploy_guard::Verdict;
 use deploy_guard::decision::FIELDS;
 use pyo3::intern;
