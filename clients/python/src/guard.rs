@@ -48,16 +48,18 @@ fn read_request<'a>(
     target: &Bound<'_, PyAny>,
     reason: Option<&'a Bound<'_, PyAny>>,
 ) -> Asked<'a> {
-    let target = match target.cast::<PyString>().ok().and_then(|t| t.to_cow().ok()) {
-        Some(t) if t == "awaiting" => Target::Awaiting,
-        Some(t) if t == "deploying" => Target::Deploying,
-        Some(t) if t == "monitoring" => Target::Monitoring,
-        _ => {
-            return Asked::Refused(format!(
-                "unknown target {} (expected awaiting, deploying or monitoring)",
-                short_repr(target)
-            ));
-        }
+    // The host's own parser; the refusal quotes the Python value (its repr), which the
+    // host's message cannot do for a value that is not text.
+    let Some(parsed) = target
+        .cast::<PyString>()
+        .ok()
+        .and_then(|t| t.to_cow().ok())
+        .and_then(|t| t.parse::<Target>().ok())
+    else {
+        return Asked::Refused(format!(
+            "unknown target {} (expected awaiting, deploying or monitoring)",
+            short_repr(target)
+        ));
     };
     let work_item = if let Ok(s) = work_item.cast::<PyString>() {
         match s.to_cow() {
@@ -85,7 +87,7 @@ fn read_request<'a>(
     };
     Asked::Request {
         work_item,
-        target,
+        target: parsed,
         caller,
     }
 }
