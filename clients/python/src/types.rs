@@ -127,10 +127,12 @@ impl Policy {
     }
 }
 
+/// The verdict as Python text, the host's own word for it ([`Verdict::as_str`]),
+/// interned once.
 pub(crate) fn verdict_str(py: Python<'_>, verdict: Verdict) -> &Bound<'_, PyString> {
     match verdict {
-        Verdict::Allow => intern!(py, "ALLOW"),
-        Verdict::ConvergeDone => intern!(py, "CONVERGE_DONE"),
-        Verdict::Suppress => intern!(py, "SUPPRESS"),
+        Verdict::Allow => intern!(py, Verdict::Allow.as_str()),
+        Verdict::ConvergeDone => intern!(py, Verdict::ConvergeDone.as_str()),
+        Verdict::Suppress => intern!(py, Verdict::Suppress.as_str()),
     }
 }
