@@ -9,9 +9,11 @@
 //!   the sandboxed call run in parallel with the orchestrator's other threads.
 //! - **The decision line goes through Python's `logging`** (logger
 //!   `orchestrator.deploy_status_guard`, INFO for ALLOW, WARNING otherwise), after
-//!   `isEnabledFor`; the library's own log lines (swaps, refusals, reloads) go to the
-//!   loggers `deploy_guard.*` ([`PythonLogging`]). Nothing is written to stderr by
-//!   the Rust side.
+//!   `isEnabledFor`, for both transports: the sidecar logs its decisions through
+//!   `log_decision` ([`line`]), so the two write the same line for the same decision.
+//!   The library's own log lines (swaps, refusals, reloads) go to the loggers
+//!   `deploy_guard.*` ([`PythonLogging`]). Nothing is written to stderr by the Rust
+//!   side.
 //! - **Fork.** Threads do not survive `fork()`. The Python package registers
 //!   [`before_fork`], [`after_fork_in_parent`] and [`after_fork_in_child`] with
 //!   `os.register_at_fork`: before, each guard lets its running decisions finish and
@@ -28,13 +30,14 @@ mod logging;
 mod settings;
 mod types;
 
+use deploy_guard::decision::FIELDS;
 use fork::{after_fork_in_child, after_fork_in_parent, before_fork};
 use guard::{Guard, refused};
 use line::log_decision;
 use logging::PythonLogging;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyString;
+use pyo3::types::{PyString, PyTuple};
 use types::{Decision, Policy, verdict_str};
 
 static DEFAULT_GUARD: PyOnceLock<Py<Guard>> = PyOnceLock::new();
@@ -98,6 +101,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(before_fork, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_in_parent, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
+    // The sidecar's decision line is this module's too, and its decision objects are
+    // read by the host's list of fields.
+    m.add_function(wrap_pyfunction!(line::log_decision_object, m)?)?;
+    m.add("FIELDS", PyTuple::new(m.py(), FIELDS)?)?;
     {
         use tracing_subscriber::layer::SubscriberExt as _;
         // Fails only if this process has a subscriber already (an embedding Rust

@@ -8,7 +8,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
 use std::borrow::Cow;
 
-use crate::types::verdict_str;
+use crate::types::{Decision, verdict_str};
 
 /// The original module's logger.
 const LOGGER: &str = "orchestrator.deploy_status_guard";
@@ -28,16 +28,32 @@ struct LogTools {
 
 static LOG_TOOLS: PyOnceLock<LogTools> = PyOnceLock::new();
 
-/// The decision line, through `logging`; errors are swallowed (logging must never
-/// raise, and a handler's own errors are `logging`'s to report).
-///
-/// The record is made with the logger's own `makeRecord` (so a custom record factory
-/// or logger class still applies) and given to its `handle`, which filters it and
-/// calls the handlers, as `Logger.log` does. What `Logger.log` would add is its search
-/// for the caller's frame, walking the stack past `logging` itself: here the caller
-/// is the one Python frame above this native function, so its file, line and function
-/// name are read directly. Measured on this path: 1.9 us less per line than
-/// `logger.log(level, msg, *args)` (`python -m deploy_guard.bench`).
+/// The fields of one decision line: the values the caller passed (work item, caller,
+/// target) as the Python objects they are, the rest as the decision holds them.
+struct Fields<'a, 'py> {
+    work_item: &'a Bound<'py, PyAny>,
+    caller: Option<&'a Bound<'py, PyAny>>,
+    target: &'a Bound<'py, PyAny>,
+    db_stage: Option<&'a str>,
+    window_active: Option<bool>,
+    verdict: &'a str,
+    rule: &'a str,
+    policy: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+/// The frame a record is located at.
+enum Frame<'a, 'py> {
+    /// The Python frame that called the native function (`Guard.decide` and friends).
+    Caller,
+    /// A frame the caller found (the sidecar's: the first one outside it); None when
+    /// there is none.
+    Given(Option<&'a Bound<'py, PyAny>>),
+}
+
+/// The decision line of a decision made in this process by the library, for the
+/// values the caller passed, located at the Python frame that called the native
+/// function. See [`log`].
 pub(crate) fn log_decision(
     py: Python<'_>,
     decision: &HostDecision,
@@ -45,6 +61,58 @@ pub(crate) fn log_decision(
     target: &Bound<'_, PyAny>,
     reason: Option<&Bound<'_, PyAny>>,
 ) {
+    let fields = Fields {
+        work_item,
+        caller: reason,
+        target,
+        db_stage: decision.db_stage.as_deref(),
+        window_active: decision.window_active,
+        verdict: decision.verdict.as_str(),
+        rule: &decision.rule,
+        policy: decision.policy.as_deref(),
+        error: decision.error.as_deref(),
+    };
+    log(py, &fields, Frame::Caller);
+}
+
+/// `log_decision(decision, frame)`: the decision line of a `Decision` made elsewhere
+/// (the sidecar's answer, or its own fail-safe), located at `frame` (a Python frame
+/// object, the orchestrator's call site; None: unknown). The very line `Guard.decide`
+/// logs for the same decision, by the same code: one message, one field order, one
+/// escaping. Never raises.
+#[pyfunction(name = "log_decision")]
+pub(crate) fn log_decision_object(py: Python<'_>, decision: &Bound<'_, Decision>, frame: Option<&Bound<'_, PyAny>>) {
+    let decision = decision.get();
+    let (work_item, caller, target) = (
+        decision.work_item.bind(py),
+        decision.caller.bind(py),
+        decision.target.bind(py),
+    );
+    let fields = Fields {
+        work_item,
+        caller: Some(caller),
+        target,
+        db_stage: decision.db_stage.as_deref(),
+        window_active: decision.window_active,
+        verdict: &decision.verdict,
+        rule: &decision.rule,
+        policy: decision.policy.as_deref(),
+        error: decision.error.as_deref(),
+    };
+    log(py, &fields, Frame::Given(frame));
+}
+
+/// The decision line, through `logging`; errors are swallowed (logging must never
+/// raise, and a handler's own errors are `logging`'s to report).
+///
+/// The record is made with the logger's own `makeRecord` (so a custom record factory
+/// or logger class still applies) and given to its `handle`, which filters it and
+/// calls the handlers, as `Logger.log` does. What `Logger.log` would add is its search
+/// for the caller's frame, walking the stack past `logging` itself: here the caller
+/// is the one Python frame above this native function (or the frame given), so its
+/// file, line and function name are read directly. Measured on this path: 1.9 us less
+/// per line than `logger.log(level, msg, *args)` (`python -m deploy_guard.bench`).
+fn log(py: Python<'_>, fields: &Fields<'_, '_>, frame: Frame<'_, '_>) {
     let _ = (|| -> PyResult<()> {
         let tools = LOG_TOOLS.get_or_try_init(py, || -> PyResult<LogTools> {
             Ok(LogTools {
@@ -53,7 +121,7 @@ pub(crate) fn log_decision(
             })
         })?;
         let logger = tools.logger.bind(py);
-        let level = if decision.verdict == Verdict::Allow {
+        let level = if fields.verdict == Verdict::Allow.as_str() {
             INFO
         } else {
             WARNING
@@ -64,26 +132,30 @@ pub(crate) fn log_decision(
         {
             return Ok(());
         }
-        let caller = match reason {
+        let caller = match fields.caller {
             Some(r) => escaped_value(py, r),
             None => py.None().into_bound(py),
         };
         // Every text field escaped as in the host's own decision line (issue 11): a
         // newline in a work item or a stage must not forge a second line.
         let args = (
-            escaped_value(py, work_item),
+            escaped_value(py, fields.work_item),
             caller,
-            escaped_value(py, target),
-            decision.db_stage.as_deref().map(escaped_text),
-            decision.window_active,
-            verdict_str(py, decision.verdict),
-            escaped_text(&decision.rule),
-            decision.policy.as_deref().map(escaped_text),
-            decision.error.as_deref().map(escaped_text),
+            escaped_value(py, fields.target),
+            fields.db_stage.map(escaped_text),
+            fields.window_active,
+            verdict_text(py, fields.verdict),
+            escaped_text(fields.rule),
+            fields.policy.map(escaped_text),
+            fields.error.map(escaped_text),
         )
             .into_pyobject(py)?;
-        let (path, line, function) = match tools.getframe.bind(py).call0() {
-            Ok(frame) => {
+        let frame = match frame {
+            Frame::Caller => tools.getframe.bind(py).call0().ok(),
+            Frame::Given(frame) => frame.filter(|f| !f.is_none()).cloned(),
+        };
+        let (path, line, function) = match frame {
+            Some(frame) => {
                 let code = frame.getattr(intern!(py, "f_code"))?;
                 (
                     code.getattr(intern!(py, "co_filename"))?,
@@ -93,7 +165,7 @@ pub(crate) fn log_decision(
             }
             // No Python frame above (called from a thread of another runtime): what
             // `logging` itself says when it cannot find the caller.
-            Err(_) => (
+            None => (
                 intern!(py, "(unknown file)").clone().into_any(),
                 0_i32.into_pyobject(py)?.into_any(),
                 intern!(py, "(unknown function)").clone().into_any(),
@@ -115,6 +187,18 @@ pub(crate) fn log_decision(
         logger.call_method1(intern!(py, "handle"), (record,))?;
         Ok(())
     })();
+}
+
+/// A verdict for the line: one of the three as the interned word, anything else (a
+/// `Decision` can be made with any text) escaped.
+fn verdict_text<'py>(py: Python<'py>, verdict: &str) -> Bound<'py, PyAny> {
+    match [Verdict::Allow, Verdict::ConvergeDone, Verdict::Suppress]
+        .into_iter()
+        .find(|v| v.as_str() == verdict)
+    {
+        Some(known) => verdict_str(py, known).clone().into_any(),
+        None => PyString::new(py, &escaped_text(verdict)).into_any(),
+    }
 }
 
 /// `text` with control and format characters (and backslashes) escaped, as the host's
