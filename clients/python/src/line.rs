@@ -214,18 +214,24 @@ fn escaped_text(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// A value the caller passed, for the decision line: a string escaped as
-/// [`escaped_text`] (lone surrogates replaced), anything else as it is (`%s` gives its
-/// `str()`, as the original's line did).
+/// A value the caller passed, for the decision line: its text escaped as
+/// [`escaped_text`] (lone surrogates replaced), a string's own text and anything
+/// else's `str()` (what `%s` gave, as in the original's line), so that no value can
+/// forge a line whatever its type, and a value reads the same here as through the
+/// sidecar (which sends `str()` of what is not a string). A value whose `str()` raises
+/// is left as it is: `logging` reports it, as it did.
 fn escaped_value<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
-    match value.cast::<PyString>() {
-        Ok(text) => {
-            let text = text.to_string_lossy();
-            match escaped_text(&text) {
-                Cow::Borrowed(_) => value.clone(),
-                Cow::Owned(escaped) => PyString::new(py, &escaped).into_any(),
-            }
-        }
-        Err(_) => value.clone(),
+    let (text, exact) = match value.cast::<PyString>() {
+        Ok(text) => (text.clone(), value.is_exact_instance_of::<PyString>()),
+        Err(_) => match value.str() {
+            Ok(text) => (text, false),
+            Err(_) => return value.clone(),
+        },
+    };
+    let text = text.to_string_lossy();
+    match escaped_text(&text) {
+        // The common case, a plain string with nothing to escape: the caller's object.
+        Cow::Borrowed(_) if exact => value.clone(),
+        escaped => PyString::new(py, &escaped).into_any(),
     }
 }

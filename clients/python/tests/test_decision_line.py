@@ -105,6 +105,19 @@ class TestOneDecisionLine(unittest.TestCase):
                 self.assertFalse(any(c in ours[0].getMessage() for c in "\n\r\x00\x1b\u202e\u200b\ufeff"),
                                  repr(ours[0].getMessage()))
 
+    def test_a_value_that_is_not_text_cannot_forge_a_line_either(self) -> None:
+        # Decided as its str(), and logged as it: escaped like a string.
+        class Forger:
+            def __str__(self) -> str:
+                return FORGED
+
+        ours = self.logged(self.guard.decide, Forger(), AWAITING, Forger())
+        theirs = self.logged(self.client.decide, Forger(), AWAITING, Forger())
+        self.assertEqual((len(ours), len(theirs)), (1, 1))
+        self.assertNotIn("\n", ours[0].getMessage())
+        self.assertEqual(ours[0].getMessage(), theirs[0].getMessage())
+        self.assertIn("caller=WI-1\\u{a}2026-01-01 ", ours[0].getMessage())
+
     def test_both_records_point_at_the_call_site(self) -> None:
         call_line = sys._getframe().f_lineno + 1
         self.guard.decide("ORCH-LIVE", AWAITING)
