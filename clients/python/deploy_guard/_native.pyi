@@ -86,3 +86,5 @@ def after_fork_in_child() -> None: ...
 
 def log_decision(decision: Decision, frame: Optional[FrameType]) -> None:
     """The decision line of ``decision``, located at ``frame`` (the sidecar's line)."""
+def escaped(value: Any) -> str:
+    """``str(value)`` as the decision line writes a field (control characters escaped)."""

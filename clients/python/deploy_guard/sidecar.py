@@ -43,6 +43,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from ._native import FIELDS as _FIELDS  # the decision object's fields, the host's list
 from ._native import Decision
+from ._native import escaped as _escaped  # a field of a line, as the decision line writes it
 from ._native import log_decision as _native_log_decision  # the one decision line
 
 __all__ = [
@@ -605,9 +606,11 @@ class Client:
 
     @staticmethod
     def _warn(work_item: Any, target: Any, why: str) -> None:
+        # The caller's values escaped as in the decision line: no forged second line.
         try:
             logger.warning(
-                "deploy_status_guard.decide error for %s (target=%s) -> ALLOW: %s", work_item, target, why
+                "deploy_status_guard.decide error for %s (target=%s) -> ALLOW: %s",
+                _escaped(work_item), _escaped(target), _escaped(why),
             )
         except Exception:  # noqa: BLE001 - logging must never raise
             pass
@@ -696,7 +699,8 @@ def decide(work_item_id: Any, target_status: Any, reason: Any = None) -> str:
     except Exception as e:  # noqa: BLE001 - never-raise
         try:
             logger.warning(
-                "deploy_status_guard.decide error for %s (target=%s) -> ALLOW: %s", work_item_id, target_status, e
+                "deploy_status_guard.decide error for %s (target=%s) -> ALLOW: %s",
+                _escaped(work_item_id), _escaped(target_status), _escaped(e),
             )
         except Exception:  # noqa: BLE001
             pass

@@ -101,9 +101,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(before_fork, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_in_parent, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
-    // The sidecar's decision line is this module's too, and its decision objects are
-    // read by the host's list of fields.
+    // The sidecar's decision line is this module's too (and its warning line's
+    // escaping), and its decision objects are read by the host's list of fields.
     m.add_function(wrap_pyfunction!(line::log_decision_object, m)?)?;
+    m.add_function(wrap_pyfunction!(line::escaped_py, m)?)?;
     m.add("FIELDS", PyTuple::new(m.py(), FIELDS)?)?;
     {
         use tracing_subscriber::layer::SubscriberExt as _;

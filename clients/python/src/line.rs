@@ -214,6 +214,19 @@ fn escaped_text(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// `escaped(value)`: the text of `value` (a string's own, else its `str()`) as the
+/// decision line writes a field: control and format characters as `\u{..}`, a
+/// backslash as `\\`. For the sidecar's warning line, whose fields are the caller's
+/// values too. Never raises: a value whose `str()` raises is `<unprintable>`.
+#[pyfunction(name = "escaped")]
+pub(crate) fn escaped_py<'py>(value: &Bound<'py, PyAny>) -> Bound<'py, PyString> {
+    let py = value.py();
+    match escaped_value(py, value).cast_into::<PyString>() {
+        Ok(text) => text,
+        Err(_) => intern!(py, "<unprintable>").clone(),
+    }
+}
+
 /// A value the caller passed, for the decision line: its text escaped as
 /// [`escaped_text`] (lone surrogates replaced), a string's own text and anything
 /// else's `str()` (what `%s` gave, as in the original's line), so that no value can

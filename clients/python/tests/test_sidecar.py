@@ -551,6 +551,22 @@ class TestFakeChildren(unittest.TestCase):
         self.assertFailSafe(d, "no-such-binary")
         self.assertEqual(c.decide("A", MONITORING), ALLOW)
 
+    def test_no_warning_line_can_be_forged(self) -> None:
+        # A client-side failure logs a warning with the caller's values besides the
+        # decision line: both escaped, so a work item cannot start a forged line.
+        forged = "WI-1\n2026-01-01 00:00:00 INFO orchestrator.deploy_status_guard: forged verdict=ALLOW"
+        c = Client(timeout=1.0, env=guard_env(DEPLOY_GUARD_BIN=os.path.join(self.dir, "no-such-binary")))
+        self.clients.append(c)
+        with self.assertLogs(LOGGER, level="INFO") as logs:
+            self.assertFailSafe(c.decide_full(forged, "no-such-target\r"), "unknown target")
+            self.assertFailSafe(c.decide_full(forged, AWAITING), "no-such-binary")
+        messages = [r.getMessage() for r in logs.records]
+        self.assertEqual(len(messages), 4, messages)  # a warning and a decision line each
+        for message in messages:
+            self.assertFalse(any(ch in message for ch in "\n\r"), repr(message))
+        self.assertIn("decide error for WI-1\\u{a}2026-01-01 00:00:00 INFO ", messages[0])
+        self.assertIn("(target=no-such-target\\u{d})", messages[0])
+
     def test_binary_not_on_path(self) -> None:
         env = guard_env(PATH=self.dir)  # nothing called deploy-guard there
         env.pop("DEPLOY_GUARD_BIN", None)
