@@ -13,11 +13,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 import unittest
 from pathlib import Path
+from unittest import mock
 
 import fixtures
 from fixtures import (
@@ -626,6 +628,33 @@ class TestOriginalGrid(unittest.TestCase):
                                      else {ALLOW, CONVERGE_DONE, SUPPRESS})
         finally:
             ws.cleanup()
+
+
+class TestFindOrch(unittest.TestCase):
+    """The original module is looked for beside the clone; absent, its tests skip saying
+    what is missing and where, except under CI=true, where they fail."""
+
+    def test_found_beside_the_clone(self) -> None:
+        with tempfile.TemporaryDirectory() as bench:
+            (Path(bench) / "orch").mkdir()
+            (Path(bench) / "orch" / "deploy_status_guard.py").write_text("")
+            self.assertEqual(fixtures.find_orch(Path(bench)), Path(bench))
+        self.assertEqual(fixtures.ORCH_BENCH, fixtures.REPO_ROOT.parent / "shared" / "bench")
+
+    def test_absent_skips_naming_what_and_where(self) -> None:
+        with tempfile.TemporaryDirectory() as bench, mock.patch.dict(os.environ):
+            os.environ.pop("CI", None)
+            with self.assertRaises(unittest.SkipTest) as raised:
+                fixtures.find_orch(Path(bench))
+        self.assertIn(str(Path(bench) / "orch" / "deploy_status_guard.py"), str(raised.exception))
+        self.assertIn("beside the clone", str(raised.exception))
+
+    def test_absent_fails_under_ci(self) -> None:
+        with tempfile.TemporaryDirectory() as bench, mock.patch.dict(os.environ, {"CI": "true"}):
+            with self.assertRaises(AssertionError) as raised:
+                fixtures.find_orch(Path(bench))
+        self.assertIn(str(Path(bench) / "orch" / "deploy_status_guard.py"), str(raised.exception))
+        self.assertIn("CI=true", str(raised.exception))
 
 
 GRID_SCRIPT = textwrap.dedent("""
