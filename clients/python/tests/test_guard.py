@@ -624,8 +624,17 @@ class TestOriginalGrid(unittest.TestCase):
                     result = json.loads(run.stdout)
                     self.assertEqual(result["differ"], [], (sentinels, scope))
                     self.assertEqual(result["decided"], len(cases) * 3)
-                    self.assertEqual(set(result["verdicts"]), {ALLOW, CONVERGE_DONE, SUPPRESS} if sentinels
-                                     else {ALLOW, CONVERGE_DONE, SUPPRESS})
+                    # Not a vacuous agreement: the original itself gives every verdict
+                    # on this grid, and so do we.
+                    self.assertEqual(set(result["theirs"]), {ALLOW, CONVERGE_DONE, SUPPRESS}, (sentinels, scope))
+                    self.assertEqual(set(result["verdicts"]), {ALLOW, CONVERGE_DONE, SUPPRESS}, (sentinels, scope))
+                    # What the two databases differ by is the window, at verdicts the
+                    # original cannot tell apart (its unreadable window is an ALLOW too):
+                    # read, it is active for some tasks; without the sentinels table it
+                    # is unknown, decided by the policy (window-unknown), never a fail-safe.
+                    window_rules = set(result["rules"]) & {"monitoring-window-active", "window-unknown", "fail-safe"}
+                    self.assertEqual(window_rules, {"monitoring-window-active"} if sentinels else {"window-unknown"},
+                                     (sentinels, scope, result["rules"]))
         finally:
             ws.cleanup()
 
@@ -661,18 +670,21 @@ GRID_SCRIPT = textwrap.dedent("""
     import json, logging, sys
     from orch import db as orch_db
     from orch import deploy_status_guard as original
-    from deploy_guard import decide
+    from deploy_guard import decide, decide_full
     orch_db.use(sys.argv[1])
     logging.disable(logging.CRITICAL)
-    differ, verdicts, decided = [], set(), 0
+    differ, verdicts, theirs_seen, rules, decided = [], set(), set(), set(), 0
     for work_item in json.loads(sys.argv[2]):
         for target in ("awaiting", "deploying", "monitoring"):
             ours, theirs = decide(work_item, target), original.decide(work_item, target)
             decided += 1
             verdicts.add(ours)
+            theirs_seen.add(theirs)
+            rules.add(decide_full(work_item, target).rule)
             if ours != theirs:
                 differ.append([work_item, target, ours, theirs])
-    print(json.dumps({"differ": differ, "decided": decided, "verdicts": sorted(verdicts)}))
+    print(json.dumps({"differ": differ, "decided": decided, "verdicts": sorted(verdicts),
+                      "theirs": sorted(theirs_seen), "rules": sorted(rules)}))
 """)
 
 
