@@ -1,8 +1,12 @@
 """Type stubs of the extension module deploy_guard._native (Rust, pyo3)."""
 from os import PathLike
-from typing import Any, Dict, Optional, Union
+from types import FrameType
+from typing import Any, Dict, Optional, Tuple, Union
 
 _Path = Union[str, bytes, "PathLike[str]", "PathLike[bytes]"]
+
+#: The decision object's fields, in the contract's order (the host's list).
+FIELDS: Tuple[str, ...]
 
 class Decision:
     """The decision object: the contract's fields as attributes."""
@@ -79,3 +83,8 @@ def default_guard_made() -> bool: ...
 def before_fork() -> None: ...
 def after_fork_in_parent() -> None: ...
 def after_fork_in_child() -> None: ...
+
+def log_decision(decision: Decision, frame: Optional[FrameType]) -> None:
+    """The decision line of ``decision``, located at ``frame`` (the sidecar's line)."""
+def escaped(value: Any) -> str:
+    """``str(value)`` as the decision line writes a field (control characters escaped)."""

@@ -41,7 +41,10 @@ import time
 import weakref
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
+from ._native import FIELDS as _FIELDS  # the decision object's fields, the host's list
 from ._native import Decision
+from ._native import escaped as _escaped  # a field of a line, as the decision line writes it
+from ._native import log_decision as _native_log_decision  # the one decision line
 
 __all__ = [
     "ALLOW",
@@ -97,19 +100,6 @@ _MAX_ANSWER_BYTES = 4 * _MAX_REQUEST_BYTES
 # failure, then 0.25, 0.5, 1, 2, 4, 5, 5, ...
 _BACKOFF_BASE = 0.25
 _BACKOFF_MAX = 5.0
-
-_FIELDS = (
-    "work_item",
-    "caller",
-    "target",
-    "db_stage",
-    "window_active",
-    "verdict",
-    "rule",
-    "policy",
-    "policy_digest",
-    "error",
-)
 
 _EOF = object()  # the child's stdout reached end of file
 _OVERLONG = object()  # the child wrote an answer line longer than _MAX_ANSWER_BYTES
@@ -616,9 +606,11 @@ class Client:
 
     @staticmethod
     def _warn(work_item: Any, target: Any, why: str) -> None:
+        # The caller's values escaped as in the decision line: no forged second line.
         try:
             logger.warning(
-                "deploy_status_guard.decide error for %s (target=%s) -> ALLOW: %s", work_item, target, why
+                "deploy_status_guard.decide error for %s (target=%s) -> ALLOW: %s",
+                _escaped(work_item), _escaped(target), _escaped(why),
             )
         except Exception:  # noqa: BLE001 - logging must never raise
             pass
@@ -629,37 +621,20 @@ class Client:
 # sleeping thread.
 _SPIN_SECONDS = 50e-6
 
-_MESSAGE = (
-    "deploy_status_guard: work_item=%s caller=%s target=%s db_stage=%s "
-    "window_active=%s verdict=%s rule=%s policy=%s error=%s"
-)
-
-
 def _log_decision(decision: Decision) -> None:
     """One structured line per verdict, the seed's format plus rule/policy/error.
 
-    As the in-process binding does it: the record from the logger's own
-    ``makeRecord``, given to ``Logger.handle``, located at the orchestrator's call
-    site (the first frame outside this module) rather than at this function, and
-    without ``Logger.log``'s own search for it.
+    Written by the extension's own code (``_native.log_decision``), the very line
+    :class:`deploy_guard.Guard` logs for the same decision: the same message, field
+    order and escaping (a control or format character in a field is written as
+    ``\\u{..}``, so no field can end the line and forge another). The record is located
+    at the orchestrator's call site: the first frame outside this module.
     """
     try:
-        level = logging.INFO if decision.verdict == ALLOW else logging.WARNING
-        if not logger.isEnabledFor(level):
-            return
-        argv = (
-            decision.work_item, decision.caller, decision.target, decision.db_stage,
-            decision.window_active, decision.verdict, decision.rule, decision.policy, decision.error,
-        )
         frame = sys._getframe(1)
         while frame is not None and frame.f_code.co_filename == _THIS_FILE:
             frame = frame.f_back
-        if frame is None:
-            where = ("(unknown file)", 0, "(unknown function)")
-        else:
-            where = (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
-        record = logger.makeRecord(logger.name, level, where[0], where[1], _MESSAGE, argv, None, where[2])
-        logger.handle(record)
+        _native_log_decision(decision, frame)
     except Exception:  # noqa: BLE001 - logging must never raise
         pass
 
@@ -724,7 +699,8 @@ def decide(work_item_id: Any, target_status: Any, reason: Any = None) -> str:
     except Exception as e:  # noqa: BLE001 - never-raise
         try:
             logger.warning(
-                "deploy_status_guard.decide error for %s (target=%s) -> ALLOW: %s", work_item_id, target_status, e
+                "deploy_status_guard.decide error for %s (target=%s) -> ALLOW: %s",
+                _escaped(work_item_id), _escaped(target_status), _escaped(e),
             )
         except Exception:  # noqa: BLE001
             pass

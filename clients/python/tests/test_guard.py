@@ -13,11 +13,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 import unittest
 from pathlib import Path
+from unittest import mock
 
 import fixtures
 from fixtures import (
@@ -622,28 +624,67 @@ class TestOriginalGrid(unittest.TestCase):
                     result = json.loads(run.stdout)
                     self.assertEqual(result["differ"], [], (sentinels, scope))
                     self.assertEqual(result["decided"], len(cases) * 3)
-                    self.assertEqual(set(result["verdicts"]), {ALLOW, CONVERGE_DONE, SUPPRESS} if sentinels
-                                     else {ALLOW, CONVERGE_DONE, SUPPRESS})
+                    # Not a vacuous agreement: the original itself gives every verdict
+                    # on this grid, and so do we.
+                    self.assertEqual(set(result["theirs"]), {ALLOW, CONVERGE_DONE, SUPPRESS}, (sentinels, scope))
+                    self.assertEqual(set(result["verdicts"]), {ALLOW, CONVERGE_DONE, SUPPRESS}, (sentinels, scope))
+                    # What the two databases differ by is the window, at verdicts the
+                    # original cannot tell apart (its unreadable window is an ALLOW too):
+                    # read, it is active for some tasks; without the sentinels table it
+                    # is unknown, decided by the policy (window-unknown), never a fail-safe.
+                    window_rules = set(result["rules"]) & {"monitoring-window-active", "window-unknown", "fail-safe"}
+                    self.assertEqual(window_rules, {"monitoring-window-active"} if sentinels else {"window-unknown"},
+                                     (sentinels, scope, result["rules"]))
         finally:
             ws.cleanup()
+
+
+class TestFindOrch(unittest.TestCase):
+    """The original module is looked for beside the clone; absent, its tests skip saying
+    what is missing and where, except under CI=true, where they fail."""
+
+    def test_found_beside_the_clone(self) -> None:
+        with tempfile.TemporaryDirectory() as bench:
+            (Path(bench) / "orch").mkdir()
+            (Path(bench) / "orch" / "deploy_status_guard.py").write_text("")
+            self.assertEqual(fixtures.find_orch(Path(bench)), Path(bench))
+        self.assertEqual(fixtures.ORCH_BENCH, fixtures.REPO_ROOT.parent / "shared" / "bench")
+
+    def test_absent_skips_naming_what_and_where(self) -> None:
+        with tempfile.TemporaryDirectory() as bench, mock.patch.dict(os.environ):
+            os.environ.pop("CI", None)
+            with self.assertRaises(unittest.SkipTest) as raised:
+                fixtures.find_orch(Path(bench))
+        self.assertIn(str(Path(bench) / "orch" / "deploy_status_guard.py"), str(raised.exception))
+        self.assertIn("beside the clone", str(raised.exception))
+
+    def test_absent_fails_under_ci(self) -> None:
+        with tempfile.TemporaryDirectory() as bench, mock.patch.dict(os.environ, {"CI": "true"}):
+            with self.assertRaises(AssertionError) as raised:
+                fixtures.find_orch(Path(bench))
+        self.assertIn(str(Path(bench) / "orch" / "deploy_status_guard.py"), str(raised.exception))
+        self.assertIn("CI=true", str(raised.exception))
 
 
 GRID_SCRIPT = textwrap.dedent("""
     import json, logging, sys
     from orch import db as orch_db
     from orch import deploy_status_guard as original
-    from deploy_guard import decide
+    from deploy_guard import decide, decide_full
     orch_db.use(sys.argv[1])
     logging.disable(logging.CRITICAL)
-    differ, verdicts, decided = [], set(), 0
+    differ, verdicts, theirs_seen, rules, decided = [], set(), set(), set(), 0
     for work_item in json.loads(sys.argv[2]):
         for target in ("awaiting", "deploying", "monitoring"):
             ours, theirs = decide(work_item, target), original.decide(work_item, target)
             decided += 1
             verdicts.add(ours)
+            theirs_seen.add(theirs)
+            rules.add(decide_full(work_item, target).rule)
             if ours != theirs:
                 differ.append([work_item, target, ours, theirs])
-    print(json.dumps({"differ": differ, "decided": decided, "verdicts": sorted(verdicts)}))
+    print(json.dumps({"differ": differ, "decided": decided, "verdicts": sorted(verdicts),
+                      "theirs": sorted(theirs_seen), "rules": sorted(rules)}))
 """)
 
 

@@ -45,8 +45,37 @@ def require_binary() -> None:
         )
 
 
-def wait_dead(pid: int, within: float = 3.0) -> bool:
-    end = time.monotonic() + within
+# How long a test waits for an event it expects (an answer, a log record, a process
+# gone, a pid changed) before it fails. Generous on purpose: it is reached only when the
+# event never happens, so a loaded machine slows a test down but never fails it.
+CEILING = 60.0
+
+
+def answer_within(call, *args):
+    """``call(*args)`` on a thread of its own: its answer, or a failure of the test when
+    it has not answered within the ceiling (a hang fails, it never blocks the run: the
+    thread is a daemon)."""
+    ceiling = CEILING
+    outcome = {}
+
+    def run() -> None:
+        try:
+            outcome["answer"] = call(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            outcome["raised"] = e
+
+    thread = threading.Thread(target=run, name="answer-within", daemon=True)
+    thread.start()
+    thread.join(ceiling)
+    if thread.is_alive():
+        raise AssertionError("no answer within %.0f s from %s%r" % (ceiling, getattr(call, "__name__", call), args))
+    if "raised" in outcome:
+        raise outcome["raised"]
+    return outcome["answer"]
+
+
+def wait_dead(pid: int) -> bool:
+    end = time.monotonic() + CEILING
     while time.monotonic() < end:
         try:
             os.kill(pid, 0)
@@ -318,9 +347,10 @@ class TestSupervision(RealBinaryCase):
         pids = set()
         for _ in range(5):
             self.assertEqual(c.decide("ORCH-DONE", AWAITING), CONVERGE_DONE)
-            pids.add(c.pid)
-            os.kill(c.pid, signal.SIGKILL)
-            time.sleep(0.1)  # let it die before the next call: served by a fresh child
+            pid = c.pid
+            pids.add(pid)
+            os.kill(pid, signal.SIGKILL)
+            self.assertTrue(wait_dead(pid), "the killed child is still alive")  # the next call: a fresh child
         self.assertEqual(c.decide("ORCH-DONE", AWAITING), CONVERGE_DONE)
         self.assertEqual(len(pids), 5)
 
@@ -344,7 +374,7 @@ class TestSupervision(RealBinaryCase):
                 errors.append((n, "raised", repr(e)))
             counts.append(ok)
 
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(8)]
         t0 = time.monotonic()
         for t in threads:
             t.start()
@@ -364,10 +394,10 @@ class TestSupervision(RealBinaryCase):
         staging = self.policies / ".incoming.wasm"
         shutil.copyfile(str(self.policy_next), str(staging))
         os.replace(str(staging), str(self.active))  # atomic rename over the active path
-        t0 = time.monotonic()
+        end = time.monotonic() + CEILING
         while True:
             d = c.decide_full("ORCH-FAILED", AWAITING)
-            if d["verdict"] == SUPPRESS or time.monotonic() - t0 > 5:
+            if d["verdict"] == SUPPRESS or time.monotonic() > end:
                 break
             time.sleep(0.05)
         self.assertDecision(d, SUPPRESS, "failed")
@@ -448,43 +478,88 @@ class TestFakeChildren(unittest.TestCase):
         self.assertEqual(c.decide_full("A", AWAITING, "r")["rule"], "fake")
 
     def test_hung_child(self) -> None:
+        # The child never answers: the only way a call can end is the client's own
+        # deadline, and the answer says so ("did not answer within 1s: killed"), the
+        # hung child is killed, and the next call meets a fresh one (another pid).
         c = self.fake("hang", timeout=1.0)
-        c.decide("warm-up", AWAITING)  # the child is started (and killed) by this call
+        warm_up = answer_within(c.decide_full, "warm-up", AWAITING)  # starts (and kills) a child
+        self.assertFailSafe(warm_up, "did not answer within 1s")
+        pids = [int(warm_up["error"].split("pid ")[1].split(")")[0])]
         for _ in range(2):
             c._next_spawn = 0.0  # no back-off: every call meets a fresh hung child
             t0 = time.monotonic()
             with self.assertLogs(LOGGER, level="WARNING") as logs:
-                d = c.decide_full("A", MONITORING)
+                d = answer_within(c.decide_full, "A", MONITORING)
             elapsed = time.monotonic() - t0
-            self.assertFailSafe(d, "did not answer")
-            self.assertLess(elapsed, 1.0 + 0.5, "not answered within the timeout")
+            self.assertFailSafe(d, "did not answer within 1s: killed")
+            # Not before its deadline (taken inside the call, after t0): a lower bound,
+            # which no load can break.
             self.assertGreaterEqual(elapsed, 0.9)
             self.assertTrue(any("did not answer" in line for line in logs.output))
-        pid_line = d["error"]
-        pid = int(pid_line.split("pid ")[1].split(")")[0])
-        self.assertTrue(wait_dead(pid), "the hung child was not killed")
+            pid_line = d["error"]
+            pid = int(pid_line.split("pid ")[1].split(")")[0])
+            self.assertNotIn(pid, pids, "the call did not meet a fresh child")
+            pids.append(pid)
+            self.assertTrue(wait_dead(pid), "the hung child was not killed")
 
     def test_hung_child_many_threads(self) -> None:
+        # Six callers queue on one hung child. Each call ends on its own budget: the
+        # one holding the child at its deadline ("did not answer"), the others at theirs
+        # waiting for their turn ("no turn"), or at once while restarts back off; none
+        # waits out the others' budgets in turn and then asks the child itself.
         c = self.fake("hang", timeout=0.5)
         results = []
 
         def call() -> None:
-            t0 = time.monotonic()
-            results.append((c.decide("A", DEPLOYING), time.monotonic() - t0))
+            results.append(c.decide_full("A", DEPLOYING))
 
-        threads = [threading.Thread(target=call) for _ in range(6)]
+        threads = [threading.Thread(target=call, daemon=True) for _ in range(6)]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(10)
-        self.assertEqual([r[0] for r in results], [ALLOW] * 6)
-        self.assertLess(max(r[1] for r in results), 0.5 + 0.5)
+            t.join(CEILING)
+        self.assertFalse(any(t.is_alive() for t in threads), "a call never answered")
+        self.assertEqual([d["verdict"] for d in results], [ALLOW] * 6)
+        causes = ("did not answer within 0.5s", "no turn within 0.5s", "restart backs off")
+        for d in results:
+            self.assertFailSafe(d)
+            self.assertTrue(any(cause in d["error"] for cause in causes), d["error"])
+        self.assertTrue(any("did not answer within 0.5s" in d["error"] for d in results), results)
+
+    def test_waiting_for_a_turn_counts_against_the_timeout(self) -> None:
+        # While another call holds the child (its lock held here, for as long as it
+        # takes), each caller answers on its own budget: a fail-safe "no turn", not a
+        # wait for the holder. Then the client serves the next call.
+        c = self.fake("ok", timeout=0.5)
+        self.assertEqual(answer_within(c.decide, "A", AWAITING), SUPPRESS)
+        pid = c.pid
+        self.assertTrue(c._lock.acquire(timeout=CEILING))
+        try:
+            results = []
+            threads = [threading.Thread(target=lambda: results.append(c.decide_full("A", AWAITING)), daemon=True)
+                       for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(CEILING)
+            self.assertFalse(any(t.is_alive() for t in threads), "a caller waited for its turn past its timeout")
+        finally:
+            c._lock.release()
+        self.assertEqual(len(results), 6)
+        for d in results:
+            self.assertFailSafe(d, "no turn within 0.5s")
+        self.assertEqual(answer_within(c.decide, "A", AWAITING), SUPPRESS)
+        self.assertEqual(c.pid, pid, "waiting callers must not cost the child")
 
     def test_slow_start_counts_against_timeout(self) -> None:
-        c = self.fake("slow-start", timeout=0.5, env={"FAKE_DELAY": "5"})
-        t0 = time.monotonic()
-        self.assertFailSafe(c.decide_full("A", AWAITING), "did not answer")
-        self.assertLess(time.monotonic() - t0, 1.0)
+        # The fake reads nothing for longer than the ceiling: its answer could only come
+        # to a client that waited past its own 0.5 s, and this one answers first, by
+        # its deadline.
+        c = self.fake("slow-start", timeout=0.5, env={"FAKE_DELAY": str(2 * CEILING)})
+        d = answer_within(c.decide_full, "A", AWAITING)
+        self.assertFailSafe(d, "did not answer within 0.5s: killed")
+        pid = int(d["error"].split("pid ")[1].split(")")[0])
+        self.assertTrue(wait_dead(pid), "the slow child was not killed")
 
     def test_garbage_answers(self) -> None:
         c = self.fake("garbage")
@@ -536,12 +611,16 @@ class TestFakeChildren(unittest.TestCase):
         self.assertEqual(len(set(rules)), 4, rules)
 
     def test_child_exiting_at_start(self) -> None:
-        c = self.fake("exit")
-        t0 = time.monotonic()
-        for _ in range(5):
-            self.assertFailSafe(c.decide_full("A", AWAITING))
-        self.assertLess(time.monotonic() - t0, 3.0)
-        self.assertIn("exit status 3", c.decide_full("A", AWAITING)["error"] + str(c._last_error))
+        # Each call ends on the child's exit, or at once while the restarts back off:
+        # never by its deadline (a budget as long as the ceiling, so that waiting it out
+        # would show as "did not answer").
+        c = self.fake("exit", timeout=CEILING)
+        errors = [answer_within(c.decide_full, "A", AWAITING)["error"] for _ in range(5)]
+        self.assertFalse(any("did not answer" in e for e in errors), errors)
+        causes = ("exited", "cannot write to deploy-guard", "restart backs off")
+        self.assertTrue(all(any(cause in e for cause in causes) for e in errors), errors)
+        self.assertTrue(any("restart backs off" in e for e in errors), errors)
+        self.assertIn("exit status 3", answer_within(c.decide_full, "A", AWAITING)["error"] + str(c._last_error))
 
     def test_missing_binary(self) -> None:
         c = Client(timeout=1.0, env=guard_env(DEPLOY_GUARD_BIN=os.path.join(self.dir, "no-such-binary")))
@@ -550,6 +629,22 @@ class TestFakeChildren(unittest.TestCase):
             d = c.decide_full("A", AWAITING)
         self.assertFailSafe(d, "no-such-binary")
         self.assertEqual(c.decide("A", MONITORING), ALLOW)
+
+    def test_no_warning_line_can_be_forged(self) -> None:
+        # A client-side failure logs a warning with the caller's values besides the
+        # decision line: both escaped, so a work item cannot start a forged line.
+        forged = "WI-1\n2026-01-01 00:00:00 INFO orchestrator.deploy_status_guard: forged verdict=ALLOW"
+        c = Client(timeout=1.0, env=guard_env(DEPLOY_GUARD_BIN=os.path.join(self.dir, "no-such-binary")))
+        self.clients.append(c)
+        with self.assertLogs(LOGGER, level="INFO") as logs:
+            self.assertFailSafe(c.decide_full(forged, "no-such-target\r"), "unknown target")
+            self.assertFailSafe(c.decide_full(forged, AWAITING), "no-such-binary")
+        messages = [r.getMessage() for r in logs.records]
+        self.assertEqual(len(messages), 4, messages)  # a warning and a decision line each
+        for message in messages:
+            self.assertFalse(any(ch in message for ch in "\n\r"), repr(message))
+        self.assertIn("decide error for WI-1\\u{a}2026-01-01 00:00:00 INFO ", messages[0])
+        self.assertIn("(target=no-such-target\\u{d})", messages[0])
 
     def test_binary_not_on_path(self) -> None:
         env = guard_env(PATH=self.dir)  # nothing called deploy-guard there
