@@ -12,11 +12,15 @@ Two transports, one API:
 
 * :class:`Guard` decides in this process (the host library as an extension module):
   ``Guard(db=None, policy=None, *, config=None, watch=True, **settings)`` with
-  ``decide``, ``decide_full``, ``policy``, ``watch()``, ``close()``.
+  ``decide``, ``decide_full``, ``monitor_tick``, ``policy``, ``watch()``, ``close()``.
 * :class:`deploy_guard.sidecar.Client` asks a ``deploy-guard serve`` child process,
   for those who want a process boundary.
 
-The module-level :func:`decide` and :func:`decide_full` use a default :class:`Guard`,
+The monitor's guard (the seed's D4): ``monitor_tick(work_item_id, reason=None)`` in
+``run_post_deploy_monitor`` answers :data:`PROCEED`, or :data:`NOOP` for a task
+cancelled during its window (no status PATCH, no re-queue).
+
+The module-level :func:`decide`, :func:`decide_full` and :func:`monitor_tick` use a default :class:`Guard`,
 made on first use from the environment (``DEPLOY_GUARD_DB``, ``DEPLOY_GUARD_POLICY``,
 ``DEPLOY_GUARD_CONFIG``, ...) exactly as the host reads it, and watching the policy
 and config files. No call raises: whatever fails is ALLOW with rule ``fail-safe`` and
@@ -39,22 +43,27 @@ from ._native import (
     decide,
     decide_full,
     default_guard,
+    monitor_tick,
 )
 
 __all__ = [
     "ALLOW",
     "CONVERGE_DONE",
     "SUPPRESS",
+    "PROCEED",
+    "NOOP",
     "AWAITING",
     "DEPLOYING",
     "MONITORING",
     "VERDICTS",
+    "TICK_VERDICTS",
     "TARGETS",
     "Decision",
     "Guard",
     "Policy",
     "decide",
     "decide_full",
+    "monitor_tick",
     "default_guard",
 ]
 
@@ -65,12 +74,17 @@ ALLOW = "ALLOW"
 CONVERGE_DONE = "CONVERGE_DONE"
 SUPPRESS = "SUPPRESS"
 
+# Verdicts returned by monitor_tick() (the seed's D4, run_post_deploy_monitor's guard).
+PROCEED = "PROCEED"  # the monitor acts: it PATCHes the status and re-queues its tick
+NOOP = "NOOP"  # a zombie tick (the task was cancelled mid-window): no PATCH, no re-queue
+
 # Deploy-phase target tokens (one per guarded setter): the original's values.
 AWAITING = "awaiting"
 DEPLOYING = "deploying"
 MONITORING = "monitoring"
 
 VERDICTS = frozenset((ALLOW, CONVERGE_DONE, SUPPRESS))
+TICK_VERDICTS = frozenset((PROCEED, NOOP))
 TARGETS = frozenset((AWAITING, DEPLOYING, MONITORING))
 
 # A library does not print by itself: the decision lines reach the orchestrator's

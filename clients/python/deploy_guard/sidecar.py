@@ -50,16 +50,20 @@ __all__ = [
     "ALLOW",
     "CONVERGE_DONE",
     "SUPPRESS",
+    "PROCEED",
+    "NOOP",
     "AWAITING",
     "DEPLOYING",
     "MONITORING",
     "VERDICTS",
+    "TICK_VERDICTS",
     "TARGETS",
     "DEFAULT_TIMEOUT",
     "Client",
     "Decision",
     "decide",
     "decide_full",
+    "monitor_tick",
     "get_default_client",
     "close_default_client",
 ]
@@ -80,7 +84,12 @@ AWAITING = "awaiting"
 DEPLOYING = "deploying"
 MONITORING = "monitoring"
 
+# Verdicts returned by monitor_tick() (the seed's D4): the monitor acts, or does nothing.
+PROCEED = "PROCEED"  # PATCH the monitoring status and re-queue the next tick.
+NOOP = "NOOP"  # a zombie tick: the task was cancelled mid-window; no PATCH, no re-queue.
+
 VERDICTS = frozenset((ALLOW, CONVERGE_DONE, SUPPRESS))
+TICK_VERDICTS = frozenset((PROCEED, NOOP))
 TARGETS = frozenset((AWAITING, DEPLOYING, MONITORING))
 
 #: Default budget of one call, in seconds: lock wait, child start, write and answer.
@@ -111,15 +120,15 @@ def _short(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _failsafe(work_item: Any, caller: Any, target: Any, error: str) -> Decision:
-    """A decision made on the client side: ALLOW, rule ``fail-safe``."""
+def _failsafe(work_item: Any, caller: Any, target: Any, error: str, tick: bool = False) -> Decision:
+    """A decision made on the client side: ALLOW (PROCEED for a tick), rule ``fail-safe``."""
     return Decision(
         work_item=work_item,
         caller=caller,
-        target=target,
+        target=None if tick else target,
         db_stage=None,
         window_active=None,
-        verdict=ALLOW,
+        verdict=PROCEED if tick else ALLOW,
         rule="fail-safe",
         policy=None,
         policy_digest=None,
@@ -398,6 +407,28 @@ class Client:
         _log_decision(decision)
         return decision
 
+    def monitor_tick(self, work_item_id: Any, reason: Any = None) -> str:
+        """The post-deploy monitor's guard (the seed's D4): PROCEED, or NOOP when the
+        task was cancelled during its window (a zombie tick: no status PATCH, no
+        re-queue). Never raises; every client-side failure is PROCEED (fail-safe, the
+        monitor's behaviour before the guard); one log line per call (INFO for
+        PROCEED, WARNING for NOOP)."""
+        try:
+            verdict = self.monitor_tick_full(work_item_id, reason).verdict
+            return verdict if verdict in TICK_VERDICTS else PROCEED
+        except Exception:  # noqa: BLE001 - never-raise
+            return PROCEED
+
+    def monitor_tick_full(self, work_item_id: Any, reason: Any = None) -> Decision:
+        """The whole decision object of a tick (``target`` is None); never raises."""
+        try:
+            decision = self._decide(work_item_id, None, reason, tick=True)
+        except Exception as e:  # noqa: BLE001 - never-raise; fail-safe to PROCEED
+            decision = _failsafe(work_item_id, reason, None, "unexpected error: %r" % (e,), tick=True)
+            self._warn(work_item_id, None, decision["error"], tick=True)
+        _log_decision(decision, tick=True)
+        return decision
+
     def close(self) -> None:
         """Stop the child (EOF on its stdin, then kill). Later calls answer ALLOW."""
         self._closed = True
@@ -424,51 +455,52 @@ class Client:
 
     # -- internals --------------------------------------------------------------
 
-    def _decide(self, work_item_id: Any, target_status: Any, reason: Any) -> Decision:
+    def _decide(self, work_item_id: Any, target_status: Any, reason: Any, tick: bool = False) -> Decision:
+        """A stamp's decision (``tick`` false) or a monitor tick's (``target_status``
+        unused), asked of the child."""
         deadline = time.monotonic() + self.timeout
         caller = None if reason is None else (reason if isinstance(reason, str) else str(reason))
-        if not isinstance(target_status, str) or target_status not in TARGETS:
+        fail = lambda work_item, why: self._fail(work_item, caller, target_status, why, tick=tick)  # noqa: E731
+        if not tick and (not isinstance(target_status, str) or target_status not in TARGETS):
             error = "unknown target %s (expected %s, %s or %s): not asking deploy-guard" % (
                 _short(target_status), AWAITING, DEPLOYING, MONITORING,
             )
-            return self._fail(work_item_id, caller, target_status, error)
+            return fail(work_item_id, error)
         if work_item_id is None:
-            return self._fail(work_item_id, caller, target_status, "work item id is None")
+            return fail(work_item_id, "work item id is None")
         work_item = work_item_id if isinstance(work_item_id, str) else str(work_item_id)
-        line = json.dumps(
-            {"work_item": work_item, "target": target_status, "caller": caller},
-            ensure_ascii=True,
-            separators=(",", ":"),
-        ).encode("ascii")
+        request = (
+            {"op": "tick", "work_item": work_item, "caller": caller}
+            if tick
+            else {"work_item": work_item, "target": target_status, "caller": caller}
+        )
+        line = json.dumps(request, ensure_ascii=True, separators=(",", ":")).encode("ascii")
         if len(line) > _MAX_REQUEST_BYTES:
-            return self._fail(
-                work_item, caller, target_status,
+            return fail(
+                work_item,
                 "request of %d bytes exceeds deploy-guard's %d-byte line limit" % (len(line), _MAX_REQUEST_BYTES),
             )
         if self._closed:
-            return self._fail(work_item, caller, target_status, "client is closed")
+            return fail(work_item, "client is closed")
         if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            return self._fail(
-                work_item, caller, target_status,
-                "no turn within %.3gs (another call holds deploy-guard)" % self.timeout,
-            )
+            return fail(work_item, "no turn within %.3gs (another call holds deploy-guard)" % self.timeout)
         try:
-            return self._exchange(line + b"\n", work_item, caller, target_status, deadline)
+            return self._exchange(line + b"\n", work_item, caller, None if tick else target_status, deadline, tick)
         finally:
             self._lock.release()
 
     def _exchange(
-        self, data: bytes, work_item: str, caller: Optional[str], target: str, deadline: float
+        self, data: bytes, work_item: str, caller: Optional[str], target: Optional[str], deadline: float, tick: bool
     ) -> Decision:
         """Send one request and read its answer; the lock is held."""
         retried = False
         while True:
             child, problem = self._ensure_child()
             if child is None:
-                return self._fail(work_item, caller, target, problem or "deploy-guard unavailable")
+                return self._fail(work_item, caller, target, problem or "deploy-guard unavailable", tick=tick)
             try:
                 answer = self._ask(child, data, deadline)
-                decision = self._validate(answer, work_item, target)
+                decision = self._validate(answer, work_item, target, tick)
             except _ProtocolError as e:
                 if e.kill:
                     self._drop_child(child, str(e))
@@ -476,7 +508,7 @@ class Client:
                     retried = True
                     logger.info("deploy_status_guard: %s; retrying on a fresh deploy-guard", e)
                     continue
-                return self._fail(work_item, caller, target, str(e))
+                return self._fail(work_item, caller, target, str(e), tick=tick)
             self._failures = 0
             self._next_spawn = 0.0
             return decision
@@ -505,7 +537,7 @@ class Client:
         return item
 
     @staticmethod
-    def _validate(raw: bytes, work_item: str, target: str) -> Decision:
+    def _validate(raw: bytes, work_item: str, target: Optional[str], tick: bool = False) -> Decision:
         try:
             answer = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -520,7 +552,7 @@ class Client:
                 )
             raise _ProtocolError("deploy-guard answered an object without a verdict: %s" % _short(raw))
         verdict = answer.get("verdict")
-        if not isinstance(verdict, str) or verdict not in VERDICTS:
+        if not isinstance(verdict, str) or verdict not in (TICK_VERDICTS if tick else VERDICTS):
             raise _ProtocolError("deploy-guard answered an unknown verdict %s" % _short(verdict))
         if answer.get("work_item") != work_item or answer.get("target") != target:
             raise _ProtocolError(
@@ -600,18 +632,24 @@ class Client:
                 pass
         return "%s (pid %d, exit status %d)" % (what, child.pid, rc)
 
-    def _fail(self, work_item: Any, caller: Any, target: Any, why: str) -> Decision:
-        self._warn(work_item, target, why)
-        return _failsafe(work_item, caller, target, why)
+    def _fail(self, work_item: Any, caller: Any, target: Any, why: str, tick: bool = False) -> Decision:
+        self._warn(work_item, target, why, tick=tick)
+        return _failsafe(work_item, caller, target, why, tick=tick)
 
     @staticmethod
-    def _warn(work_item: Any, target: Any, why: str) -> None:
+    def _warn(work_item: Any, target: Any, why: str, tick: bool = False) -> None:
         # The caller's values escaped as in the decision line: no forged second line.
         try:
-            logger.warning(
-                "deploy_status_guard.decide error for %s (target=%s) -> ALLOW: %s",
-                _escaped(work_item), _escaped(target), _escaped(why),
-            )
+            if tick:
+                logger.warning(
+                    "deploy_status_guard.monitor_tick error for %s -> PROCEED: %s",
+                    _escaped(work_item), _escaped(why),
+                )
+            else:
+                logger.warning(
+                    "deploy_status_guard.decide error for %s (target=%s) -> ALLOW: %s",
+                    _escaped(work_item), _escaped(target), _escaped(why),
+                )
         except Exception:  # noqa: BLE001 - logging must never raise
             pass
 
@@ -621,7 +659,7 @@ class Client:
 # sleeping thread.
 _SPIN_SECONDS = 50e-6
 
-def _log_decision(decision: Decision) -> None:
+def _log_decision(decision: Decision, tick: bool = False) -> None:
     """One structured line per verdict, the seed's format plus rule/policy/error.
 
     Written by the extension's own code (``_native.log_decision``), the very line
@@ -634,7 +672,7 @@ def _log_decision(decision: Decision) -> None:
         frame = sys._getframe(1)
         while frame is not None and frame.f_code.co_filename == _THIS_FILE:
             frame = frame.f_back
-        _native_log_decision(decision, frame)
+        _native_log_decision(decision, frame, tick)
     except Exception:  # noqa: BLE001 - logging must never raise
         pass
 
@@ -713,6 +751,21 @@ def decide_full(work_item_id: Any, target_status: Any, reason: Any = None) -> De
         return get_default_client().decide_full(work_item_id, target_status, reason)
     except Exception as e:  # noqa: BLE001 - never-raise
         return _failsafe(work_item_id, reason, target_status, "unexpected error: %r" % (e,))
+
+
+def monitor_tick(work_item_id: Any, reason: Any = None) -> str:
+    """The post-deploy monitor's guard through the shared client: PROCEED | NOOP,
+    never raises (any failure is PROCEED). See :meth:`Client.monitor_tick`."""
+    try:
+        return get_default_client().monitor_tick(work_item_id, reason)
+    except Exception as e:  # noqa: BLE001 - never-raise
+        try:
+            logger.warning(
+                "deploy_status_guard.monitor_tick error for %s -> PROCEED: %s", _escaped(work_item_id), _escaped(e)
+            )
+        except Exception:  # noqa: BLE001
+            pass
+        return PROCEED
 
 
 def _after_fork_in_child() -> None:

@@ -1,5 +1,6 @@
 //! The `Guard` pyclass, and a request read from the Python arguments.
 
+use deploy_guard::decision::Ask;
 use deploy_guard::{Decision as HostDecision, Request, Target};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -23,7 +24,7 @@ pub(crate) struct Guard {
 enum Asked<'a> {
     Request {
         work_item: Cow<'a, str>,
-        target: Target,
+        ask: Ask,
         caller: Option<Cow<'a, str>>,
     },
     Refused(String),
@@ -43,23 +44,30 @@ fn short_repr(value: &Bound<'_, PyAny>) -> String {
     format!("{}...", &text[..end])
 }
 
+/// The request of a stamp (`target` given) or of a tick (`target` none).
 fn read_request<'a>(
     work_item: &'a Bound<'_, PyAny>,
-    target: &Bound<'_, PyAny>,
+    target: Option<&Bound<'_, PyAny>>,
     reason: Option<&'a Bound<'_, PyAny>>,
 ) -> Asked<'a> {
     // The host's own parser; the refusal quotes the Python value (its repr), which the
     // host's message cannot do for a value that is not text.
-    let Some(parsed) = target
-        .cast::<PyString>()
-        .ok()
-        .and_then(|t| t.to_cow().ok())
-        .and_then(|t| t.parse::<Target>().ok())
-    else {
-        return Asked::Refused(format!(
-            "unknown target {} (expected awaiting, deploying or monitoring)",
-            short_repr(target)
-        ));
+    let ask = match target {
+        None => Ask::Tick,
+        Some(target) => match target
+            .cast::<PyString>()
+            .ok()
+            .and_then(|t| t.to_cow().ok())
+            .and_then(|t| t.parse::<Target>().ok())
+        {
+            Some(parsed) => Ask::Decide(parsed),
+            None => {
+                return Asked::Refused(format!(
+                    "unknown target {} (expected awaiting, deploying or monitoring)",
+                    short_repr(target)
+                ));
+            }
+        },
     };
     let work_item = if let Ok(s) = work_item.cast::<PyString>() {
         match s.to_cow() {
@@ -85,16 +93,20 @@ fn read_request<'a>(
             )),
         },
     };
-    Asked::Request {
-        work_item,
-        target: parsed,
-        caller,
-    }
+    Asked::Request { work_item, ask, caller }
 }
 
-/// A fail-safe made here, before the library was asked.
-pub(crate) fn refused(cause: &str) -> HostDecision {
-    HostDecision::fail_safe(Request::decide("", Target::Awaiting, None), cause)
+/// A fail-safe made here, before the library was asked: ALLOW for a stamp, PROCEED
+/// for a tick.
+pub(crate) fn refused(cause: &str, ask: Ask) -> HostDecision {
+    HostDecision::fail_safe(
+        Request {
+            work_item: "",
+            ask,
+            caller: None,
+        },
+        cause,
+    )
 }
 
 impl Guard {
@@ -118,31 +130,37 @@ impl Guard {
         Guard { state }
     }
 
-    /// The decision, unlogged; the GIL is released while the library decides.
+    /// The decision of a stamp (`target` given) or a tick (none), unlogged; the GIL is
+    /// released while the library decides.
     fn run(
         &self,
         py: Python<'_>,
         work_item: &Bound<'_, PyAny>,
-        target: &Bound<'_, PyAny>,
+        target: Option<&Bound<'_, PyAny>>,
         reason: Option<&Bound<'_, PyAny>>,
     ) -> HostDecision {
-        let (work_item, target, caller) = match read_request(work_item, target, reason) {
-            Asked::Refused(cause) => return refused(&cause),
-            Asked::Request {
-                work_item,
-                target,
-                caller,
-            } => (work_item, target, caller),
+        let as_before = if target.is_some() {
+            Ask::Decide(Target::Awaiting)
+        } else {
+            Ask::Tick
+        };
+        let (work_item, ask, caller) = match read_request(work_item, target, reason) {
+            Asked::Refused(cause) => return refused(&cause, as_before),
+            Asked::Request { work_item, ask, caller } => (work_item, ask, caller),
         };
         let guard = match &self.state.guard {
-            Err(cause) => return refused(cause),
-            Ok(_) if self.state.closed.load(Ordering::SeqCst) => return refused("the guard is closed"),
+            Err(cause) => return refused(cause, ask),
+            Ok(_) if self.state.closed.load(Ordering::SeqCst) => return refused("the guard is closed", ask),
             Ok(guard) => guard,
         };
         let gate = &self.state.gate;
         py.detach(|| {
             let _in_flight = gate.enter();
-            guard.decide_unlogged(Request::decide(&work_item, target, caller.as_deref()))
+            guard.decide_unlogged(Request {
+                work_item: &work_item,
+                ask,
+                caller: caller.as_deref(),
+            })
         })
     }
 }
@@ -180,8 +198,23 @@ impl Guard {
         target_status: &Bound<'py, PyAny>,
         reason: Option<&Bound<'py, PyAny>>,
     ) -> Bound<'py, PyString> {
-        let decision = self.run(py, work_item_id, target_status, reason);
-        log_decision(py, &decision, work_item_id, target_status, reason);
+        let decision = self.run(py, work_item_id, Some(target_status), reason);
+        log_decision(py, &decision, work_item_id, Some(target_status), reason);
+        verdict_str(py, decision.verdict).clone()
+    }
+
+    /// The post-deploy monitor's tick (the seed's D4): `PROCEED`, or `NOOP` for a task
+    /// cancelled during its window (a zombie tick: no status, no re-queue); never
+    /// raises (any failure is `PROCEED`); one decision line.
+    #[pyo3(signature = (work_item_id, reason=None))]
+    pub(crate) fn monitor_tick<'py>(
+        &self,
+        py: Python<'py>,
+        work_item_id: &Bound<'py, PyAny>,
+        reason: Option<&Bound<'py, PyAny>>,
+    ) -> Bound<'py, PyString> {
+        let decision = self.run(py, work_item_id, None, reason);
+        log_decision(py, &decision, work_item_id, None, reason);
         verdict_str(py, decision.verdict).clone()
     }
 
@@ -194,8 +227,8 @@ impl Guard {
         target_status: &Bound<'py, PyAny>,
         reason: Option<&Bound<'py, PyAny>>,
     ) -> Decision {
-        let decision = self.run(py, work_item_id, target_status, reason);
-        log_decision(py, &decision, work_item_id, target_status, reason);
+        let decision = self.run(py, work_item_id, Some(target_status), reason);
+        log_decision(py, &decision, work_item_id, Some(target_status), reason);
         Decision {
             work_item: work_item_id.clone().unbind(),
             caller: reason.map_or_else(|| py.None(), |r| r.clone().unbind()),

@@ -30,7 +30,7 @@ mod logging;
 mod settings;
 mod types;
 
-use deploy_guard::decision::FIELDS;
+use deploy_guard::decision::{Ask, FIELDS};
 use fork::{after_fork_in_child, after_fork_in_parent, before_fork};
 use guard::{Guard, refused};
 use line::log_decision;
@@ -68,8 +68,30 @@ fn decide<'py>(
     match default_guard(py) {
         Ok(guard) => guard.get().decide(py, work_item_id, target_status, reason),
         Err(_) => {
-            let decision = refused("the default guard could not be made");
-            log_decision(py, &decision, work_item_id, target_status, reason);
+            let decision = refused(
+                "the default guard could not be made",
+                Ask::Decide(deploy_guard::Target::Awaiting),
+            );
+            log_decision(py, &decision, work_item_id, Some(target_status), reason);
+            verdict_str(py, decision.verdict).clone()
+        }
+    }
+}
+
+/// `monitor_tick` on the default guard: the post-deploy monitor's zombie-tick guard
+/// (the seed's D4), `PROCEED` or `NOOP`; never raises.
+#[pyfunction]
+#[pyo3(signature = (work_item_id, reason=None))]
+fn monitor_tick<'py>(
+    py: Python<'py>,
+    work_item_id: &Bound<'py, PyAny>,
+    reason: Option<&Bound<'py, PyAny>>,
+) -> Bound<'py, PyString> {
+    match default_guard(py) {
+        Ok(guard) => guard.get().monitor_tick(py, work_item_id, reason),
+        Err(_) => {
+            let decision = refused("the default guard could not be made", Ask::Tick);
+            log_decision(py, &decision, work_item_id, None, reason);
             verdict_str(py, decision.verdict).clone()
         }
     }
@@ -96,6 +118,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Policy>()?;
     m.add_function(wrap_pyfunction!(decide, m)?)?;
     m.add_function(wrap_pyfunction!(decide_full, m)?)?;
+    m.add_function(wrap_pyfunction!(monitor_tick, m)?)?;
     m.add_function(wrap_pyfunction!(default_guard, m)?)?;
     m.add_function(wrap_pyfunction!(default_guard_made, m)?)?;
     m.add_function(wrap_pyfunction!(before_fork, m)?)?;

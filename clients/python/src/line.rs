@@ -15,6 +15,9 @@ const LOGGER: &str = "orchestrator.deploy_status_guard";
 /// The original's message, plus rule, policy and the cause of a fail-safe.
 const MESSAGE: &str = "deploy_status_guard: work_item=%s caller=%s target=%s db_stage=%s \
                        window_active=%s verdict=%s rule=%s policy=%s error=%s";
+/// The message of a monitor tick's line (CONTRACT.md, third round): no target.
+const TICK_MESSAGE: &str = "deploy_status_guard: tick work_item=%s caller=%s db_stage=%s \
+                            window_active=%s verdict=%s rule=%s policy=%s error=%s";
 /// `logging.INFO` and `logging.WARNING`.
 pub(crate) const INFO: i32 = 20;
 pub(crate) const WARNING: i32 = 30;
@@ -33,7 +36,8 @@ static LOG_TOOLS: PyOnceLock<LogTools> = PyOnceLock::new();
 struct Fields<'a, 'py> {
     work_item: &'a Bound<'py, PyAny>,
     caller: Option<&'a Bound<'py, PyAny>>,
-    target: &'a Bound<'py, PyAny>,
+    /// The stamp's target as passed; none for a tick (its line has no target).
+    target: Option<&'a Bound<'py, PyAny>>,
     db_stage: Option<&'a str>,
     window_active: Option<bool>,
     verdict: &'a str,
@@ -58,7 +62,7 @@ pub(crate) fn log_decision(
     py: Python<'_>,
     decision: &HostDecision,
     work_item: &Bound<'_, PyAny>,
-    target: &Bound<'_, PyAny>,
+    target: Option<&Bound<'_, PyAny>>,
     reason: Option<&Bound<'_, PyAny>>,
 ) {
     let fields = Fields {
@@ -75,13 +79,20 @@ pub(crate) fn log_decision(
     log(py, &fields, Frame::Caller);
 }
 
-/// `log_decision(decision, frame)`: the decision line of a `Decision` made elsewhere
-/// (the sidecar's answer, or its own fail-safe), located at `frame` (a Python frame
-/// object, the orchestrator's call site; None: unknown). The very line `Guard.decide`
-/// logs for the same decision, by the same code: one message, one field order, one
-/// escaping. Never raises.
+/// `log_decision(decision, frame, tick=False)`: the decision line of a `Decision` made
+/// elsewhere (the sidecar's answer, or its own fail-safe), located at `frame` (a Python
+/// frame object, the orchestrator's call site; None: unknown); `tick`: it answers a
+/// monitor tick (the tick's line, without a target). The very line `Guard.decide` (or
+/// `Guard.monitor_tick`) logs for the same decision, by the same code: one message,
+/// one field order, one escaping. Never raises.
 #[pyfunction(name = "log_decision")]
-pub(crate) fn log_decision_object(py: Python<'_>, decision: &Bound<'_, Decision>, frame: Option<&Bound<'_, PyAny>>) {
+#[pyo3(signature = (decision, frame, tick=false))]
+pub(crate) fn log_decision_object(
+    py: Python<'_>,
+    decision: &Bound<'_, Decision>,
+    frame: Option<&Bound<'_, PyAny>>,
+    tick: bool,
+) {
     let decision = decision.get();
     let (work_item, caller, target) = (
         decision.work_item.bind(py),
@@ -91,7 +102,7 @@ pub(crate) fn log_decision_object(py: Python<'_>, decision: &Bound<'_, Decision>
     let fields = Fields {
         work_item,
         caller: Some(caller),
-        target,
+        target: (!tick).then_some(target),
         db_stage: decision.db_stage.as_deref(),
         window_active: decision.window_active,
         verdict: &decision.verdict,
@@ -121,7 +132,7 @@ fn log(py: Python<'_>, fields: &Fields<'_, '_>, frame: Frame<'_, '_>) {
             })
         })?;
         let logger = tools.logger.bind(py);
-        let level = if fields.verdict == Verdict::Allow.as_str() {
+        let level = if fields.verdict == Verdict::Allow.as_str() || fields.verdict == Verdict::Proceed.as_str() {
             INFO
         } else {
             WARNING
@@ -138,18 +149,37 @@ fn log(py: Python<'_>, fields: &Fields<'_, '_>, frame: Frame<'_, '_>) {
         };
         // Every text field escaped as in the host's own decision line (issue 11): a
         // newline in a work item or a stage must not forge a second line.
-        let args = (
-            escaped_value(py, fields.work_item),
-            caller,
-            escaped_value(py, fields.target),
-            fields.db_stage.map(escaped_text),
-            fields.window_active,
-            verdict_text(py, fields.verdict),
-            escaped_text(fields.rule),
-            fields.policy.map(escaped_text),
-            fields.error.map(escaped_text),
-        )
-            .into_pyobject(py)?;
+        let (message, args) = match fields.target {
+            Some(target) => (
+                intern!(py, MESSAGE),
+                (
+                    escaped_value(py, fields.work_item),
+                    caller,
+                    escaped_value(py, target),
+                    fields.db_stage.map(escaped_text),
+                    fields.window_active,
+                    verdict_text(py, fields.verdict),
+                    escaped_text(fields.rule),
+                    fields.policy.map(escaped_text),
+                    fields.error.map(escaped_text),
+                )
+                    .into_pyobject(py)?,
+            ),
+            None => (
+                intern!(py, TICK_MESSAGE),
+                (
+                    escaped_value(py, fields.work_item),
+                    caller,
+                    fields.db_stage.map(escaped_text),
+                    fields.window_active,
+                    verdict_text(py, fields.verdict),
+                    escaped_text(fields.rule),
+                    fields.policy.map(escaped_text),
+                    fields.error.map(escaped_text),
+                )
+                    .into_pyobject(py)?,
+            ),
+        };
         let frame = match frame {
             Frame::Caller => tools.getframe.bind(py).call0().ok(),
             Frame::Given(frame) => frame.filter(|f| !f.is_none()).cloned(),
@@ -178,7 +208,7 @@ fn log(py: Python<'_>, fields: &Fields<'_, '_>, frame: Frame<'_, '_>) {
                 level,
                 path,
                 line,
-                intern!(py, MESSAGE),
+                message,
                 args,
                 py.None(),
                 function,
@@ -189,13 +219,10 @@ fn log(py: Python<'_>, fields: &Fields<'_, '_>, frame: Frame<'_, '_>) {
     })();
 }
 
-/// A verdict for the line: one of the three as the interned word, anything else (a
+/// A verdict for the line: one of the host's as the interned word, anything else (a
 /// `Decision` can be made with any text) escaped.
 fn verdict_text<'py>(py: Python<'py>, verdict: &str) -> Bound<'py, PyAny> {
-    match [Verdict::Allow, Verdict::ConvergeDone, Verdict::Suppress]
-        .into_iter()
-        .find(|v| v.as_str() == verdict)
-    {
+    match Verdict::ALL.into_iter().find(|v| v.as_str() == verdict) {
         Some(known) => verdict_str(py, known).clone().into_any(),
         None => PyString::new(py, &escaped_text(verdict)).into_any(),
     }

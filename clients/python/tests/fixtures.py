@@ -61,7 +61,7 @@ SENTINELS = [
     ("orchestrator", "ORCH-CLOSED", "DONE"),
 ]
 
-# (work_item, target, expected verdict, expected rule) with the default scope and policy 1.0.0.
+# (work_item, target, expected verdict, expected rule) with the default scope and the reference policy (1.2.0).
 EXPECTED = [
     ("NO-SUCH-ITEM", AWAITING, ALLOW, "task-not-found"),
     ("", DEPLOYING, ALLOW, "task-not-found"),
@@ -103,7 +103,7 @@ def require(path: Path, how: str) -> None:
 
 
 def export_policies(out: Path) -> tuple:
-    """Writes the reference (1.0.0), the next (1.1.0) and the live-loop policies."""
+    """Writes the reference (1.2.0), the next (1.1.0) and the live-loop policies."""
     require(BINARY, "build it with `cargo build --release -p deploy-guard`, or set DEPLOY_GUARD_BIN")
     require(EXPORT_HOSTILE, "build it with `cargo build --release -p deploy-guard-e2e`")
     for argv in ([str(BINARY), "export-policies", "--out", str(out)], [str(EXPORT_HOSTILE), str(out)]):

@@ -105,7 +105,7 @@ class TestDecisions(GuardCase):
                 self.assertEqual(g.decide(work_item, target, "tick"), verdict)
                 self.assertEqual(set(d.as_dict()), FIELDS)
                 self.assertEqual((d.work_item, d.target, d.caller), (work_item, target, "tick"))
-                self.assertEqual(d.policy, "deploy-status-guard@1.0.0")
+                self.assertEqual(d.policy, "deploy-status-guard@1.2.0")
                 self.assertEqual(d.policy_digest, digest)
                 self.assertIsNone(d.error)
                 self.assertEqual(d["verdict"], verdict)
@@ -140,12 +140,12 @@ class TestDecisions(GuardCase):
         self.assertEqual(float(series["deploy_guard_decision_duration_seconds_count"]), len(EXPECTED))
         digest = g.policy.digest
         self.assertEqual(
-            series['deploy_guard_policy_info{name="deploy-status-guard",version="1.0.0",digest="%s"}' % digest], "1"
+            series['deploy_guard_policy_info{name="deploy-status-guard",version="1.2.0",digest="%s"}' % digest], "1"
         )
 
     def test_policy_names_the_live_policy(self) -> None:
         p = self.guard().policy
-        self.assertEqual((p.name, p.version, p.identity), ("deploy-status-guard", "1.0.0", "deploy-status-guard@1.0.0"))
+        self.assertEqual((p.name, p.version, p.identity), ("deploy-status-guard", "1.2.0", "deploy-status-guard@1.2.0"))
         import hashlib
         self.assertEqual(p.digest, "sha256:" + hashlib.sha256(self.active.read_bytes()).hexdigest())
 
@@ -284,11 +284,11 @@ class TestLogging(GuardCase):
         self.assertEqual(
             records[0].getMessage(),
             "deploy_status_guard: work_item=ORCH-DONE caller=deploy-approve target=awaiting db_stage=done "
-            "window_active=False verdict=CONVERGE_DONE rule=converge-done policy=deploy-status-guard@1.0.0 error=None")
+            "window_active=False verdict=CONVERGE_DONE rule=converge-done policy=deploy-status-guard@1.2.0 error=None")
         self.assertEqual(
             records[1].getMessage(),
             "deploy_status_guard: work_item=ORCH-LIVE caller=None target=awaiting db_stage=deploy "
-            "window_active=False verdict=ALLOW rule=non-terminal policy=deploy-status-guard@1.0.0 error=None")
+            "window_active=False verdict=ALLOW rule=non-terminal policy=deploy-status-guard@1.2.0 error=None")
         # The record points at the orchestrator's call site, not at the binding.
         self.assertEqual(
             [(r.pathname, r.lineno, r.funcName) for r in records],
@@ -417,7 +417,7 @@ class TestWatch(GuardCase):
             replace_file(garbage, self.active)
             refused = wait_for(lambda: [m for m in recorder.messages() if "policy refused" in m], within=10)
             self.assertTrue(refused, "no refusal was logged within 10 s: %s" % recorder.messages())
-            self.assertIn("keeping deploy-status-guard@1.0.0", refused[0])
+            self.assertIn("keeping deploy-status-guard@1.2.0", refused[0])
             self.assertEqual(g.policy.digest, digest)
             self.assertDecision(g.decide_full("ORCH-CANCEL", AWAITING), SUPPRESS, "cancelled")
             # The loop stays hostile to garbage but open to a good file.
@@ -547,7 +547,7 @@ class TestFork(GuardCase):
 
     def test_a_swap_is_seen_in_the_child(self) -> None:
         g = self.guard(watch=True)
-        self.assertEqual(g.policy.version, "1.0.0")
+        self.assertEqual(g.policy.version, "1.2.0")
         active, nxt = self.active, self.ws.next
 
         def child() -> dict:

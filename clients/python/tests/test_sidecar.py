@@ -156,7 +156,7 @@ class TestRules(RealBinaryCase):
                 self.assertDecision(d, verdict, rule)
                 self.assertEqual(c.decide(work_item, target, "tick"), verdict)
                 self.assertEqual((d["work_item"], d["target"], d["caller"]), (work_item, target, "tick"))
-                self.assertEqual(d["policy"], "deploy-status-guard@1.0.0")
+                self.assertEqual(d["policy"], "deploy-status-guard@1.2.0")
                 self.assertTrue(d["policy_digest"].startswith("sha256:"), d)
                 self.assertIsNone(d["error"])
 
@@ -389,7 +389,7 @@ class TestSupervision(RealBinaryCase):
         c = self.client(timeout=3.0)
         d = c.decide_full("ORCH-FAILED", AWAITING)
         self.assertDecision(d, ALLOW, "non-terminal")
-        self.assertEqual(d["policy"], "deploy-status-guard@1.0.0")
+        self.assertEqual(d["policy"], "deploy-status-guard@1.2.0")
         pid = c.pid
         staging = self.policies / ".incoming.wasm"
         shutil.copyfile(str(self.policy_next), str(staging))

@@ -12,8 +12,9 @@
 //! ```
 //! The facts are a [`FactsRecord`] (its defaults: a `decide` unless `op` is `tick`,
 //! `scope_repos` `[]`, `self_hosting_repos` `["orchestrator"]`, `window_active` and
-//! `caller` null, `work_item` `"VECTOR-1"`). A tick asked of a policy of the 1.0.0
-//! world is answered by the host (PROCEED, `tick-not-in-policy`), and judged so.
+//! `caller` null, `work_item` `"VECTOR-1"`). A tick vector tests a policy's own tick
+//! rules: for a policy of the 1.0.0 world, which has none (the host answers its ticks),
+//! it does not apply, and the gate says so.
 
 use crate::decision::Verdict;
 use crate::sandbox::question::FactsRecord;

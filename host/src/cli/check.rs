@@ -33,8 +33,12 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             );
             match admitted.vectors_passed {
                 Some(n) => println!(
-                    "  vectors: {n} of {n} passed ({})",
-                    deploy_guard::admission::vectors::vectors_path(path).display()
+                    "  vectors: {n} of {n} passed ({}){}",
+                    deploy_guard::admission::vectors::vectors_path(path).display(),
+                    match admitted.vectors_not_applicable {
+                        0 => String::new(),
+                        skipped => format!("; {skipped} tick vectors do not apply to a policy without a monitor"),
+                    }
                 ),
                 None => println!(
                     "  vectors: none shipped ({} does not exist)",
