@@ -84,3 +84,18 @@ fn every_stamp_of_a_file_is_files_stamp() {
         found.join("\n")
     );
 }
+
+#[test]
+fn the_trusted_keys_are_read_in_one_place() {
+    // Read once per configuration load (Config::with_trusted_keys, which the loader
+    // calls); everything else takes the Trust the configuration holds.
+    let found = offenders(
+        &["config/mod.rs", "admission/signature.rs"],
+        &["Trust::from_files(", "read_public_key("],
+    );
+    assert!(
+        found.is_empty(),
+        "trusted keys read outside the configuration's load:\n{}",
+        found.join("\n")
+    );
+}

@@ -742,13 +742,15 @@ fn a_fleet_of_three_follows_a_signed_tag_and_rides_out_the_registry_going_down()
 
 /// A guard following `reference`, with trusted `public`, on its own cache.
 fn follower(ws: &Workspace, reference: &PolicyRef, public: &Path) -> Guard {
-    Guard::new(deploy_guard::Config {
-        policy: format!("oci://{reference}").into(),
-        trusted_keys: vec![public.to_owned()],
-        poll: Duration::from_millis(100),
-        cache: Some(ws.dir.path().join("cache")),
-        ..ws.config()
-    })
+    Guard::new(
+        deploy_guard::Config {
+            policy: format!("oci://{reference}").into(),
+            poll: Duration::from_millis(100),
+            cache: Some(ws.dir.path().join("cache")),
+            ..ws.config()
+        }
+        .with_trusted_keys(vec![public.to_owned()]),
+    )
     .expect("guard")
 }
 
@@ -1087,6 +1089,66 @@ fn a_reload_that_changes_the_trusted_keys_checks_the_followed_policy_again() {
     }
     assert_eq!(guard.policy().expect("live").digest, live);
     assert_eq!(guard.decide("ORCH-072", Target::Awaiting, None).rule, "non-terminal");
+}
+
+/// A trusted key file rewritten in place (no config file at all, the keys from the
+/// environment) is seen as a change of the configuration, for a followed tag as for a
+/// file: the keys are read again once, the live policy is verified again against them
+/// offline, and withdrawn while they do not sign it.
+#[test]
+fn a_trusted_key_rewritten_in_place_applies_to_the_followed_policy() {
+    let ws = Workspace::story();
+    let registry = RegistryProcess::start(ws.dir.path());
+    let (old_private, old_public) = keys(ws.dir.path(), "old");
+    let (new_private, new_public) = keys(ws.dir.path(), "new");
+    let reference = registry.reference("policies/guard:live");
+    let client = registry.client(&reference);
+    let good = client.push_policy(&reference, REFERENCE).expect("push");
+    client
+        .push_signature(&reference, &good, &read_signing_key(&old_private).expect("key"))
+        .expect("sign");
+    let trusted = ws.dir.path().join("trusted.pub");
+    std::fs::copy(&old_public, &trusted).expect("the trusted key");
+    let env = |name: &str| match name {
+        "DEPLOY_GUARD_DB" => Some(ws.db().display().to_string()),
+        "DEPLOY_GUARD_POLICY" => Some(format!("oci://{reference}")),
+        "DEPLOY_GUARD_TRUSTED_KEYS" => Some(trusted.display().to_string()),
+        "DEPLOY_GUARD_POLL_MS" => Some("100".to_owned()),
+        "DEPLOY_GUARD_CACHE" => Some(ws.dir.path().join("cache").display().to_string()),
+        _ => None,
+    };
+    let config = deploy_guard::Config::load_from(env, &deploy_guard::Overrides::default());
+    assert_eq!((config.problem.as_deref(), config.file.as_deref()), (None, None));
+    let guard = Guard::new(config).expect("guard");
+    let live = sha256_digest(REFERENCE);
+    assert_eq!(guard.policy().expect("signed by the old key, live").digest, live);
+
+    // The same file, another key: rewritten in place (same path, same inode).
+    std::fs::write(&trusted, std::fs::read(&new_public).expect("new key")).expect("rewrite in place");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reload = loop {
+        if let Some(reload) = guard.refresh_config() {
+            break reload;
+        }
+        assert!(Instant::now() < deadline, "the rewritten key file was never seen");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(reload, deploy_guard::guard::ConfigReload::Reloaded);
+    let why = refresh_until_refused(&guard);
+    assert!(why.contains("not signed by them"), "{why}");
+    assert!(guard.policy().is_none());
+
+    // Signed by the new key: live again.
+    client
+        .push_signature(&reference, &good, &read_signing_key(&new_private).expect("key"))
+        .expect("sign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while guard.policy().is_none() {
+        assert!(Instant::now() < deadline, "never live again");
+        guard.refresh_policy();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(guard.policy().expect("live").digest, live);
 }
 
 /// A registry that requires credentials: `push`, `verify` and following a tag find

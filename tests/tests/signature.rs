@@ -169,11 +169,7 @@ fn openssl_reads_our_signatures_as_cosign_verify_blob_would() {
 fn with_trusted_keys_an_unsigned_policy_never_goes_live_at_start_up() {
     let ws = Workspace::story();
     let (_, public) = keys(ws.dir.path(), "ops");
-    let guard = Guard::new(deploy_guard::Config {
-        trusted_keys: vec![public],
-        ..ws.config()
-    })
-    .expect("guard");
+    let guard = Guard::new(ws.config().with_trusted_keys(vec![public])).expect("guard");
     assert!(guard.policy().is_none());
     let d = guard.decide("ORCH-061", Target::Monitoring, None);
     assert_eq!(d.rule, "fail-safe");
@@ -187,11 +183,7 @@ fn hot_swap_refuses_unsigned_and_foreign_signed_and_takes_the_signed_one() {
     let (private, public) = keys(ws.dir.path(), "ops");
     let (foreign_private, _) = keys(ws.dir.path(), "foreign");
     sign_file(&ws.policy(), &private);
-    let guard = Guard::new(deploy_guard::Config {
-        trusted_keys: vec![public],
-        ..ws.config()
-    })
-    .expect("guard");
+    let guard = Guard::new(ws.config().with_trusted_keys(vec![public])).expect("guard");
     let reference = deploy_guard::sandbox::policy::digest(REFERENCE);
     assert_eq!(guard.policy().expect("signed reference live").digest, reference);
 
@@ -233,11 +225,7 @@ fn hot_swap_refuses_unsigned_and_foreign_signed_and_takes_the_signed_one() {
     // a restart under the same trusted key starts on it.
     assert!(matches!(guard.roll_back("test"), Some(Outcome::RolledBack { .. })));
     assert_eq!(std::fs::read(ws.policy()).expect("read"), REFERENCE);
-    let restarted = Guard::new(deploy_guard::Config {
-        trusted_keys: guard.config().trusted_keys.clone(),
-        ..ws.config()
-    })
-    .expect("guard");
+    let restarted = Guard::new(ws.config().with_trusted_keys(guard.config().trusted_keys.clone())).expect("guard");
     assert_eq!(restarted.policy().expect("signed reference live").digest, reference);
 }
 
@@ -249,10 +237,7 @@ fn the_rollback_command_puts_a_signed_policy_back_with_its_signature() {
     let ws = Workspace::story();
     let (private, public) = keys(ws.dir.path(), "ops");
     sign_file(&ws.policy(), &private);
-    let config = || deploy_guard::Config {
-        trusted_keys: vec![public.clone()],
-        ..ws.config()
-    };
+    let config = || ws.config().with_trusted_keys(vec![public.clone()]);
     let guard = Guard::new(config()).expect("guard");
     write_atomically(&ws.policy(), NEXT);
     sign_file(&ws.policy(), &private);

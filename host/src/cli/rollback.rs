@@ -27,8 +27,7 @@ pub fn run(overrides: Overrides) -> anyhow::Result<ExitCode> {
     // Under trusted keys, the previous policy must carry its signature (kept beside it
     // when it went out), and goes back with it: a policy the host would refuse is never
     // put back with a claim of success.
-    let trust = deploy_guard::admission::signature::Trust::from_files(&config.trusted_keys);
-    let signature = match &trust {
+    let signature = match &config.trust {
         None => None,
         Some(trust) => {
             let kept = signature_path(&previous);

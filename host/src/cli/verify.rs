@@ -1,28 +1,26 @@
 //! `deploy-guard verify REF|FILE [--key PUB]`: is it signed by one of the trusted keys
 //! (`DEPLOY_GUARD_TRUSTED_KEYS`, or the `--key` given)? Exit 0 valid, 1 not, saying why.
 
-use deploy_guard::admission::signature::Trust;
+use deploy_guard::files::read::{MAX_POLICY_BYTES, read_bounded};
 use deploy_guard::{Config, Overrides};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub fn run(target: &str, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&Overrides::default());
+    let mut config = Config::load(&Overrides::default());
     super::init_logging(config.log, "warn");
-    let key_files = if keys.is_empty() {
-        &config.trusted_keys[..]
-    } else {
-        keys
-    };
-    let Some(trust) = Trust::from_files(key_files) else {
+    if !keys.is_empty() {
+        config = config.with_trusted_keys(keys.to_vec());
+    }
+    let Some(trust) = config.trust.as_deref() else {
         println!("not verified: {target}: no trusted key (set DEPLOY_GUARD_TRUSTED_KEYS or pass --key)");
         return Ok(ExitCode::from(1));
     };
     let outcome = match super::registry_reference(target) {
-        Some(reference) => super::push::verify_reference(&reference, &trust, &config),
+        Some(reference) => super::push::verify_reference(&reference, trust, &config),
         None => {
             let path = Path::new(target);
-            match std::fs::read(path) {
+            match read_bounded(path, MAX_POLICY_BYTES) {
                 Ok(bytes) => trust
                     .verify_file(path, &bytes)
                     .map(str::to_owned)

@@ -3,7 +3,7 @@
 //! one before.
 
 use crate::config::settings::{CONFIG_FILE, FileType, SETTINGS, Setting};
-use crate::config::{Config, Overrides, default_cache_dir};
+use crate::config::{Config, Environment, Overrides, default_cache_dir};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,12 @@ impl Config {
 
     /// Load with `env` standing for the environment (tests, embedding).
     pub fn load_from(env: impl Fn(&str) -> Option<String>, overrides: &Overrides) -> Config {
+        let asked = std::cell::RefCell::new(std::collections::BTreeMap::new());
+        let env = |name: &str| {
+            let value = env(name);
+            asked.borrow_mut().insert(name.to_owned(), value.clone());
+            value
+        };
         let file = overrides
             .config_file
             .clone()
@@ -37,15 +43,11 @@ impl Config {
         for (setting, given) in SETTINGS.iter().zip(given) {
             setting.apply(&mut config, given, overrides);
         }
-        // A trusted key that cannot be read never means "trust everything": every
-        // decision fails safe naming it.
-        if let Some(problem) = crate::admission::signature::Trust::from_files(&config.trusted_keys)
-            .and_then(|trust| trust.problem().map(str::to_owned))
-            && config.problem.is_none()
-        {
-            config.problem = Some(format!("trusted_keys: {problem}"));
-        }
-        config
+        // The keys read once, here; a trusted key that cannot be read never means
+        // "trust everything": every decision fails safe naming it.
+        let keys = std::mem::take(&mut config.trusted_keys);
+        config.environment = Environment(std::sync::Arc::new(asked.into_inner()));
+        config.with_trusted_keys(keys)
     }
 }
 
@@ -281,6 +283,31 @@ mod tests {
         };
         let c = Config::load_from(|n| vars.get(n).cloned(), &flags);
         assert_eq!((c.db, c.policy), (PathBuf::from("flag.db"), PathBuf::from("flag.wasm")));
+    }
+
+    #[test]
+    fn a_load_keeps_the_environment_it_read_so_a_reload_reads_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("guard.toml");
+        std::fs::write(&file, "enabled = false\n").expect("write");
+        let vars: HashMap<&str, String> = [
+            ("DEPLOY_GUARD_CONFIG", file.display().to_string()),
+            ("DEPLOY_GUARD_DB", "from-env.db".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let c = Config::load_from(|n| vars.get(n).cloned(), &Overrides::default());
+        assert_eq!(c.environment.var("DEPLOY_GUARD_DB").as_deref(), Some("from-env.db"));
+        assert_eq!(c.environment.var("DEPLOY_GUARD_POLICY"), None);
+        // Loaded again from what it recorded, with the file changed: the same
+        // environment, the file's new values.
+        std::fs::write(&file, "enabled = true\n").expect("rewrite");
+        let again = Config::load_from(|n| c.environment.var(n), &Overrides::default());
+        assert_eq!(
+            (again.db.clone(), again.file.clone(), again.enabled),
+            (c.db.clone(), c.file.clone(), true)
+        );
+        assert_eq!(again.environment.var("DEPLOY_GUARD_DB").as_deref(), Some("from-env.db"));
     }
 
     #[test]

@@ -19,7 +19,9 @@
 mod load;
 pub mod settings;
 
+use crate::admission::signature::Trust;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default database file.
@@ -112,16 +114,41 @@ pub struct Config {
     /// Public-key files a policy must be signed by (none: signatures not required); see
     /// [`crate::admission::signature`].
     pub trusted_keys: Vec<PathBuf>,
+    /// The keys of `trusted_keys`, read once, when this configuration was loaded (see
+    /// [`Config::with_trusted_keys`] for a configuration made in code): the one place
+    /// the key files are read. Two configurations are equal only if their keys are, so
+    /// a key file rewritten in place makes a reload that changes something.
+    pub trust: Option<Arc<Trust>>,
     /// How often an `oci://` policy's tag is resolved.
     pub poll: Duration,
     /// Registries (`host:port`) allowed over plain HTTP besides loopback.
     pub registry_insecure: Vec<String>,
     /// The config file this was loaded from, if any (`serve` watches it).
     pub file: Option<PathBuf>,
+    /// The environment this was loaded from, as it was read: a reload reads the files
+    /// again with it, never another environment (a configuration loaded with an
+    /// embedder's or a test's environment stays theirs).
+    pub environment: Environment,
     /// Set when the configuration could not be read: every decision fails safe with it.
     pub problem: Option<String>,
     /// What was wrong but had a safe fallback; logged once per load.
     pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// This configuration requiring signatures by the public keys in `keys`, read now
+    /// (a configuration loaded from the environment or a file reads them itself). A key
+    /// that cannot be read is a problem: every decision fails safe naming it.
+    pub fn with_trusted_keys(mut self, keys: Vec<PathBuf>) -> Config {
+        self.trusted_keys = keys;
+        self.trust = Trust::from_files(&self.trusted_keys).map(Arc::new);
+        if let Some(problem) = self.trust.as_ref().and_then(|trust| trust.problem())
+            && self.problem.is_none()
+        {
+            self.problem = Some(format!("trusted_keys: {problem}"));
+        }
+        self
+    }
 }
 
 impl Default for Config {
@@ -140,12 +167,35 @@ impl Default for Config {
             ledger_max_rows: DEFAULT_LEDGER_MAX_ROWS,
             metrics_addr: None,
             trusted_keys: Vec::new(),
+            trust: None,
             poll: Duration::from_millis(30_000),
             registry_insecure: Vec::new(),
             file: None,
+            environment: Environment::default(),
             problem: None,
             warnings: Vec::new(),
         }
+    }
+}
+
+/// The variables a configuration load asked its environment for, and what it was told.
+/// Where a configuration came from, not what it says: it takes no part in comparing
+/// two configurations (all environments are equal), as a reload compares what changed.
+#[derive(Clone, Debug, Default)]
+pub struct Environment(Arc<std::collections::BTreeMap<String, Option<String>>>);
+
+impl PartialEq for Environment {
+    fn eq(&self, _: &Environment) -> bool {
+        true
+    }
+}
+
+impl Eq for Environment {}
+
+impl Environment {
+    /// What the load was told `name` is (nothing, for a name it never asked for).
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned().flatten()
     }
 }
 

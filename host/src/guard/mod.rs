@@ -33,7 +33,7 @@ struct Shared {
     facts: ArcSwap<FactsSource>,
     slot: PolicySlot,
     watch: Mutex<WatchState>,
-    config_watch: Mutex<crate::rollout::watch::ChangeDetector>,
+    config_watch: Mutex<crate::rollout::watch::FileSet>,
     ledger: ArcSwapOption<Ledger>,
     shadow: ArcSwapOption<Shadow>,
     metrics: Metrics,
@@ -85,7 +85,7 @@ impl Guard {
                 config: ArcSwap::from_pointee(config.clone()),
                 slot: PolicySlot::counted(metrics.swap_counters()),
                 watch: Mutex::new(WatchState::default()),
-                config_watch: Mutex::new(crate::rollout::watch::ChangeDetector::default()),
+                config_watch: Mutex::new(crate::rollout::watch::FileSet::settled(refresh::config_files(&config))),
                 ledger: ArcSwapOption::from(open_ledger(&config, &metrics).map(Arc::new)),
                 shadow: ArcSwapOption::empty(),
                 metrics,
@@ -102,13 +102,7 @@ impl Guard {
                 .signature
                 .settle(&crate::admission::signature::signature_path(&config.policy));
         }
-        if let (Some(file), Ok(mut detector)) = (&config.file, guard.shared.config_watch.lock()) {
-            detector.settle(file);
-        }
-        guard
-            .shared
-            .slot
-            .set_trust(crate::admission::signature::Trust::from_files(&config.trusted_keys).map(Arc::new));
+        guard.shared.slot.set_trust(config.trust.clone());
         if crate::rollout::oci::reference::is_oci(&config.policy) {
             guard.refresh_registry(&config, true);
         } else {

@@ -6,6 +6,7 @@ use crate::facts::source::FactsSource;
 use crate::guard::{Guard, GuardError, open_ledger};
 use crate::rollout::slot::Outcome;
 use crate::rollout::watch::Watcher;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 impl Guard {
@@ -17,17 +18,25 @@ impl Guard {
         self.refresh_policy()
     }
 
-    /// Look at the config file once; a new configuration goes into force if it parses.
-    /// `None` when the file did not change (or there is none); else what the reload did.
+    /// Look at the config file and the trusted key files once; a new configuration
+    /// goes into force if it parses (with new keys, a new generation of trust). `None`
+    /// when none of them changed (or there are none); else what the reload did.
     pub fn refresh_config(&self) -> Option<ConfigReload> {
-        let Ok(mut detector) = self.shared.config_watch.lock() else {
+        let Ok(mut watched) = self.shared.config_watch.lock() else {
             return None;
         };
         let config = self.shared.config.load_full();
-        match &config.file {
-            Some(file) if detector.poll(file) => Some(self.reload_config(&config)),
-            _ => None,
+        // The same files as the configuration in force names, unless something other
+        // than a reload replaced it.
+        watched.rewatch(config_files(&config));
+        if !watched.poll() {
+            return None;
         }
+        let reload = self.reload_config(&config);
+        // A reload may name other key files: watched from now on, those kept keeping
+        // what they saw (a config file rewritten again meanwhile is still a change).
+        watched.rewatch(config_files(&self.shared.config.load()));
+        Some(reload)
     }
 
     /// Look at the policy file and its vectors once; a new candidate goes live if it
@@ -75,16 +84,9 @@ impl Guard {
     }
 
     fn reload_config(&self, running: &Config) -> ConfigReload {
-        // The file watched is the running configuration's own (it may have come from
-        // `Config::load_from`, not from this process's environment).
-        let file = running.file.clone();
-        let fresh = Config::load_from(
-            |name| match (name, &file) {
-                ("DEPLOY_GUARD_CONFIG", Some(file)) => Some(file.display().to_string()),
-                _ => std::env::var(name).ok(),
-            },
-            &self.shared.overrides,
-        );
+        // The files again, with the environment the running configuration was loaded
+        // from (an embedder's or a test's, not necessarily this process's).
+        let fresh = Config::load_from(|name| running.environment.var(name), &self.shared.overrides);
         if let Some(problem) = &fresh.problem {
             tracing::error!(target: "deploy_guard::config", "{problem}; keeping the running configuration");
             return ConfigReload::Refused(problem.clone());
@@ -114,10 +116,9 @@ impl Guard {
                 .store(Arc::new(FactsSource::new(fresh.db.clone(), fresh.busy_timeout)));
         }
         self.shared.slot.relimit(fresh.limits);
-        if fresh.trusted_keys != running.trusted_keys {
-            self.shared
-                .slot
-                .set_trust(crate::admission::signature::Trust::from_files(&fresh.trusted_keys).map(Arc::new));
+        // New keys (other files, or a key file rewritten in place): a new generation.
+        if fresh.trust != running.trust {
+            self.shared.slot.set_trust(fresh.trust.clone());
         }
         tracing::warn!(
             target: "deploy_guard::config",
@@ -195,4 +196,10 @@ pub enum ConfigReload {
     Unchanged,
     /// The file cannot be used (the problem); the running configuration is kept.
     Refused(String),
+}
+
+/// The files whose change reloads the configuration: its file, and the trusted key
+/// files (read once per configuration load).
+pub(super) fn config_files(config: &Config) -> Vec<PathBuf> {
+    config.file.iter().chain(&config.trusted_keys).cloned().collect()
 }

@@ -360,7 +360,7 @@ pub fn admit_candidate(
     policy: &Path,
     config: &Config,
 ) -> Result<crate::admission::gate::Admitted, CandidateError> {
-    let trust = Trust::from_files(&config.trusted_keys);
+    let trust = config.trust.as_deref();
     if crate::rollout::oci::reference::is_oci(policy) {
         let reference = PolicyRef::parse(&policy.to_string_lossy())?;
         let registry = Registry::connect(
@@ -370,7 +370,7 @@ pub fn admit_candidate(
             &|name| std::env::var(name).ok(),
         )?;
         let digest = registry.resolve(&reference)?;
-        let pulled = registry.pull_policy(&reference, &digest, trust.as_ref())?;
+        let pulled = registry.pull_policy(&reference, &digest, trust)?;
         return Ok(crate::admission::gate::admit(
             sandbox,
             &pulled.bytes,
@@ -381,7 +381,7 @@ pub fn admit_candidate(
     // Read once (bounded, never blocking): the bytes whose signature is checked are the
     // bytes the gate judges, whatever happens to the file meanwhile.
     let bytes = crate::admission::gate::read_candidate(policy)?;
-    if let Some(trust) = &trust {
+    if let Some(trust) = trust {
         trust.verify_file(policy, &bytes)?;
     }
     Ok(crate::admission::gate::admit(

@@ -46,6 +46,58 @@ impl ChangeDetector {
     }
 }
 
+/// Several files watched as one: a settled change of any of them is a change. The
+/// configuration is such a set: its file and every trusted key file, so that a key
+/// rewritten in place is seen as the config file is, whatever the policy is (a file or
+/// a followed tag).
+#[derive(Debug, Default)]
+pub struct FileSet {
+    files: Vec<(PathBuf, ChangeDetector)>,
+}
+
+impl FileSet {
+    /// Watch `paths` from their state now.
+    pub fn settled(paths: Vec<PathBuf>) -> FileSet {
+        let mut set = FileSet::default();
+        set.rewatch(paths);
+        set
+    }
+
+    /// Watch `paths` from now on: a file watched already keeps its detector (a change
+    /// it has seen and not yet reported is still reported); a new one is watched from
+    /// its state now.
+    pub fn rewatch(&mut self, paths: Vec<PathBuf>) {
+        if self.files.len() == paths.len()
+            && self
+                .files
+                .iter()
+                .zip(&paths)
+                .all(|((watched, _), path)| watched == path)
+        {
+            return;
+        }
+        let mut old = std::mem::take(&mut self.files);
+        self.files = paths
+            .into_iter()
+            .map(|path| match old.iter().position(|(watched, _)| *watched == path) {
+                Some(at) => old.swap_remove(at),
+                None => {
+                    let mut detector = ChangeDetector::default();
+                    detector.settle(&path);
+                    (path, detector)
+                }
+            })
+            .collect();
+    }
+
+    /// True when any file changed and then held still (every file is looked at).
+    pub fn poll(&mut self) -> bool {
+        self.files
+            .iter_mut()
+            .fold(false, |changed, (path, detector)| detector.poll(path) || changed)
+    }
+}
+
 /// Background threads, each calling its `refresh` every [`POLL_INTERVAL`], until dropped.
 #[derive(Debug)]
 pub struct Watcher {
