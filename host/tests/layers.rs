@@ -27,7 +27,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("config", &["config", "config::settings", "config::load"]),
-    ("what a policy is asked", &["sandbox::question", "sandbox::wit"]),
+    (
+        "what a policy is asked",
+        &["sandbox::question", "sandbox::wit", "sandbox::memo"],
+    ),
     ("engine", &["sandbox::engine", "sandbox::cache", "facts::source"]),
     ("policy", &["sandbox::policy"]),
     (

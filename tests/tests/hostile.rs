@@ -71,9 +71,11 @@ fn assert_reference_still_right() {
         ruling,
         Ruling {
             verdict: Verdict::ConvergeDone,
-            rule: "converge-done".to_owned()
+            rule: "converge-done".to_owned(),
+            fuel: ruling.fuel,
         }
     );
+    assert!(ruling.fuel.is_some_and(|fuel| fuel > 0), "{ruling:?}");
 }
 
 /// Loading `bytes` fails; the error is returned for the caller's exact assertion.
@@ -212,7 +214,8 @@ fn the_control_built_by_the_same_harness_passes_the_gate() {
         ruling,
         Ruling {
             verdict: Verdict::Allow,
-            rule: "well-behaved".to_owned()
+            rule: "well-behaved".to_owned(),
+            fuel: ruling.fuel,
         }
     );
 }

@@ -462,7 +462,7 @@ fn a_stalled_ledger_drops_records_beyond_its_byte_budget_and_never_blocks() {
     // busy timeout (5 s) on the lock held here; 100 records of 1 MiB take milliseconds.
     let started = std::time::Instant::now();
     for _ in 0..100 {
-        ledger.record(&deploy_guard::Decision::kill_switch(request), None);
+        ledger.record(&deploy_guard::Decision::kill_switch(request), None, None);
     }
     let took = started.elapsed();
     assert!(

@@ -89,10 +89,11 @@ impl Guard {
                     question,
                     policy_failed,
                     fail_safe,
+                    fuel,
                 } = judged;
                 self.shared.metrics.observe(&decision, fail_safe, each);
                 if let Some(ledger) = ledger.as_ref() {
-                    ledger.record(&decision, question.as_ref().map(OwnedQuestion::to_record));
+                    ledger.record(&decision, question.as_ref().map(OwnedQuestion::to_record), fuel);
                 }
                 if let Some(digest) = &decision.policy_digest {
                     self.shared.slot.observe(digest, policy_failed);
@@ -155,8 +156,10 @@ impl Guard {
             .collect();
         let mut rulings = match &policy {
             None => questions.iter().map(|q| Ok(native(q))).collect::<Vec<_>>(),
-            Some(policy) if questions.len() == 1 => vec![policy.rule(&questions[0])],
-            Some(policy) => policy.rule_many(&questions),
+            // Remembered answers first: a policy imports nothing, so the same question
+            // under the same policy and limits has the same answer (sandbox::memo).
+            Some(policy) if questions.len() == 1 => vec![policy.rule_remembered(&questions[0])],
+            Some(policy) => policy.rule_many_remembered(&questions),
         }
         .into_iter();
         asked
@@ -220,12 +223,14 @@ fn with_facts(request: Request<'_>, task: Option<&TaskFacts>) -> Decision {
 }
 
 /// A decision, the question its policy was asked (the facts kept for the observers),
-/// whether the policy failed, and the class of its fail-safe if it is one.
+/// whether the policy failed, the class of its fail-safe if it is one, and the fuel
+/// the policy used.
 struct Judged<'a> {
     decision: Decision,
     question: Option<OwnedQuestion<'a>>,
     policy_failed: bool,
     fail_safe: Option<FailSafeClass>,
+    fuel: Option<u64>,
 }
 
 /// A question with the facts it borrows, kept until the observers have seen it.
@@ -249,6 +254,7 @@ impl<'a> Judged<'a> {
             question: None,
             policy_failed: false,
             fail_safe,
+            fuel: None,
         }
     }
 
@@ -270,6 +276,7 @@ impl<'a> Judged<'a> {
                     question,
                     policy_failed: false,
                     fail_safe: None,
+                    fuel: ruling.fuel,
                 }
             }
             Err(e) => Judged {
@@ -279,6 +286,7 @@ impl<'a> Judged<'a> {
                 fail_safe: Some(e.class()),
                 decision: decision.into_fail_safe(e),
                 question,
+                fuel: None,
             },
         }
     }
@@ -313,6 +321,7 @@ fn native(question: &Question<'_>) -> Ruling {
                     predicate::Verdict::Suppress => Verdict::Suppress,
                 },
                 rule: ruling.rule.as_str().to_owned(),
+                fuel: None,
             }
         }
         Ask::Tick => {
@@ -328,6 +337,7 @@ fn native(question: &Question<'_>) -> Ruling {
                     predicate::TickVerdict::Noop => Verdict::Noop,
                 },
                 rule: ruling.rule.as_str().to_owned(),
+                fuel: None,
             }
         }
     }

@@ -66,6 +66,7 @@ struct Entry {
     time_ms: i64,
     facts: Option<FactsRecord>,
     decision: Decision,
+    fuel: Option<u64>,
 }
 
 impl Entry {
@@ -122,8 +123,17 @@ CREATE TABLE IF NOT EXISTS decisions (
     rule TEXT NOT NULL,
     policy TEXT,
     policy_digest TEXT,
-    error TEXT
+    error TEXT,
+    fuel INTEGER
 );";
+
+/// Whether the ledger's table has the `fuel` column (ledgers made before it was added
+/// do not; [`Ledger::open`] adds it).
+fn has_fuel_column(connection: &Connection) -> rusqlite::Result<bool> {
+    connection
+        .prepare("SELECT 1 FROM pragma_table_info('decisions') WHERE name = 'fuel'")?
+        .exists([])
+}
 
 /// The suffixes of the files SQLite keeps beside a database: the file itself, its WAL
 /// and shared-memory index, its rollback journal.
@@ -235,6 +245,10 @@ impl Ledger {
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .and_then(|()| connection.execute_batch(SCHEMA))
+            .and_then(|()| match has_fuel_column(&connection)? {
+                true => Ok(()),
+                false => connection.execute_batch("ALTER TABLE decisions ADD COLUMN fuel INTEGER"),
+            })
             .map_err(|e| open_error(path, e))?;
         let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
         let queued_bytes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -265,8 +279,10 @@ impl Ledger {
         self.counters.dropped.get()
     }
 
-    /// Hand a decision to the writer; never blocks.
-    pub fn record(&self, decision: &Decision, facts: Option<FactsRecord>) {
+    /// Hand a decision to the writer, with the facts its policy was asked and the fuel
+    /// the policy used (remembered with the answer when it came from the memo); never
+    /// blocks.
+    pub fn record(&self, decision: &Decision, facts: Option<FactsRecord>, fuel: Option<u64>) {
         let Some(sender) = &self.sender else { return };
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -275,6 +291,7 @@ impl Ledger {
             time_ms,
             facts,
             decision: decision.clone(),
+            fuel,
         });
         let size = entry.size();
         let within_budget = self.queued_bytes.fetch_add(size, Ordering::Relaxed) + size <= QUEUE_BYTES;
@@ -363,8 +380,8 @@ fn commit(connection: &mut Connection, batch: &[Box<Entry>]) -> rusqlite::Result
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO decisions (time_ms, work_item, caller, target, facts, db_stage, window_active,
-                                    verdict, rule, policy, policy_digest, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                    verdict, rule, policy, policy_digest, error, fuel)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         for entry in batch {
             let d = &entry.decision;
@@ -382,6 +399,7 @@ fn commit(connection: &mut Connection, batch: &[Box<Entry>]) -> rusqlite::Result
                 d.policy,
                 d.policy_digest,
                 d.error,
+                entry.fuel.map(|fuel| i64::try_from(fuel).unwrap_or(i64::MAX)),
             ])?;
         }
     }
@@ -407,6 +425,9 @@ pub struct Recorded {
     pub facts: Option<FactsRecord>,
     /// The decision as it was made.
     pub decision: Decision,
+    /// The fuel its policy used; none when no policy ran (or a ledger older than the
+    /// column).
+    pub fuel: Option<u64>,
 }
 
 /// Read a ledger (read-only), oldest first.
@@ -414,11 +435,15 @@ pub fn read_ledger(path: &Path) -> Result<Vec<Recorded>, LedgerError> {
     let connection =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(|e| open_error(path, e))?;
+    let fuel = match has_fuel_column(&connection).map_err(|e| open_error(path, e))? {
+        true => "fuel",
+        false => "NULL",
+    };
     let mut statement = connection
-        .prepare(
+        .prepare(&format!(
             "SELECT id, time_ms, work_item, caller, target, facts, db_stage, window_active, verdict, rule,
-                    policy, policy_digest, error FROM decisions ORDER BY id",
-        )
+                    policy, policy_digest, error, {fuel} FROM decisions ORDER BY id"
+        ))
         .map_err(|e| open_error(path, e))?;
     let rows = statement
         .query_map([], |row| {
@@ -426,7 +451,7 @@ pub fn read_ledger(path: &Path) -> Result<Vec<Recorded>, LedgerError> {
             let verdict: String = row.get(8)?;
             let facts: Option<String> = row.get(5)?;
             Ok((
-                row.get::<_, i64>(0)?,
+                (row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(13)?),
                 row.get::<_, i64>(1)?,
                 facts,
                 target,
@@ -448,7 +473,7 @@ pub fn read_ledger(path: &Path) -> Result<Vec<Recorded>, LedgerError> {
         .map_err(|e| open_error(path, e))?;
     let mut recorded = Vec::new();
     for row in rows {
-        let (id, time_ms, facts, target, verdict, mut decision) = row.map_err(|e| open_error(path, e))?;
+        let ((id, fuel), time_ms, facts, target, verdict, mut decision) = row.map_err(|e| open_error(path, e))?;
         decision.ask = match target.as_str() {
             "tick" => Ask::Tick,
             target => Ask::Decide(
@@ -468,6 +493,7 @@ pub fn read_ledger(path: &Path) -> Result<Vec<Recorded>, LedgerError> {
             time_ms,
             facts,
             decision,
+            fuel: fuel.and_then(|fuel| u64::try_from(fuel).ok()),
         });
     }
     Ok(recorded)

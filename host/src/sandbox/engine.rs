@@ -237,7 +237,11 @@ impl Sandbox {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .max_wasm_stack(256 << 10)
             .consume_fuel(true)
-            .epoch_interruption(true);
+            .epoch_interruption(true)
+            // Answers exact to the bit, whatever the machine: what lets a policy's
+            // answers be remembered (see [`crate::sandbox::memo`]).
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true);
         let lane_count = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, MAX_LANES);

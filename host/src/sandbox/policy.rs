@@ -14,6 +14,7 @@
 use crate::config::Limits;
 use crate::decision::{Ask, MAX_RULE_BYTES, RULE_TICK_NOT_IN_POLICY, Verdict};
 use crate::sandbox::engine::{Sandbox, SandboxState};
+use crate::sandbox::memo::Memo;
 use crate::sandbox::question::Question;
 use crate::sandbox::wit::{
     Facts, MAJOR, MONITOR, PACKAGE, POLICY, PolicyInfo, TickFacts, WitDecision, WitTickDecision, WitTickVerdict,
@@ -93,6 +94,9 @@ pub struct Ruling {
     pub verdict: Verdict,
     /// The rule (at most [`MAX_RULE_BYTES`] bytes).
     pub rule: String,
+    /// The fuel the run used; none when the host answered without running the policy
+    /// (a tick asked of a policy without `monitor`).
+    pub fuel: Option<u64>,
 }
 
 /// A policy that passed loading: compiled, import-free, of a world of the 1.x line,
@@ -112,6 +116,8 @@ pub struct LoadedPolicy {
     identity: String,
     /// The component's bytes (kept so that a swapped-out policy can be restored).
     bytes: Arc<[u8]>,
+    /// Its answers under these limits (see [`crate::sandbox::memo`]).
+    memo: Memo<Ruling>,
 }
 
 /// A policy in one lane: its `InstancePre` and where its functions are.
@@ -257,6 +263,7 @@ impl LoadedPolicy {
             version: String::new(),
             identity: String::new(),
             bytes,
+            memo: Memo::new(),
         };
         // Every function's type, in every lane, checked once here: a decision calls
         // them unchecked.
@@ -345,6 +352,8 @@ impl LoadedPolicy {
             version: self.version.clone(),
             identity: self.identity.clone(),
             bytes: Arc::clone(&self.bytes),
+            // Other limits, other answers (fuel, memory): nothing remembered is carried.
+            memo: Memo::new(),
         }
     }
 
@@ -395,6 +404,7 @@ impl LoadedPolicy {
         Some(Ruling {
             verdict: Verdict::Proceed,
             rule: RULE_TICK_NOT_IN_POLICY.to_owned(),
+            fuel: None,
         })
     }
 
@@ -414,8 +424,22 @@ impl LoadedPolicy {
         self.call(&mut store, &instance, lane, question)
     }
 
-    /// Call the function that answers `question` on `instance`.
+    /// Call the function that answers `question` on `instance`; the ruling carries the
+    /// fuel the call used.
     fn call(
+        &self,
+        store: &mut wasmtime::Store<SandboxState>,
+        instance: &Instance,
+        lane: usize,
+        question: &Question<'_>,
+    ) -> Result<Ruling, RunError> {
+        let mut ruling = self.call_unmetered(store, instance, lane, question)?;
+        // The Store was given `limits.fuel` for this call (made or rearmed just before).
+        ruling.fuel = Some(self.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
+        Ok(ruling)
+    }
+
+    fn call_unmetered(
         &self,
         store: &mut wasmtime::Store<SandboxState>,
         instance: &Instance,
@@ -454,6 +478,63 @@ impl LoadedPolicy {
             }
             (Ask::Tick, None) => Err(RunError::Instantiate("no tick in this policy".to_owned())),
         }
+    }
+
+    /// [`LoadedPolicy::rule`], answered from this policy's memo when the very same
+    /// question was answered before under the same limits (see
+    /// [`crate::sandbox::memo`]); a new answer is remembered, a failure never is.
+    pub fn rule_remembered(&self, question: &Question<'_>) -> Result<Ruling, RunError> {
+        if let Some(ruling) = self.memo.recall(question) {
+            return Ok(ruling);
+        }
+        let ruling = self.rule(question);
+        if let Ok(ruling) = &ruling {
+            self.remember(question, ruling);
+        }
+        ruling
+    }
+
+    /// Keep an answer the policy gave in the sandbox (one the host gave itself, for a
+    /// tick of a policy without `monitor`, costs nothing to give again).
+    fn remember(&self, question: &Question<'_>, ruling: &Ruling) {
+        if ruling.fuel.is_some() {
+            self.memo.remember(question, ruling.clone(), ruling.rule.len());
+        }
+    }
+
+    /// [`LoadedPolicy::rule_many`] with the memo of [`LoadedPolicy::rule_remembered`]:
+    /// only the questions not remembered run, together.
+    pub fn rule_many_remembered(&self, questions: &[Question<'_>]) -> Vec<Result<Ruling, RunError>> {
+        let recalled: Vec<Option<Ruling>> = questions.iter().map(|q| self.memo.recall(q)).collect();
+        let unanswered: Vec<Question<'_>> = questions
+            .iter()
+            .zip(&recalled)
+            .filter(|(_, recalled)| recalled.is_none())
+            .map(|(question, _)| *question)
+            .collect();
+        let mut ran = self.rule_many(&unanswered).into_iter().zip(&unanswered);
+        recalled
+            .into_iter()
+            .map(|recalled| match recalled {
+                Some(ruling) => Ok(ruling),
+                None => match ran.next() {
+                    Some((ruling, question)) => {
+                        if let Ok(ruling) = &ruling {
+                            self.remember(question, ruling);
+                        }
+                        ruling
+                    }
+                    None => Err(RunError::Instantiate(
+                        "the policy gave no ruling for this question".to_owned(),
+                    )),
+                },
+            })
+            .collect()
+    }
+
+    /// How often this policy's memo answered (see [`LoadedPolicy::rule_remembered`]).
+    pub fn memo_stats(&self) -> crate::sandbox::memo::MemoStats {
+        self.memo.stats()
     }
 
     /// Answers for several questions (a batch), in order. Each runs in a fresh instance
@@ -524,7 +605,11 @@ fn check(verdict: Verdict, rule: String) -> Result<Ruling, RunError> {
             crate::decision::Escaped(&rule)
         )));
     }
-    Ok(Ruling { verdict, rule })
+    Ok(Ruling {
+        verdict,
+        rule,
+        fuel: None,
+    })
 }
 
 /// Turn wasmtime's error into the class of what happened. Errors that are not traps
