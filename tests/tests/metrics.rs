@@ -348,7 +348,8 @@ fn every_metric_moves_as_expected_across_a_known_sequence() {
     // One fail-safe of each class the policy can cause (5 failures on probation).
     assert_fail_safe(&serve.ask("F-1", "awaiting"), "fuel:");
     expected.fail_safe("fuel");
-    std::fs::write(&config, "fuel = 10000000000\n").expect("raise the fuel");
+    // (The workspace's deadline is 60 s: the default 100 ms, for the deadline's class.)
+    std::fs::write(&config, "fuel = 10000000000\ntimeout_ms = 100\n").expect("raise the fuel");
     serve.wait_for_log("configuration reloaded");
     for (work_item, error, class) in [
         ("F-2", "deadline:", "deadline"),
