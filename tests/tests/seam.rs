@@ -721,7 +721,8 @@ fn decide_never_blocks_or_grows_on_a_fifo_a_device_or_an_oversized_file() {
     let max_vectors = deploy_guard::files::read::MAX_VECTORS_BYTES;
     let own_vectors = include_str!("../../policies/deploy-status-guard.vectors.json");
     let vectors_too_large = format!("larger than {max_vectors} bytes");
-    let cases: [(&dyn Fn(&Path), &str); 3] = [
+    type Make<'a> = &'a dyn Fn(&Path);
+    let cases: [(Make<'_>, &str); 3] = [
         (&|path| mkfifo(path), "not a regular file (a FIFO)"),
         (
             &|path| std::os::unix::fs::symlink(&zero, path).expect("symlink"),
