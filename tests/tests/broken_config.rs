@@ -12,7 +12,7 @@
 //! - a config file that cannot be read or parsed makes it a fail-safe naming the file.
 
 use deploy_guard::{Config, Limits, Overrides};
-use deploy_guard_e2e::{Row, Workspace, binary, insert_sentinel, insert_task};
+use deploy_guard_e2e::{Bounded, PATIENT_TIMEOUT_MS, Row, Workspace, binary, insert_sentinel, insert_task};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
@@ -71,8 +71,11 @@ impl Run {
 }
 
 /// `deploy-guard decide --work-item WORK_ITEM --target TARGET` in the workspace, with
-/// an environment holding only the workspace's paths, JSON logs and `env`. Checks exit
-/// 0, exactly one JSON object on stdout, and (with JSON logs) only JSON on stderr.
+/// an environment holding only the workspace's paths, JSON logs, the PATIENT deadline
+/// (60 s, so that a decision or a case of the gate preempted on a loaded machine does
+/// not fail safe) and `env` (over them: a test of an unusable deadline sets its own).
+/// Checks exit 0, exactly one JSON object on stdout, and (with JSON logs) only JSON on
+/// stderr.
 fn decide(ws: &Workspace, work_item: &str, target: &str, env: &[(&str, &str)]) -> Run {
     decide_with(ws, &["--work-item", work_item, "--target", target], env)
 }
@@ -86,9 +89,9 @@ fn decide_with(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> Run {
         .env("DEPLOY_GUARD_DB", ws.db())
         .env("DEPLOY_GUARD_POLICY", ws.policy())
         .env("DEPLOY_GUARD_LOG", "json")
+        .env("DEPLOY_GUARD_TIMEOUT_MS", PATIENT_TIMEOUT_MS)
         .envs(env.iter().copied())
-        .output()
-        .expect("deploy-guard runs");
+        .bounded_output();
     let stdout = String::from_utf8(output.stdout).expect("stdout is UTF-8");
     let stderr: Vec<String> = String::from_utf8_lossy(&output.stderr)
         .lines()

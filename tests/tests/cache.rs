@@ -1,11 +1,13 @@
 //! The precompiled cache: a hit deserializes what this process stored; anything it did
 //! not write, or that was damaged, is recompiled and never deserialized.
+//!
+//! Policies load under the PATIENT limits (a 60 s deadline): loading runs the policy's
+//! `info`, and these tests are about the cache, not about deadlines.
 
-use deploy_guard::Limits;
 use deploy_guard::sandbox::cache::ArtifactCache;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::sandbox::policy::{LoadedPolicy, digest};
-use deploy_guard_e2e::REFERENCE;
+use deploy_guard_e2e::{PATIENT, REFERENCE};
 use std::os::unix::fs::PermissionsExt;
 
 fn entry(sandbox: &Sandbox) -> std::path::PathBuf {
@@ -21,7 +23,7 @@ fn the_first_load_stores_and_the_next_one_hits() {
     let mode = std::fs::metadata(&cache_dir).expect("created").permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
     assert_eq!(sandbox.compiles(), 0);
-    LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads");
+    LoadedPolicy::load(&sandbox, REFERENCE, PATIENT).expect("loads");
     assert_eq!(sandbox.compiles(), 1, "the first load compiles");
     let path = entry(&sandbox);
     assert!(path.exists(), "no entry written");
@@ -31,7 +33,7 @@ fn the_first_load_stores_and_the_next_one_hits() {
         "the entry does not load"
     );
     // The next load is served by the cache: no compile, and it decides like the compiled one.
-    let policy = LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads from the cache");
+    let policy = LoadedPolicy::load(&sandbox, REFERENCE, PATIENT).expect("loads from the cache");
     assert_eq!(
         sandbox.compiles(),
         1,
@@ -47,7 +49,7 @@ fn the_first_load_stores_and_the_next_one_hits() {
     );
     // A new process (another sandbox over the same directory) hits too.
     let restarted = Sandbox::with_cache(Some(&cache_dir)).expect("sandbox");
-    LoadedPolicy::load(&restarted, REFERENCE, Limits::DEFAULT).expect("loads from the cache");
+    LoadedPolicy::load(&restarted, REFERENCE, PATIENT).expect("loads from the cache");
     assert_eq!(restarted.compiles(), 0, "a restart compiled instead of hitting");
 }
 
@@ -71,7 +73,7 @@ fn converge_done_facts() -> deploy_guard::sandbox::question::FactsRecord {
 fn a_damaged_or_truncated_entry_is_recompiled_not_deserialized() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sandbox = Sandbox::with_cache(Some(dir.path())).expect("sandbox");
-    LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads");
+    LoadedPolicy::load(&sandbox, REFERENCE, PATIENT).expect("loads");
     let path = entry(&sandbox);
     let cache = sandbox.cache().expect("cache");
     let good = std::fs::read(&path).expect("entry");
@@ -89,7 +91,7 @@ fn a_damaged_or_truncated_entry_is_recompiled_not_deserialized() {
         assert!(!path.exists(), "the damaged entry was kept");
         // The next load recompiles and rewrites a sound entry.
         let compiles = sandbox.compiles();
-        LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("recompiles");
+        LoadedPolicy::load(&sandbox, REFERENCE, PATIENT).expect("recompiles");
         assert_eq!(sandbox.compiles(), compiles + 1, "a damaged entry was not recompiled");
         assert_eq!(std::fs::read(&path).expect("rewritten").len(), good.len());
     }
@@ -111,7 +113,7 @@ fn bytes_not_written_by_the_cache_are_never_deserialized() {
             .is_none()
     );
     // A sound entry made writable by others: refused.
-    LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads");
+    LoadedPolicy::load(&sandbox, REFERENCE, PATIENT).expect("loads");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     assert!(
         sandbox
@@ -131,14 +133,14 @@ fn a_directory_open_to_others_is_not_used() {
     // The sandbox still works, compiling every time.
     let sandbox = Sandbox::with_cache(Some(dir.path())).expect("sandbox");
     assert!(sandbox.cache().is_none());
-    LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("compiles");
+    LoadedPolicy::load(&sandbox, REFERENCE, PATIENT).expect("compiles");
 }
 
 #[test]
 fn an_entry_of_another_engine_misses_and_compiles() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sandbox = Sandbox::with_cache(Some(dir.path())).expect("sandbox");
-    LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads");
+    LoadedPolicy::load(&sandbox, REFERENCE, PATIENT).expect("loads");
     // An engine of another configuration (here: no fuel) has another compatibility hash.
     let other = wasmtime::Engine::new(&wasmtime::Config::new()).expect("engine");
     let cache = sandbox.cache().expect("cache");

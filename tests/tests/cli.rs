@@ -1,10 +1,12 @@
 //! The `deploy-guard` binary as a process: `decide`, `serve`, `check`, `diff`, `demo`
 //! and `export-policies`, per CONTRACT.md (stdout answers only, exit codes).
 
-use deploy_guard_e2e::{NEXT, REFERENCE, ServeChild, Workspace, binary, pipe, write_atomically};
+use deploy_guard_e2e::{
+    Bounded, CEILING, NEXT, PATIENT_TIMEOUT_MS, REFERENCE, ServeChild, Workspace, binary, pipe, wait_for,
+    write_atomically,
+};
 use serde_json::Value;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 fn decide(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> (Value, Output) {
     let output = ws
@@ -12,8 +14,7 @@ fn decide(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> (Value, Output
         .arg("decide")
         .args(args)
         .envs(env.iter().copied())
-        .output()
-        .expect("runs");
+        .bounded_output();
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -121,7 +122,7 @@ fn the_text_decision_line_is_the_default_format_byte_for_byte() {
         if let Some(caller) = caller {
             command.args(["--caller", caller]);
         }
-        let output = command.output().expect("runs");
+        let output = command.bounded_output();
         let stderr = String::from_utf8(output.stderr).expect("utf-8");
         let ours: Vec<String> = stderr
             .lines()
@@ -209,7 +210,7 @@ fn usage_errors_exit_2_with_a_clear_message() {
         &["decide", "--work-item", "X"][..],
         &["frobnicate"][..],
     ] {
-        let output = ws.command().args(args).output().expect("runs");
+        let output = ws.command().args(args).bounded_output();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(output.stdout.is_empty(), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -249,7 +250,7 @@ fn serve_writes_each_decision_line_with_its_answer_and_reads_escaped_strings() {
         );
         // The answer is in; its decision line must follow while serve waits for more.
         // (The workspace's serve logs JSON lines.)
-        let logged = serve.wait_for_log(Duration::from_secs(10), |l| {
+        let logged = serve.wait_for_log(CEILING, |l| {
             let line: Value = serde_json::from_str(l).unwrap_or_default();
             line["target"] == "deploy_guard::decision" && line["fields"]["caller"] == caller
         });
@@ -341,25 +342,23 @@ fn serve_swaps_the_policy_when_its_file_is_replaced() {
     let ask = br#"{"work_item": "ORCH-081", "target": "awaiting"}"#;
     assert_eq!(serve.ask_line(ask)["rule"], "non-terminal");
     write_atomically(&ws.policy(), NEXT);
-    // Swapped within a generous deadline (the watcher looks every 100 ms; the measured
-    // swap time is a benchmark's business, not this test's).
-    let started = Instant::now();
-    let swapped = loop {
+    // Swapped: waited for (the watcher looks every 100 ms; the measured swap time is a
+    // benchmark's business, not this test's).
+    let swapped = wait_for("the swap to 1.1.0", || {
         let answer = serve.ask_line(ask);
         if answer["policy"] == "deploy-status-guard@1.1.0" {
-            break answer;
+            return Some(answer);
         }
         assert_eq!(answer["policy"], "deploy-status-guard@1.2.0");
-        assert!(started.elapsed() < Duration::from_secs(30), "no swap within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        None
+    });
     assert_eq!(
         (swapped["verdict"].as_str(), swapped["rule"].as_str()),
         (Some("SUPPRESS"), Some("failed"))
     );
     // A bad file never goes live: the child logs its refusal, and answers stay on 1.1.0.
     write_atomically(&ws.policy(), b"\0asm\x0d\0\x01\0 truncated");
-    let refusal = serve.wait_for_log(Duration::from_secs(30), |line| line.contains("policy refused: "));
+    let refusal = serve.wait_for_log(CEILING, |line| line.contains("policy refused: "));
     let refusal: Value = serde_json::from_str(&refusal).expect("a JSON log line");
     assert_eq!(refusal["level"], "ERROR", "{refusal}");
     let message = refusal["fields"]["message"].as_str().unwrap_or_default();
@@ -384,7 +383,7 @@ fn check_passes_the_reference_and_refuses_garbage() {
         ws.dir.path().join("policies/deploy-status-guard.vectors.json"),
     )
     .expect("copy vectors");
-    let output = ws.command().arg("check").arg(&good).output().expect("runs");
+    let output = ws.command().arg("check").arg(&good).bounded_output();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("deploy-status-guard@1.2.0"), "{stdout}");
@@ -399,7 +398,7 @@ fn check_passes_the_reference_and_refuses_garbage() {
 
     let bad = ws.dir.path().join("bad.wasm");
     std::fs::write(&bad, &REFERENCE[..REFERENCE.len() / 2]).expect("write");
-    let output = ws.command().arg("check").arg(&bad).output().expect("runs");
+    let output = ws.command().arg("check").arg(&bad).bounded_output();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("refused: "));
 }
@@ -411,7 +410,7 @@ fn diff_lists_exactly_the_failed_cases_between_the_versions() {
     let new = ws.dir.path().join("new.wasm");
     std::fs::write(&old, REFERENCE).expect("write");
     std::fs::write(&new, NEXT).expect("write");
-    let output = ws.command().arg("diff").arg(&old).arg(&new).output().expect("runs");
+    let output = ws.command().arg("diff").arg(&old).arg(&new).bounded_output();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     // failed x (orchestrator with empty scope, svc-a in scope) x 3 targets x 3 windows.
@@ -439,15 +438,14 @@ fn diff_lists_exactly_the_failed_cases_between_the_versions() {
             .count(),
         18
     );
-    let output = ws.command().arg("diff").arg(&old).arg(&old).output().expect("runs");
+    let output = ws.command().arg("diff").arg(&old).arg(&old).bounded_output();
     assert_eq!(output.status.code(), Some(0));
     let output = ws
         .command()
         .arg("diff")
         .arg(&old)
         .arg(ws.dir.path().join("missing.wasm"))
-        .output()
-        .expect("runs");
+        .bounded_output();
     assert_eq!(output.status.code(), Some(2));
 }
 
@@ -458,8 +456,8 @@ fn demo_prints_the_table_and_the_swap_from_any_directory() {
         .arg("demo")
         .current_dir(dir.path())
         .env_clear()
-        .output()
-        .expect("runs");
+        .env("DEPLOY_GUARD_TIMEOUT_MS", PATIENT_TIMEOUT_MS)
+        .bounded_output();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         output.status.code(),
@@ -509,8 +507,7 @@ fn export_policies_writes_the_deployable_files() {
     let output = Command::new(binary())
         .args(["export-policies", "--out"])
         .arg(dir.path())
-        .output()
-        .expect("runs");
+        .bounded_output();
     assert_eq!(output.status.code(), Some(0));
     // Compared without printing the bytes of a mismatch.
     let written = std::fs::read(dir.path().join("deploy-status-guard.wasm")).expect("written");

@@ -379,17 +379,7 @@ fn a_missing_policy_fails_safe_and_recovers_when_a_good_file_lands() {
     assert_eq!((d.policy, d.policy_digest), (None, None));
     ws.install_reference();
     // The file's arrival is acted on (the second look that finds it held still).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let outcome = loop {
-        if let Some(outcome) = guard.refresh() {
-            break outcome;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the good policy was not noticed within 30 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let outcome = deploy_guard_e2e::wait_for("the good policy noticed", || guard.refresh());
     assert!(
         matches!(&outcome, deploy_guard::rollout::slot::Outcome::Activated { identity, .. } if identity == "deploy-status-guard@1.2.0"),
         "{outcome:?}"

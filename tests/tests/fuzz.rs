@@ -25,7 +25,7 @@
 use deploy_guard::decision::Ask;
 use deploy_guard::serve::{MAX_LINE_BYTES, parse_request, serve};
 use deploy_guard::{Config, Decision, Guard, Request, Target, Verdict};
-use deploy_guard_e2e::{Row, Workspace, insert_sentinel, insert_task};
+use deploy_guard_e2e::{PATIENT, Row, Workspace, insert_sentinel, insert_task};
 use deploy_status_guard::predicate;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -791,8 +791,13 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 /// The guards of the facts tests: the default scope (self-hosting only), and a scope
-/// of two repos with a non-ASCII self-hosting repo beside it.
+/// of two repos with a non-ASCII self-hosting repo beside it. Their limits are the
+/// workspace's, [`PATIENT`]: the default fuel and memory bound what a megabyte string
+/// costs the sandbox, and a 60 s deadline keeps a decision preempted on a loaded
+/// machine (stripping 4 MiB takes tens of milliseconds of fuel-bounded work) from
+/// ending in the deadline's class, which these tests do not measure.
 fn facts_guards(ws: &Workspace) -> Vec<Guard> {
+    assert_eq!(ws.config().limits, PATIENT);
     ws.install_reference();
     [
         ws.config(),

@@ -5,111 +5,29 @@
 //! be bound, and `Guard::metrics()` in-process for the ledger's drops.
 
 use deploy_guard::{Config, Guard, Target};
-use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, hostile, write_atomically};
+use deploy_guard_e2e::{
+    CEILING, NEXT, REFERENCE, ServeChild, Workspace, hostile, sha256_digest, wait_for, write_atomically,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long anything asynchronous (a swap, the ledger's writer, the shadow) may take.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A `serve` child whose stderr is collected line by line.
-struct Served {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Served {
-    fn start(mut command: Command) -> Served {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("serve starts");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&stderr);
-        let pipe = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().expect("stderr lines").push(line);
-            }
-        });
-        Served {
-            child,
-            stdin,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Wait for a stderr line containing `needle`; the line.
-    fn wait_for_log(&self, needle: &str) -> String {
-        let started = Instant::now();
-        loop {
-            if let Some(line) = self
-                .stderr
-                .lock()
-                .expect("stderr lines")
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "no {needle:?} on stderr:\n{}",
-                self.stderr.lock().expect("stderr lines").join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The address the metrics endpoint bound (from its log line).
-    fn metrics_addr(&self) -> SocketAddr {
-        let line = self.wait_for_log("serving metrics on http://");
-        let start = line.find("http://").expect("url") + "http://".len();
-        let end = start + line[start..].find("/metrics").expect("/metrics");
-        line[start..end].parse().expect("a socket address")
-    }
-
-    fn ask(&mut self, work_item: &str, target: &str) -> Value {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{{\"work_item\": \"{work_item}\", \"target\": \"{target}\"}}").expect("write");
-        stdin.flush().expect("flush");
-        let mut answer = String::new();
-        self.stdout.read_line(&mut answer).expect("read");
-        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"))
-    }
-
-    fn finish(mut self) -> Option<i32> {
-        drop(self.stdin.take());
-        self.child.wait().expect("wait").code()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Wait for `serve`'s log line naming the metrics endpoint; the address it bound.
+fn metrics_addr(serve: &mut ServeChild) -> SocketAddr {
+    let line = serve.wait_for_log(CEILING, |l| l.contains("serving metrics on http://"));
+    let start = line.find("http://").expect("url") + "http://".len();
+    let end = start + line[start..].find("/metrics").expect("/metrics");
+    line[start..end].parse().expect("a socket address")
 }
 
 /// One HTTP request; (status line, body).
 fn http(addr: SocketAddr, request: &str) -> (String, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut stream = TcpStream::connect_timeout(&addr, CEILING).expect("connect");
+    stream.set_read_timeout(Some(CEILING)).expect("timeout");
     stream.write_all(request.as_bytes()).expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("a whole response");
@@ -222,7 +140,7 @@ impl Expected {
     fn live(&mut self, policy: &[u8], name: &str, version: &str) {
         self.samples
             .retain(|series, _| !series.starts_with("deploy_guard_policy_info"));
-        let digest = deploy_guard::sandbox::policy::digest(policy);
+        let digest = sha256_digest(policy);
         self.samples.insert(
             format!("deploy_guard_policy_info{{name=\"{name}\",version=\"{version}\",digest=\"{digest}\"}}"),
             1.0,
@@ -251,7 +169,7 @@ impl Expected {
 
     /// Scrape until the endpoint shows exactly what is expected (asynchronous parts:
     /// the ledger's writer, the shadow's thread, the swap's poll), or fail saying what
-    /// differs.
+    /// differs after [`CEILING`].
     fn check(&self, addr: SocketAddr, step: &str) -> BTreeMap<String, f64> {
         let started = Instant::now();
         loop {
@@ -261,7 +179,7 @@ impl Expected {
                 return samples;
             }
             assert!(
-                started.elapsed() < PATIENCE,
+                started.elapsed() < CEILING,
                 "after {step}, the metrics differ:\n{}",
                 differences.join("\n")
             );
@@ -301,8 +219,8 @@ fn every_metric_moves_as_expected_across_a_known_sequence() {
         .arg(&next)
         .env("DEPLOY_GUARD_LEDGER", ws.dir.path().join("ledger.db"))
         .env("DEPLOY_GUARD_CONFIG", &config);
-    let mut serve = Served::start(command);
-    let addr = serve.metrics_addr();
+    let mut serve = ServeChild::spawn(command);
+    let addr = metrics_addr(&mut serve);
     assert!(addr.ip().is_loopback());
     let mut expected = Expected::start(Some((REFERENCE, "deploy-status-guard", "1.2.0")), true);
     let samples = expected.check(addr, "start-up");
@@ -348,10 +266,15 @@ fn every_metric_moves_as_expected_across_a_known_sequence() {
     // One fail-safe of each class the policy can cause (5 failures on probation).
     assert_fail_safe(&serve.ask("F-1", "awaiting"), "fuel:");
     expected.fail_safe("fuel");
-    std::fs::write(&config, "fuel = 10000000000\n").expect("raise the fuel");
-    serve.wait_for_log("configuration reloaded");
+    // The workspace's deadline is 60 s; the default 100 ms for the deadline's class,
+    // then 60 s again, so that no other class can become a deadline on a loaded machine.
+    std::fs::write(&config, "fuel = 10000000000\ntimeout_ms = 100\n").expect("raise the fuel");
+    serve.wait_for_log(CEILING, |l| l.contains("configuration reloaded"));
+    assert_fail_safe(&serve.ask("F-2", "awaiting"), "deadline:");
+    expected.fail_safe("deadline");
+    std::fs::write(&config, "fuel = 10000000000\n").expect("the deadline back to 60 s");
+    serve.wait_for_log(CEILING, |l| l.contains("configuration reloaded"));
     for (work_item, error, class) in [
-        ("F-2", "deadline:", "deadline"),
         ("M-1", "memory:", "memory"),
         ("T-1", "trap:", "trap"),
         ("I-1", "invalid-result:", "invalid-result"),
@@ -427,8 +350,8 @@ fn a_bad_config_and_a_missing_policy_fail_safe_in_their_own_class() {
     command
         .args(["serve", "--metrics", "127.0.0.1:0"])
         .env("DEPLOY_GUARD_CONFIG", &config);
-    let mut serve = Served::start(command);
-    let addr = serve.metrics_addr();
+    let mut serve = ServeChild::spawn(command);
+    let addr = metrics_addr(&mut serve);
     let mut expected = Expected::start(Some((REFERENCE, "deploy-status-guard", "1.2.0")), false);
     assert_fail_safe(&serve.ask("ORCH-061", "awaiting"), "config:");
     expected.fail_safe("config");
@@ -439,8 +362,8 @@ fn a_bad_config_and_a_missing_policy_fail_safe_in_their_own_class() {
     command
         .args(["serve", "--metrics", "127.0.0.1:0"])
         .env("DEPLOY_GUARD_POLICY", ws.dir.path().join("policies/missing.wasm"));
-    let mut serve = Served::start(command);
-    let addr = serve.metrics_addr();
+    let mut serve = ServeChild::spawn(command);
+    let addr = metrics_addr(&mut serve);
     let mut expected = Expected::start(None, false);
     expected.add("deploy_guard_policy_refusals_total{reason=\"unreadable\"}", 1.0);
     assert_fail_safe(&serve.ask("ORCH-061", "awaiting"), "policy-unavailable:");
@@ -463,13 +386,56 @@ fn send_until_closed(mut stream: TcpStream, chunk: &[u8], times: usize, pause: D
     (sent, started.elapsed())
 }
 
+/// The bytes of a slowloris connection: one every 100 ms, for a minute, never a whole
+/// request head.
+const TRICKLE: usize = 600;
+
+/// A slowloris attacker: it connects, starts a request head and trickles one byte every
+/// 100 ms; when the endpoint closes the connection, it connects again, until `stop`
+/// (its connection of the moment then goes on to its end). So the attack is on for as
+/// long as the answers below take, however slow the machine. Returns, for each of its
+/// connections, the bytes it trickled before the endpoint closed it and how long that
+/// took; `None` for one still open after the attacker's minute ([`TRICKLE`] bytes).
+fn slowloris(addr: SocketAddr, stop: &AtomicBool) -> Vec<Option<(usize, Duration)>> {
+    let mut ended = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, CEILING) else {
+            continue;
+        };
+        if stream.write_all(b"GET /metrics HTTP/1.1\r\n").is_ok() {
+            let (sent, held) = send_until_closed(stream, b"X", TRICKLE, Duration::from_millis(100));
+            ended.push((sent < TRICKLE).then_some((sent, held)));
+        }
+        // Turned away at once (every slot held): not at full speed.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ended
+}
+
+/// Whether the endpoint turns a whole `GET /metrics` away unanswered: it does so only
+/// when all its connection slots are held.
+fn turned_away(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, CEILING) else {
+        return false;
+    };
+    stream.set_read_timeout(Some(CEILING)).expect("timeout");
+    if stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").is_err() {
+        return true;
+    }
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response) {
+        Ok(_) => response.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
 #[test]
 fn a_hostile_scraper_never_delays_an_answer() {
     let ws = Workspace::story();
     let mut command = ws.command();
     command.args(["serve", "--metrics", "127.0.0.1:0"]);
-    let mut serve = Served::start(command);
-    let addr = serve.metrics_addr();
+    let mut serve = ServeChild::spawn(command);
+    let addr = metrics_addr(&mut serve);
     assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
 
     // A huge request: 256 MiB of header, as fast as it goes; the endpoint reads 8 KiB,
@@ -487,20 +453,28 @@ fn a_hostile_scraper_never_delays_an_answer() {
     let (sent, _) = huge.join().expect("huge");
     assert!(sent < 256 << 20, "the endpoint read all {sent} bytes");
 
-    // Slowloris: more connections than the endpoint handles at once, each trickling a
-    // request head one byte every 100 ms, which never ends.
+    // Slowloris: more attackers than the endpoint handles connections at once, each
+    // trickling a request head that never ends, and connecting again when closed.
+    let stop = Arc::new(AtomicBool::new(false));
     let slow: Vec<_> = (0..deploy_guard::observe::metrics_server::MAX_CONNECTIONS + 4)
         .map(|_| {
-            let mut stream = TcpStream::connect(addr).expect("connect");
-            stream.write_all(b"GET /metrics HTTP/1.1\r\n").expect("start a head");
-            std::thread::spawn(move || send_until_closed(stream, b"X", 600, Duration::from_millis(100)))
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || slowloris(addr, &stop))
         })
         .collect();
     // Many connections, held open doing nothing.
     let idle: Vec<TcpStream> = (0..200).filter_map(|_| TcpStream::connect(addr).ok()).collect();
     assert!(idle.len() >= 100, "only {} connections", idle.len());
+    // The event the answers below must not wait for: every slot of the endpoint held,
+    // seen as a whole scrape turned away unanswered.
+    wait_for(
+        "the endpoint turns a scrape away while the slow connections hold it",
+        || turned_away(addr).then_some(()),
+    );
 
-    // Answers keep flowing while all of that is held open.
+    // Answers keep flowing while all of that is held open: each one comes (a blocked
+    // loop would wait for the attack, which goes on until the answers are in, so the
+    // answer would not come within CEILING), and the endpoint is still full after them.
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
     for i in 0..300 {
@@ -513,31 +487,34 @@ fn a_hostile_scraper_never_delays_an_answer() {
         assert_answer(&serve.ask(item, "awaiting"), verdict, rule);
         slowest = slowest.max(asked.elapsed());
     }
-    let answering = started.elapsed();
-    // Generous: a decision takes microseconds; a blocked loop would wait for seconds.
-    assert!(slowest < Duration::from_secs(2), "an answer took {slowest:?}");
-    assert!(
-        slow.iter().any(|t| !t.is_finished()),
-        "the slowloris connections were no longer held after {answering:?} of answers"
+    eprintln!(
+        "300 answers under attack in {:?}, the slowest {slowest:?}",
+        started.elapsed()
     );
+    wait_for("the endpoint still full after the answers", || {
+        turned_away(addr).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
 
-    // Each slow connection is closed within the request deadline (5 s), not held for
-    // the minute it would take.
+    // Every slow connection was closed by the endpoint (its request deadline is 5 s, or
+    // at once when its slots were full), none held for the attacker's whole minute.
+    let mut longest = Duration::ZERO;
+    let mut connections = 0;
     for attacker in slow {
-        let (_, held) = attacker.join().expect("slowloris");
-        assert!(held < Duration::from_secs(30), "a slowloris was held {held:?}");
+        for connection in attacker.join().expect("slowloris") {
+            let (_, lasted) = connection.expect("a slow connection was held for the attacker's whole minute");
+            longest = longest.max(lasted);
+            connections += 1;
+        }
     }
+    eprintln!("{connections} slow connections, the longest held {longest:?}");
     drop(idle);
     // And the endpoint still answers scrapers, once the attackers are gone.
-    let started = Instant::now();
-    let decisions = loop {
-        let samples = std::panic::catch_unwind(|| scrape(addr));
-        if let Ok(samples) = samples {
-            break family(&samples, "deploy_guard_decisions_total").values().sum::<f64>();
-        }
-        assert!(started.elapsed() < PATIENCE, "the endpoint no longer answers");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let decisions = wait_for("the endpoint answers scrapers again", || {
+        std::panic::catch_unwind(|| scrape(addr))
+            .ok()
+            .map(|samples| family(&samples, "deploy_guard_decisions_total").values().sum::<f64>())
+    });
     assert_eq!(decisions, 321.0);
     // Anything but GET /metrics is turned away.
     assert_eq!(http(addr, "GET / HTTP/1.1\r\n\r\n").0, "HTTP/1.1 404 Not Found");
@@ -558,9 +535,9 @@ fn an_address_that_cannot_be_bound_is_a_warning_and_serve_answers() {
     command
         .args(["serve", "--metrics", &format!("127.0.0.1:{port}")])
         .env("DEPLOY_GUARD_METRICS_ADDR", "127.0.0.1:0");
-    let mut serve = Served::start(command);
+    let mut serve = ServeChild::spawn(command);
     assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
-    let warning = serve.wait_for_log("cannot listen on");
+    let warning = serve.wait_for_log(CEILING, |l| l.contains("cannot listen on"));
     let line: Value = serde_json::from_str(&warning).expect("a JSON log line");
     assert_eq!(line["level"], "WARN", "{warning}");
     assert!(warning.contains(&format!("127.0.0.1:{port}")), "{warning}");
@@ -569,8 +546,8 @@ fn an_address_that_cannot_be_bound_is_a_warning_and_serve_answers() {
     // The environment alone gives the address (a port alone: the loopback interface).
     let mut command = ws.command();
     command.arg("serve").env("DEPLOY_GUARD_METRICS_ADDR", "0");
-    let mut serve = Served::start(command);
-    let addr = serve.metrics_addr();
+    let mut serve = ServeChild::spawn(command);
+    let addr = metrics_addr(&mut serve);
     assert!(addr.ip().is_loopback(), "{addr}");
     assert_answer(&serve.ask("ORCH-061", "awaiting"), "CONVERGE_DONE", "converge-done");
     let samples = scrape(addr);

@@ -7,7 +7,9 @@
 use deploy_guard::admission::signature::{generate_key_pair, read_signing_key, sign, signature_path};
 use deploy_guard::rollout::slot::Outcome;
 use deploy_guard::{Guard, Target};
-use deploy_guard_e2e::{NEXT, REFERENCE, Workspace, write_atomically};
+use deploy_guard_e2e::{
+    Bounded, NEXT, PATIENT_TIMEOUT_MS, REFERENCE, Workspace, sha256_digest, wait_for, write_atomically,
+};
 use std::path::{Path, PathBuf};
 
 /// A key pair in `dir`: (private, public).
@@ -32,7 +34,7 @@ fn text(bytes: &[u8]) -> String {
 fn keygen_sign_and_verify_on_the_command_line() {
     use std::os::unix::fs::PermissionsExt;
     let ws = Workspace::story();
-    let out = ws.command().args(["keygen", "ops"]).output().expect("keygen");
+    let out = ws.command().args(["keygen", "ops"]).bounded_output();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let private = ws.dir.path().join("ops.key");
     let public = ws.dir.path().join("ops.pub");
@@ -49,8 +51,7 @@ fn keygen_sign_and_verify_on_the_command_line() {
     let out = ws
         .command()
         .args(["sign", policy.to_str().expect("utf-8"), "--key", "ops.key"])
-        .output()
-        .expect("sign");
+        .bounded_output();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(signature_path(&policy).exists());
 
@@ -58,8 +59,7 @@ fn keygen_sign_and_verify_on_the_command_line() {
         ws.command()
             .env("DEPLOY_GUARD_TRUSTED_KEYS", trusted)
             .args(["verify", policy.to_str().expect("utf-8")])
-            .output()
-            .expect("verify")
+            .bounded_output()
     };
     let ok = verify(&public);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stdout));
@@ -106,12 +106,14 @@ fn openssl_reads_our_signatures_as_cosign_verify_blob_would() {
     sign_file(&policy, &private);
     let der = ws.dir.path().join("sig.der");
     let b64 = std::fs::read_to_string(signature_path(&policy)).expect("sig");
-    let decoded = std::process::Command::new("openssl")
-        .args(["base64", "-d", "-A", "-out"])
-        .arg(&der)
-        .stdin(std::fs::File::open(signature_path(&policy)).expect("open"))
-        .output()
-        .expect("openssl is installed");
+    let decoded = deploy_guard_e2e::pipe(
+        {
+            let mut command = std::process::Command::new("openssl");
+            command.args(["base64", "-d", "-A", "-out"]).arg(&der);
+            command
+        },
+        b64.clone().into_bytes(),
+    );
     assert!(decoded.status.success(), "{b64}: {}", text(&decoded.stderr));
     let out = std::process::Command::new("openssl")
         .args(["dgst", "-sha256", "-verify"])
@@ -119,8 +121,7 @@ fn openssl_reads_our_signatures_as_cosign_verify_blob_would() {
         .arg("-signature")
         .arg(&der)
         .arg(&policy)
-        .output()
-        .expect("openssl");
+        .bounded_output();
     assert!(out.status.success(), "{} {}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("Verified OK"));
 
@@ -153,15 +154,13 @@ fn openssl_reads_our_signatures_as_cosign_verify_blob_would() {
     let b64 = std::process::Command::new("openssl")
         .args(["base64", "-A", "-in"])
         .arg(&der)
-        .output()
-        .expect("openssl");
+        .bounded_output();
     std::fs::write(signature_path(&policy), &b64.stdout).expect("write");
     let verify = ws
         .command()
         .env("DEPLOY_GUARD_TRUSTED_KEYS", &pub_pem)
         .args(["verify", policy.to_str().expect("utf-8")])
-        .output()
-        .expect("verify");
+        .bounded_output();
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
 }
 
@@ -184,7 +183,7 @@ fn hot_swap_refuses_unsigned_and_foreign_signed_and_takes_the_signed_one() {
     let (foreign_private, _) = keys(ws.dir.path(), "foreign");
     sign_file(&ws.policy(), &private);
     let guard = Guard::new(ws.config().with_trusted_keys(vec![public])).expect("guard");
-    let reference = deploy_guard::sandbox::policy::digest(REFERENCE);
+    let reference = sha256_digest(REFERENCE);
     assert_eq!(guard.policy().expect("signed reference live").digest, reference);
 
     // Unsigned: the old signature is over other bytes.
@@ -216,10 +215,7 @@ fn hot_swap_refuses_unsigned_and_foreign_signed_and_takes_the_signed_one() {
     sign_file(&ws.policy(), &private);
     let outcome = refresh_until_outcome(&guard);
     assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
-    assert_eq!(
-        guard.policy().expect("live").digest,
-        deploy_guard::sandbox::policy::digest(NEXT)
-    );
+    assert_eq!(guard.policy().expect("live").digest, sha256_digest(NEXT));
 
     // A roll back puts the reference back in the file with its own signature, so that
     // a restart under the same trusted key starts on it.
@@ -254,8 +250,7 @@ fn the_rollback_command_puts_a_signed_policy_back_with_its_signature() {
         ws.command()
             .env("DEPLOY_GUARD_TRUSTED_KEYS", &public)
             .arg("rollback")
-            .output()
-            .expect("rollback")
+            .bounded_output()
     };
     // Without the kept signature: refused, nothing changed.
     let kept_signature = std::fs::read(signature_path(&previous)).expect("kept sig");
@@ -280,22 +275,17 @@ fn the_rollback_command_puts_a_signed_policy_back_with_its_signature() {
     );
     let outcome = refresh_until_outcome(&guard);
     assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
-    assert_eq!(
-        guard.policy().expect("live").digest,
-        deploy_guard::sandbox::policy::digest(REFERENCE)
-    );
+    assert_eq!(guard.policy().expect("live").digest, sha256_digest(REFERENCE));
 }
 
 /// Refresh until the policy poll acts (a change is acted on once it held still).
 fn refresh_until_outcome(guard: &Guard) -> Outcome {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if let Some(outcome) = guard.refresh_policy() {
-            return outcome;
-        }
-        assert!(std::time::Instant::now() < deadline, "no outcome within 10 s");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for("the policy poll acting", || guard.refresh_policy())
+}
+
+/// Look at the config file until a change is acted on.
+fn reload(guard: &Guard) {
+    wait_for("the config file reloaded", || guard.refresh_config());
 }
 
 #[test]
@@ -310,8 +300,7 @@ fn a_missing_or_non_key_trusted_file_is_named_in_every_answer() {
             .command()
             .env("DEPLOY_GUARD_TRUSTED_KEYS", &broken)
             .args(["decide", "--work-item", "ORCH-061", "--target", "monitoring"])
-            .output()
-            .expect("decide");
+            .bounded_output();
         assert_eq!(out.status.code(), Some(0));
         let decision: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         assert_eq!(decision["rule"], "fail-safe", "{decision}");
@@ -331,16 +320,14 @@ fn check_and_decide_require_the_signature_too() {
         ws.command()
             .env("DEPLOY_GUARD_TRUSTED_KEYS", &public)
             .args(["check", ws.policy().to_str().expect("utf-8")])
-            .output()
-            .expect("check")
+            .bounded_output()
     };
     let decide = || {
         let out = ws
             .command()
             .env("DEPLOY_GUARD_TRUSTED_KEYS", &public)
             .args(["decide", "--work-item", "ORCH-061", "--target", "monitoring"])
-            .output()
-            .expect("decide");
+            .bounded_output();
         serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
     };
     let refused = check();
@@ -366,18 +353,15 @@ fn trusted_keys_added_by_a_reload_apply_to_the_live_policy() {
     let (private, public) = keys(ws.dir.path(), "ops");
     let file = ws.dir.path().join("guard.toml");
     let write_config = |trusted: Option<&Path>| {
-        let mut text = format!("db = {:?}\npolicy = {:?}\n", ws.db(), ws.policy());
+        let mut text = format!(
+            "db = {:?}\npolicy = {:?}\ntimeout_ms = {PATIENT_TIMEOUT_MS}\n",
+            ws.db(),
+            ws.policy()
+        );
         if let Some(key) = trusted {
             text.push_str(&format!("trusted_keys = {:?}\n", key));
         }
         write_atomically(&file, text.as_bytes());
-    };
-    let reload = |guard: &Guard| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while guard.refresh_config().is_none() {
-            assert!(std::time::Instant::now() < deadline, "no reload within 10 s");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
     };
     write_config(None);
     let config = deploy_guard::Config::load_from(
@@ -417,10 +401,7 @@ fn trusted_keys_added_by_a_reload_apply_to_the_live_policy() {
     sign_file(&ws.policy(), &private);
     let outcome = refresh_until_outcome(&guard);
     assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
-    assert_eq!(
-        guard.policy().expect("live").digest,
-        deploy_guard::sandbox::policy::digest(NEXT)
-    );
+    assert_eq!(guard.policy().expect("live").digest, sha256_digest(NEXT));
 
     // A signed live policy stays live when the keys change again (a second key added):
     // verified again, nothing swapped.
@@ -428,7 +409,7 @@ fn trusted_keys_added_by_a_reload_apply_to_the_live_policy() {
     std::fs::write(
         &file,
         format!(
-            "db = {:?}\npolicy = {:?}\ntrusted_keys = [{:?}, {:?}]\n",
+            "db = {:?}\npolicy = {:?}\ntimeout_ms = {PATIENT_TIMEOUT_MS}\ntrusted_keys = [{:?}, {:?}]\n",
             ws.db(),
             ws.policy(),
             public,
@@ -438,13 +419,10 @@ fn trusted_keys_added_by_a_reload_apply_to_the_live_policy() {
     .expect("write");
     reload(&guard);
     for _ in 0..3 {
-        // The re-check finds it signed: nothing to act on.
+        // The re-check finds it signed: nothing to act on (`None`, not a swap).
         assert_eq!(guard.refresh_policy(), None);
     }
-    assert_eq!(
-        guard.policy().expect("live").digest,
-        deploy_guard::sandbox::policy::digest(NEXT)
-    );
+    assert_eq!(guard.policy().expect("live").digest, sha256_digest(NEXT));
     assert_eq!(guard.decide("ORCH-072", Target::Awaiting, None).rule, "non-terminal");
 }
 
@@ -462,7 +440,7 @@ fn a_key_change_checks_the_live_policy_whatever_its_file_holds_now() {
         write_atomically(
             &file,
             format!(
-                "db = {:?}\npolicy = {:?}\ntrusted_keys = {:?}\n",
+                "db = {:?}\npolicy = {:?}\ntimeout_ms = {PATIENT_TIMEOUT_MS}\ntrusted_keys = {:?}\n",
                 ws.db(),
                 ws.policy(),
                 key
@@ -477,7 +455,7 @@ fn a_key_change_checks_the_live_policy_whatever_its_file_holds_now() {
         &deploy_guard::Overrides::default(),
     );
     let guard = Guard::new(config).expect("guard");
-    let reference = deploy_guard::sandbox::policy::digest(REFERENCE);
+    let reference = sha256_digest(REFERENCE);
     assert_eq!(guard.policy().expect("signed, live").digest, reference);
     // An unsigned candidate lands: refused, the reference stays.
     write_atomically(&ws.policy(), NEXT);
@@ -486,11 +464,7 @@ fn a_key_change_checks_the_live_policy_whatever_its_file_holds_now() {
     assert_eq!(guard.policy().expect("live").digest, reference);
     // Now only the other key is trusted: the live reference (signed by the first) goes.
     write_config(&other_public);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while guard.refresh_config().is_none() {
-        assert!(std::time::Instant::now() < deadline, "no reload within 10 s");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    reload(&guard);
     let outcome = refresh_until_outcome(&guard);
     assert!(
         matches!(outcome, Outcome::Refused(ref why) if why.contains("not signed by them")),
@@ -504,8 +478,5 @@ fn a_key_change_checks_the_live_policy_whatever_its_file_holds_now() {
     // The candidate signed by the trusted key goes live.
     sign_file(&ws.policy(), &other_private);
     assert!(matches!(refresh_until_outcome(&guard), Outcome::Activated { .. }));
-    assert_eq!(
-        guard.policy().expect("live").digest,
-        deploy_guard::sandbox::policy::digest(NEXT)
-    );
+    assert_eq!(guard.policy().expect("live").digest, sha256_digest(NEXT));
 }

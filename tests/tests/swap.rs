@@ -4,11 +4,13 @@
 use deploy_guard::guard::ConfigReload;
 use deploy_guard::rollout::slot::Outcome;
 use deploy_guard::{Guard, Target};
-use deploy_guard_e2e::{NEXT, REFERENCE, Row, Workspace, insert_task, write_atomically};
+use deploy_guard_e2e::{
+    NEXT, PATIENT_TIMEOUT_MS, REFERENCE, Row, Workspace, insert_task, sha256_digest, wait_for, write_atomically,
+};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn workspace() -> Workspace {
     let ws = Workspace::new();
@@ -29,8 +31,8 @@ fn workspace() -> Workspace {
 fn deciding_threads_see_exactly_one_policy_per_answer_across_100_swaps() {
     let ws = workspace();
     let guard = Guard::new(ws.config()).expect("guard");
-    let reference = deploy_guard_e2e::sha256_digest(REFERENCE);
-    let next = deploy_guard_e2e::sha256_digest(NEXT);
+    let reference = sha256_digest(REFERENCE);
+    let next = sha256_digest(NEXT);
     let stop = AtomicBool::new(false);
     // The digest that went live last (set by the swapping thread after refresh()).
     let live = Mutex::new(reference.clone());
@@ -90,23 +92,31 @@ fn deciding_threads_see_exactly_one_policy_per_answer_across_100_swaps() {
 
 /// Drive the guard's poll by hand (as its watcher thread does) until `digest` is live.
 fn guard_refresh_until_swapped(guard: &Guard, digest: &str) -> Outcome {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(outcome) = guard.refresh()
-            && guard.policy().is_some_and(|p| p.digest == digest)
-        {
-            return outcome;
-        }
-        assert!(Instant::now() < deadline, "{digest} did not go live within 30 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for(&format!("{digest} live"), || {
+        guard
+            .refresh()
+            .filter(|_| guard.policy().is_some_and(|p| p.digest == digest))
+    })
+}
+
+/// `policy` with a custom section appended that holds `tag`: the same component (a
+/// custom section changes no behaviour), with bytes, and so a digest, of its own.
+fn tagged(policy: &[u8], tag: u8) -> Vec<u8> {
+    let name = b"deploy-guard-test";
+    let mut bytes = policy.to_vec();
+    bytes.push(0); // a custom section
+    bytes.push(u8::try_from(1 + name.len() + 1).expect("a one-byte LEB128 size"));
+    bytes.push(u8::try_from(name.len()).expect("a one-byte LEB128 length"));
+    bytes.extend_from_slice(name);
+    bytes.push(tag);
+    bytes
 }
 
 #[test]
 fn bad_candidates_never_go_live_and_the_last_write_wins() {
     let ws = workspace();
     let guard = Guard::new(ws.config()).expect("guard");
-    let reference = deploy_guard_e2e::sha256_digest(REFERENCE);
+    let reference = sha256_digest(REFERENCE);
     let mut random = vec![0u8; 4096];
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     for byte in &mut random {
@@ -150,29 +160,46 @@ fn bad_candidates_never_go_live_and_the_last_write_wins() {
         assert_eq!(d.policy_digest.as_deref(), Some(reference.as_str()), "{what} went live");
         assert_eq!(d.rule, "non-terminal", "{what}");
     }
-    // A rapid series of writes, watched by the guard's own watcher thread, ends on the
-    // last one.
+    // A rapid series of writes, each of its own content (the policies tagged apart),
+    // watched by the guard's own watcher thread, ends on the last one.
+    let writes: Vec<Vec<u8>> = vec![
+        tagged(NEXT, 1),
+        tagged(REFERENCE, 2),
+        b"junk".to_vec(),
+        tagged(NEXT, 3),
+        tagged(REFERENCE, 4),
+        tagged(NEXT, 5),
+    ];
+    let digests: HashSet<String> = writes.iter().map(|w| sha256_digest(w)).collect();
+    assert_eq!(digests.len(), writes.len(), "the writes are all different");
+    let last = sha256_digest(writes.last().expect("a last write"));
+    assert!(!digests.contains(&reference) && last != sha256_digest(NEXT));
     let watcher = guard.watch().expect("watch");
-    for bytes in [NEXT, REFERENCE, b"junk".as_slice(), NEXT, REFERENCE, NEXT] {
+    for bytes in &writes {
         write_atomically(&ws.policy(), bytes);
         std::thread::sleep(Duration::from_millis(7));
     }
-    let next = deploy_guard_e2e::sha256_digest(NEXT);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while guard.policy().is_none_or(|p| p.digest != next) {
-        assert!(Instant::now() < deadline, "the last write did not go live within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // With the watcher stopped, a look at the file finds nothing left to act on: the
-    // live policy is the file's content, not an earlier write still pending.
+    wait_for("the last write live", || {
+        guard.policy().is_some_and(|p| p.digest == last).then_some(())
+    });
+    // With the watcher stopped, a look at the file finds nothing left to act on but
+    // the live policy itself (`Unchanged`: the file holds what is live, which only the
+    // last write holds): no earlier write is still pending, none goes live after it.
     drop(watcher);
     for _ in 0..3 {
+        let outcome = guard.refresh_policy();
         assert!(
-            matches!(guard.refresh_policy(), None | Some(Outcome::Unchanged)),
-            "a change was still pending"
+            matches!(outcome, None | Some(Outcome::Unchanged)),
+            "a change was still pending: {outcome:?}"
         );
+        assert_eq!(guard.policy().map(|p| p.digest.clone()).as_ref(), Some(&last));
     }
-    assert_eq!(guard.policy().map(|p| p.digest.clone()), Some(next));
+    let d = guard.decide("ORCH-081", Target::Awaiting, None);
+    assert_eq!(
+        (d.policy_digest.as_ref(), d.rule.as_str()),
+        (Some(&last), "failed"),
+        "the last write decides"
+    );
 }
 
 #[test]
@@ -225,14 +252,7 @@ fn a_policy_that_fails_its_vectors_is_refused() {
 /// Look at the policy file (as the watcher thread does) until a change is acted on;
 /// its outcome. A change is acted on at the second look that finds it held still.
 fn guard_refresh(guard: &Guard) -> Outcome {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(outcome) = guard.refresh_policy() {
-            return outcome;
-        }
-        assert!(Instant::now() < deadline, "no change noticed within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("a change of the policy file noticed", || guard.refresh_policy())
 }
 
 #[test]
@@ -241,7 +261,11 @@ fn the_config_file_is_reloaded_and_a_bad_one_keeps_the_running_configuration() {
     let file = ws.dir.path().join("guard.toml");
     std::fs::write(
         &file,
-        format!("db = {:?}\npolicy = {:?}\nenabled = true\n", ws.db(), ws.policy()),
+        format!(
+            "db = {:?}\npolicy = {:?}\nenabled = true\ntimeout_ms = {PATIENT_TIMEOUT_MS}\n",
+            ws.db(),
+            ws.policy()
+        ),
     )
     .expect("write");
     // The file is named to this guard alone (never through the process environment,
@@ -255,7 +279,12 @@ fn the_config_file_is_reloaded_and_a_bad_one_keeps_the_running_configuration() {
     assert_eq!(guard.decide("ORCH-081", Target::Awaiting, None).rule, "non-terminal");
     write_atomically(
         &file,
-        format!("db = {:?}\npolicy = {:?}\nenabled = false\n", ws.db(), ws.policy()).as_bytes(),
+        format!(
+            "db = {:?}\npolicy = {:?}\nenabled = false\ntimeout_ms = {PATIENT_TIMEOUT_MS}\n",
+            ws.db(),
+            ws.policy()
+        )
+        .as_bytes(),
     );
     assert_eq!(config_refresh(&guard), ConfigReload::Reloaded);
     assert!(!guard.config().enabled);
@@ -277,12 +306,5 @@ fn the_config_file_is_reloaded_and_a_bad_one_keeps_the_running_configuration() {
 
 /// Look at the config file until a change is acted on; what the reload did.
 fn config_refresh(guard: &Guard) -> ConfigReload {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(reload) = guard.refresh_config() {
-            return reload;
-        }
-        assert!(Instant::now() < deadline, "no config change noticed within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("a change of the config file noticed", || guard.refresh_config())
 }
