@@ -168,12 +168,20 @@ fn openssl_reads_our_signatures_as_cosign_verify_blob_would() {
 fn with_trusted_keys_an_unsigned_policy_never_goes_live_at_start_up() {
     let ws = Workspace::story();
     let (_, public) = keys(ws.dir.path(), "ops");
-    let guard = Guard::new(ws.config().with_trusted_keys(vec![public])).expect("guard");
-    assert!(guard.policy().is_none());
-    let d = guard.decide("ORCH-061", Target::Monitoring, None);
-    assert_eq!(d.rule, "fail-safe");
-    let error = d.error.expect("a cause");
-    assert!(error.contains("unsigned"), "{error}");
+    // Keys read by the configuration, or only named in a configuration made in code
+    // (the guard reads them then): either way, signatures are required.
+    let named_only = deploy_guard::Config {
+        trusted_keys: vec![public.clone()],
+        ..ws.config()
+    };
+    for config in [ws.config().with_trusted_keys(vec![public]), named_only] {
+        let guard = Guard::new(config).expect("guard");
+        assert!(guard.policy().is_none());
+        let d = guard.decide("ORCH-061", Target::Monitoring, None);
+        assert_eq!(d.rule, "fail-safe");
+        let error = d.error.expect("a cause");
+        assert!(error.contains("unsigned"), "{error}");
+    }
 }
 
 #[test]

@@ -74,6 +74,16 @@ impl Guard {
 
     /// As [`Guard::with_overrides`], on a sandbox shared with other guards.
     pub fn with_sandbox(sandbox: Arc<Sandbox>, config: Config, overrides: Overrides) -> Result<Guard, GuardError> {
+        // Keys named but never read (a configuration made in code without
+        // `Config::with_trusted_keys`): read now, so that naming keys always requires
+        // signatures.
+        let config = match (&config.trust, config.trusted_keys.is_empty()) {
+            (None, false) => {
+                let keys = config.trusted_keys.clone();
+                config.with_trusted_keys(keys)
+            }
+            _ => config,
+        };
         config.report();
         let facts = FactsSource::new(config.db.clone(), config.busy_timeout);
         let metrics = Metrics::new();
