@@ -22,7 +22,6 @@ enum World {
     /// `guard-policy` of the real 1.0.0 world, `wit/1.0.0/deploy-guard.wit`.
     Guard,
     /// `guard-policy` of the real 1.1.0 world, `wit/deploy-guard.wit` (with `monitor`).
-    #[allow(dead_code, reason = "the tick-* cases of the 1.1.0 world come with their WAT")]
     Monitor,
     /// A world of a WIT file in `tests/hostile/wit/`, parsed after the real 1.0.0
     /// package (it may use it): (file, world).
@@ -65,6 +64,15 @@ const CASES: &[(&str, World)] = &[
     ("live-loop", World::Guard),
     ("remembers", World::Guard),
     ("grows", World::Guard),
+    // The version line and the 1.1.0 world's `monitor` (tests/tests/worlds.rs).
+    ("other-major", World::Alone("other-major.wit", "guard-policy")),
+    (
+        "tick-wrong-signature",
+        World::Alone("tick-wrong-signature.wit", "guard-policy"),
+    ),
+    ("tick-loop", World::Monitor),
+    ("tick-bad-verdict", World::Monitor),
+    ("tick-live-trap", World::Monitor),
 ];
 
 fn main() {

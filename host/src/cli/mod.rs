@@ -246,8 +246,15 @@ where
         let meta = event.metadata();
         if meta.target() == "deploy_guard::decision" {
             // Each written even when the decision has no value for it: null, not "null".
-            for name in deploy_guard::decision::FIELDS {
-                fields.entry(name).or_insert(serde_json::Value::Null);
+            // A stamp's line always carries its target; a tick's has none, and gets none
+            // (CONTRACT.md, third round).
+            let names: &[&str] = if fields.contains_key("target") {
+                &deploy_guard::decision::FIELDS
+            } else {
+                &deploy_guard::decision::TICK_FIELDS
+            };
+            for name in names {
+                fields.entry(*name).or_insert(serde_json::Value::Null);
             }
         }
         let mut timestamp = String::new();
