@@ -500,6 +500,7 @@ fn native(facts: &FactsRecord) -> Ruling {
                     predicate::Verdict::Suppress => Verdict::Suppress,
                 },
                 rule: ruling.rule.as_str().to_owned(),
+                fuel: None,
             }
         }
         Ask::Tick => {
@@ -515,6 +516,7 @@ fn native(facts: &FactsRecord) -> Ruling {
                     predicate::TickVerdict::Noop => Verdict::Noop,
                 },
                 rule: ruling.rule.as_str().to_owned(),
+                fuel: None,
             }
         }
     }
@@ -541,6 +543,7 @@ fn the_deployed_policies_decide_the_whole_grid_as_before() {
     let host_tick = Ruling {
         verdict: Verdict::Proceed,
         rule: "tick-not-in-policy".to_owned(),
+        fuel: None,
     };
     let (mut stamps, mut ticks, mut next_differs) = (0, 0, 0);
     for case in fact_grid() {

@@ -87,8 +87,9 @@ impl RunError {
     }
 }
 
-/// The decision of a policy, checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The decision of a policy, checked. Two rulings are equal when they say the same
+/// (verdict and rule): the fuel a run used is how it answered, not what.
+#[derive(Clone, Debug)]
 pub struct Ruling {
     /// The verdict.
     pub verdict: Verdict,
@@ -98,6 +99,14 @@ pub struct Ruling {
     /// (a tick asked of a policy without `monitor`).
     pub fuel: Option<u64>,
 }
+
+impl PartialEq for Ruling {
+    fn eq(&self, other: &Ruling) -> bool {
+        (self.verdict, &self.rule) == (other.verdict, &other.rule)
+    }
+}
+
+impl Eq for Ruling {}
 
 /// A policy that passed loading: compiled, import-free, of a world of the 1.x line,
 /// with an identity. Every question instantiates it afresh.
