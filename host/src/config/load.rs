@@ -17,8 +17,21 @@ impl Config {
 
     /// Load with `env` standing for the environment (tests, embedding).
     pub fn load_from(env: impl Fn(&str) -> Option<String>, overrides: &Overrides) -> Config {
-        let asked = std::cell::RefCell::new(std::collections::BTreeMap::new());
+        // Every variable a load may ask for is read now, whether this load asks for it or
+        // not (a setting the file gives does not look at its variable): a reload with
+        // this environment must find the variable of a setting the file no longer gives.
+        // Any other name asked is recorded as it is asked.
+        let asked = std::cell::RefCell::new(
+            std::iter::once(CONFIG_FILE.env)
+                .chain(SETTINGS.iter().map(|setting| setting.env))
+                .chain(["XDG_CACHE_HOME", "HOME"])
+                .map(|name| (name.to_owned(), env(name)))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        );
         let env = |name: &str| {
+            if let Some(value) = asked.borrow().get(name) {
+                return value.clone();
+            }
             let value = env(name);
             asked.borrow_mut().insert(name.to_owned(), value.clone());
             value
@@ -289,23 +302,26 @@ mod tests {
     fn a_load_keeps_the_environment_it_read_so_a_reload_reads_the_same() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("guard.toml");
-        std::fs::write(&file, "enabled = false\n").expect("write");
         let vars: HashMap<&str, String> = [
             ("DEPLOY_GUARD_CONFIG", file.display().to_string()),
             ("DEPLOY_GUARD_DB", "from-env.db".to_owned()),
         ]
         .into_iter()
         .collect();
+        // The file gives `db`: its variable is recorded all the same, for a reload
+        // after which the file no longer gives it.
+        std::fs::write(&file, "enabled = false\ndb = \"from-file.db\"\n").expect("write");
         let c = Config::load_from(|n| vars.get(n).cloned(), &Overrides::default());
+        assert_eq!(c.db, PathBuf::from("from-file.db"));
         assert_eq!(c.environment.var("DEPLOY_GUARD_DB").as_deref(), Some("from-env.db"));
         assert_eq!(c.environment.var("DEPLOY_GUARD_POLICY"), None);
         // Loaded again from what it recorded, with the file changed: the same
-        // environment, the file's new values.
+        // environment, the file's new values (`db` from the environment again).
         std::fs::write(&file, "enabled = true\n").expect("rewrite");
         let again = Config::load_from(|n| c.environment.var(n), &Overrides::default());
         assert_eq!(
             (again.db.clone(), again.file.clone(), again.enabled),
-            (c.db.clone(), c.file.clone(), true)
+            (PathBuf::from("from-env.db"), c.file.clone(), true)
         );
         assert_eq!(again.environment.var("DEPLOY_GUARD_DB").as_deref(), Some("from-env.db"));
     }
