@@ -36,6 +36,11 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
+    // The bench's floor (an empty component), from its WAT source.
+    let floor = manifest_dir.join("src/cli/bench/floor.wat");
+    println!("cargo:rerun-if-changed={}", floor.display());
+    let bytes = wat::parse_file(&floor).unwrap_or_else(|e| panic!("{}: {e}", floor.display()));
+    std::fs::write(out_dir.join("floor.wasm"), bytes).expect("writing floor.wasm");
     let guest_target_dir = guest_target_dir(&out_dir);
     let mut consts = String::new();
     for (package, stem) in POLICIES {

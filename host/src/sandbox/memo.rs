@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 /// How many bytes of keys and answers one policy's memo holds at most.
-pub const MEMO_BYTES: usize = 2 << 20;
+pub const MEMO_BYTES: usize = 1 << 20;
 
 /// How many independently locked parts a memo has.
 pub const SHARDS: usize = 32;

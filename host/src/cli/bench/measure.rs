@@ -31,8 +31,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// Time `call(i)` for i in 0..n, call by call, in `batches` batches.
 pub fn measure(n: usize, batches: usize, mut call: impl FnMut(usize)) -> Figure {
     let per_batch = (n / batches.max(1)).max(1);
-    let mut medians = Vec::new();
-    let mut p99s = Vec::new();
+    let mut figures = Batches::default();
     let mut samples = Vec::with_capacity(per_batch);
     for batch in 0..batches.max(1) {
         samples.clear();
@@ -41,17 +40,60 @@ pub fn measure(n: usize, batches: usize, mut call: impl FnMut(usize)) -> Figure 
             call(batch * per_batch + i);
             samples.push(started.elapsed().as_nanos() as f64);
         }
-        samples.sort_by(f64::total_cmp);
-        medians.push(samples[samples.len() / 2]);
-        p99s.push(samples[(samples.len() * 99 / 100).min(samples.len() - 1)]);
+        figures.add(&mut samples);
     }
-    let low = medians.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = medians.iter().copied().fold(0.0, f64::max);
-    Figure {
-        median: median(&mut medians),
-        p99: median(&mut p99s),
-        low,
-        high,
+    figures.figure()
+}
+
+/// Time `a(i)` and `b(i)` for i in 0..n, alternating call by call (a, b, a, b...) in
+/// `batches` batches: the two sides see the same moment of a drifting machine, so
+/// their ratio is fair where two blocks measured one after the other are not.
+pub fn measure_pair(n: usize, batches: usize, mut a: impl FnMut(usize), mut b: impl FnMut(usize)) -> (Figure, Figure) {
+    let per_batch = (n / batches.max(1)).max(1);
+    let (mut a_figures, mut b_figures) = (Batches::default(), Batches::default());
+    let (mut a_samples, mut b_samples) = (Vec::with_capacity(per_batch), Vec::with_capacity(per_batch));
+    for batch in 0..batches.max(1) {
+        a_samples.clear();
+        b_samples.clear();
+        for i in 0..per_batch {
+            let index = batch * per_batch + i;
+            let started = Instant::now();
+            a(index);
+            a_samples.push(started.elapsed().as_nanos() as f64);
+            let started = Instant::now();
+            b(index);
+            b_samples.push(started.elapsed().as_nanos() as f64);
+        }
+        a_figures.add(&mut a_samples);
+        b_figures.add(&mut b_samples);
+    }
+    (a_figures.figure(), b_figures.figure())
+}
+
+/// The medians and p99s of batches, as they are measured.
+#[derive(Default)]
+struct Batches {
+    medians: Vec<f64>,
+    p99s: Vec<f64>,
+}
+
+impl Batches {
+    fn add(&mut self, samples: &mut [f64]) {
+        samples.sort_by(f64::total_cmp);
+        self.medians.push(samples[samples.len() / 2]);
+        self.p99s
+            .push(samples[(samples.len() * 99 / 100).min(samples.len() - 1)]);
+    }
+
+    fn figure(mut self) -> Figure {
+        let low = self.medians.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = self.medians.iter().copied().fold(0.0, f64::max);
+        Figure {
+            median: median(&mut self.medians),
+            p99: median(&mut self.p99s),
+            low,
+            high,
+        }
     }
 }
 

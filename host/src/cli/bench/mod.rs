@@ -15,14 +15,14 @@ use deploy_guard::files::write::{Mode, write_atomically};
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::sandbox::policy::LoadedPolicy;
 use deploy_guard::sandbox::question::FactsRecord;
-use deploy_guard::{Config, Guard, Limits, Request, Target};
-use measure::{Figure, measure, throughput};
+use deploy_guard::{Config, Guard, Limits, Request};
+use measure::{Figure, measure, measure_pair, throughput};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 pub use workload::Mix;
-use workload::{SERVE_REQUESTS, TASKS, TaskRow, create_database, request, requests, serve_input};
+use workload::{BenchRequest, SERVE_REQUESTS, TASKS, TaskRow, create_database, requests, serve_input};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -43,9 +43,9 @@ pub struct BenchArgs {
     /// outside this repository (the original Python guard, say).
     #[arg(long, value_name = "DIR")]
     export_workload: Option<PathBuf>,
-    /// Which requests: `bench` (every path, 40% done) or `in-progress` (80% for
+    /// Which requests: `bench` (every path, 40% done), `in-progress` (80% for
     /// non-terminal tasks in scope, 10% done, 10% other, with a scope set: the common
-    /// case in production).
+    /// case in production) or `distinct` (as `bench`, no request ever repeats).
     #[arg(long, value_enum, default_value_t = Mix::Bench)]
     mix: Mix,
 }
@@ -88,7 +88,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let guard = Guard::new(config.clone())?;
     let policy = guard.policy().context("the policy did not pass the gate")?;
     let n = args.decisions.max(args.batches);
-    let reqs = requests(n, args.mix, &tasks);
+    // Each figure asks its own pass of requests: in the `distinct` mix no request
+    // repeats in the whole run (in the others, every pass is the same requests).
+    let mut passes = 0;
+    let mut pass = |count: usize| {
+        passes += 1;
+        requests(count, args.mix, &tasks, passes)
+    };
 
     println!("deploy-guard bench: {} ({})", policy.identity(), policy.digest);
     println!(
@@ -100,33 +106,46 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
 
     // Warm both paths (connections, statement cache, pool slots).
-    for r in reqs.iter().take(2000) {
-        guard.decide_native_unlogged(request(r)).log();
-        guard.decide(&r.0, r.1, Some("bench"));
+    for r in &pass(2000) {
+        guard.decide_native_unlogged(r.request()).log();
+        guard.answer(r.request());
     }
-    let native = measure(n, args.batches, |i| {
-        guard.decide_native_unlogged(request(&reqs[i])).log()
-    });
-    let sandboxed = measure(n, args.batches, |i| {
-        guard.decide(&reqs[i].0, reqs[i].1, Some("bench"));
-    });
+    let reqs = pass(n);
+    // The native reference and the sandboxed path alternate request by request.
+    let memo_before = policy.memo_stats();
+    let sandboxed_reqs = pass(n);
+    let (native, sandboxed) = measure_pair(
+        n,
+        args.batches,
+        |i| guard.decide_native_unlogged(reqs[i].request()).log(),
+        |i| {
+            guard.answer(sandboxed_reqs[i].request());
+        },
+    );
+    let memo_after = policy.memo_stats();
     let facts_source = FactsSource::new(&db, config.busy_timeout);
     let facts_once = measure(n, args.batches, |i| {
-        let _ = facts_source.read(&reqs[i].0);
+        let _ = facts_source.read(&reqs[i].work_item);
     });
     // The facts each request's policy is asked, read through the guard's own path.
     let prepared: Vec<FactsRecord> = reqs
         .iter()
-        .map(|r| guard.facts_record(request(r)))
+        .map(|r| guard.facts_record(r.request()))
         .collect::<Result<_, _>>()?;
-    let sandbox_alone = measure(n, args.batches, |i| {
+    // Always run in a fresh instance: the sandbox's own cost, remembered or not;
+    // alternating with the floor.
+    let (sandbox_alone, floor) = floor(n, args.batches, |i| {
         let _ = policy.rule(&prepared[i].question());
-    });
+    })?;
     let batched = {
         // serve's path: 16 waiting requests, facts in one read transaction.
         let chunk = 16;
+        let batched_reqs = pass(n);
         let figure = measure(n / chunk, args.batches, |i| {
-            let batch: Vec<Request<'_>> = reqs[i * chunk..(i + 1) * chunk].iter().map(request).collect();
+            let batch: Vec<Request<'_>> = batched_reqs[i * chunk..(i + 1) * chunk]
+                .iter()
+                .map(BenchRequest::request)
+                .collect();
             guard.decide_batch(&batch);
         });
         Figure {
@@ -143,11 +162,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     println!("{}", batched.line("sandboxed, end to end, 16 per transaction"));
     println!("{}", facts_once.line("facts read once (one statement)"));
     println!("{}", sandbox_alone.line("sandbox alone (fresh instance + call)"));
+    println!("{}", floor.line("floor (empty component, fresh + call)"));
+    let (hits, misses) = (
+        memo_after.hits - memo_before.hits,
+        memo_after.misses - memo_before.misses,
+    );
+    println!(
+        "remembered answers, sandboxed end to end:  {:.1}% of {} ({} entries held)",
+        hits as f64 * 100.0 / (hits + misses).max(1) as f64,
+        hits + misses,
+        memo_after.entries
+    );
     println!();
     let ratio = sandboxed.median / native.median;
-    println!("ratio sandboxed / native, end to end:      {ratio:.2} x  (target <= 1.5, stretch 1.25)");
+    println!("ratio sandboxed / native, end to end:      {ratio:.2} x  (target <= 1.5)");
     println!(
-        "ratio sandbox alone / facts read once:     {:.2} x  (target <= 1.0)",
+        "ratio sandbox alone / floor:               {:.2} x  (target <= 1.5)",
+        sandbox_alone.median / floor.median
+    );
+    println!(
+        "ratio sandbox alone / facts read once:     {:.2} x",
         sandbox_alone.median / facts_once.median
     );
     println!(
@@ -164,15 +198,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     for (path, members) in paths(&guard, &reqs) {
         let m = n.min(members.len() * 4).max(args.batches);
-        let native = measure(m, args.batches, |i| {
-            guard
-                .decide_native_unlogged(request(&reqs[members[i % members.len()]]))
-                .log()
-        });
-        let sandboxed = measure(m, args.batches, |i| {
-            let r = &reqs[members[i % members.len()]];
-            guard.decide(&r.0, r.1, Some("bench"));
-        });
+        // The path's requests, each asked anew (distinct: by a new caller every time).
+        let asked: Vec<BenchRequest> = (0..m)
+            .map(|i| reqs[members[i % members.len()]].again(args.mix))
+            .collect();
+        let (native, sandboxed) = measure_pair(
+            m,
+            args.batches,
+            |i| guard.decide_native_unlogged(asked[i].request()).log(),
+            |i| {
+                guard.answer(asked[i].request());
+            },
+        );
         println!(
             "{path:<20} {:>7.1}% {:>14.2} {:>14.2} {:>7.2} x",
             members.len() as f64 * 100.0 / reqs.len() as f64,
@@ -183,12 +220,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
 
     let threads = args.threads.max(1);
-    let sandboxed_decide = |r: &(String, Target)| {
-        guard.decide(&r.0, r.1, Some("bench"));
+    let sandboxed_decide = |r: &BenchRequest| {
+        guard.answer(r.request());
     };
-    let native_decide = |r: &(String, Target)| guard.decide_native_unlogged(request(r)).log();
-    let one = throughput(&reqs, 1, sandboxed_decide);
-    let many = throughput(&reqs, threads, sandboxed_decide);
+    let native_decide = |r: &BenchRequest| guard.decide_native_unlogged(r.request()).log();
+    let one = throughput(&pass(n), 1, sandboxed_decide);
+    let many = throughput(&pass(n), threads, sandboxed_decide);
     let native_one = throughput(&reqs, 1, native_decide);
     let native_many = throughput(&reqs, threads, native_decide);
     let alone_one = throughput(&prepared, 1, |f| {
@@ -238,7 +275,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 /// The paths a decision can take, in the order they are printed, each with the indices
 /// of the requests that take it (by the native reference's rule); empty paths left out.
-fn paths(guard: &Guard, reqs: &[(String, Target)]) -> Vec<(&'static str, Vec<usize>)> {
+fn paths(guard: &Guard, reqs: &[BenchRequest]) -> Vec<(&'static str, Vec<usize>)> {
     let mut groups: Vec<(&'static str, Vec<usize>)> = [
         "not found",
         "out of scope",
@@ -251,7 +288,7 @@ fn paths(guard: &Guard, reqs: &[(String, Target)]) -> Vec<(&'static str, Vec<usi
     .map(|name| (name, Vec::new()))
     .collect();
     for (i, r) in reqs.iter().enumerate() {
-        let group = match guard.decide_native_unlogged(request(r)).rule.as_str() {
+        let group = match guard.decide_native_unlogged(r.request()).rule.as_str() {
             "task-not-found" => 0,
             "out-of-scope" => 1,
             "non-terminal" => 2,
@@ -263,6 +300,42 @@ fn paths(guard: &Guard, reqs: &[(String, Target)]) -> Vec<(&'static str, Vec<usi
     }
     groups.retain(|(_, members)| !members.is_empty());
     groups
+}
+
+/// `alone(i)` and the floor (`floor.wat`, an empty component: a fresh Store, a fresh
+/// instance and a call, on an engine of the same settings as the policies', under the
+/// default limits), alternating.
+fn floor(n: usize, batches: usize, alone: impl FnMut(usize)) -> anyhow::Result<(Figure, Figure)> {
+    const FLOOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/floor.wasm"));
+    let sandbox = Sandbox::new()?;
+    let lane = sandbox.current_lane();
+    let wasmtime_error = |e: wasmtime::Error| anyhow::anyhow!("the floor: {e:#}");
+    let component =
+        wasmtime::component::Component::new(sandbox.lanes()[lane].engine(), FLOOR).map_err(wasmtime_error)?;
+    let pre = sandbox.lanes()[lane]
+        .linker()
+        .instantiate_pre(&component)
+        .map_err(wasmtime_error)?;
+    let nothing = component
+        .get_export_index(None, "nothing")
+        .context("the floor exports `nothing`")?;
+    // Once, checked, before it is timed.
+    {
+        let mut store = sandbox.store(lane, Limits::DEFAULT);
+        let instance = pre.instantiate(&mut store).map_err(wasmtime_error)?;
+        let func = instance.get_func(&mut store, &nothing).context("`nothing`")?;
+        func.typed::<(), ()>(&store)
+            .and_then(|func| func.call(&mut store, ()))
+            .map_err(wasmtime_error)?;
+    }
+    Ok(measure_pair(n, batches, alone, |_| {
+        let mut store = sandbox.store(lane, Limits::DEFAULT);
+        let called = pre.instantiate(&mut store).ok().and_then(|instance| {
+            let func = instance.get_func(&mut store, &nothing)?;
+            func.typed::<(), ()>(&store).ok()?.call(&mut store, ()).ok()
+        });
+        std::hint::black_box(called);
+    }))
 }
 
 /// Compiling the policy against deserializing it from the cache, 20 times each.
@@ -294,7 +367,7 @@ fn serve_whole_process(
     tasks: &[TaskRow],
 ) -> anyhow::Result<(Duration, u64)> {
     let exe = std::env::current_exe()?;
-    let input = serve_input(&requests(SERVE_REQUESTS, mix, tasks));
+    let input = serve_input(&requests(SERVE_REQUESTS, mix, tasks, 0));
     let started = Instant::now();
     let mut child = Command::new(exe)
         .arg("serve")

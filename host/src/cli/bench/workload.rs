@@ -5,6 +5,7 @@
 use anyhow::Context;
 use deploy_guard::files::write::{Mode, write_atomically};
 use deploy_guard::{Request, Target};
+use serde::Serialize;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -22,13 +23,17 @@ pub enum Mix {
     /// 80% of requests for non-terminal tasks in scope, 10% for done tasks, 10% for the
     /// rest (unknown work items, cancelled and out-of-scope tasks), with the scope set.
     InProgress,
+    /// As `bench`, but no request repeats in the whole run: each has a caller of its
+    /// own, so remembered answers cannot help (the facts read, the sandbox and the
+    /// line are paid every time).
+    Distinct,
 }
 
 impl Mix {
     /// `DEPLOY_STATUS_GUARD_REPOS` for this mix.
     pub fn scope(self) -> &'static str {
         match self {
-            Mix::Bench => "",
+            Mix::Bench | Mix::Distinct => "",
             Mix::InProgress => IN_PROGRESS_SCOPE,
         }
     }
@@ -37,6 +42,7 @@ impl Mix {
         match self {
             Mix::Bench => "bench",
             Mix::InProgress => "in-progress",
+            Mix::Distinct => "distinct",
         }
     }
 }
@@ -126,8 +132,36 @@ impl TaskRow {
     }
 }
 
-/// `n` requests of the mix over the generated tasks, the same for every run.
-pub fn requests(n: usize, mix: Mix, tasks: &[TaskRow]) -> Vec<(String, Target)> {
+/// One stamp of the workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRequest {
+    pub work_item: String,
+    pub target: Target,
+    pub caller: String,
+}
+
+impl BenchRequest {
+    pub fn request(&self) -> Request<'_> {
+        Request::decide(&self.work_item, self.target, Some(&self.caller))
+    }
+
+    /// The same stamp asked again: in the `distinct` mix, by a caller never seen before
+    /// in this run (`distinct-again-<n>`), so that it is not a repeat.
+    pub fn again(&self, mix: Mix) -> BenchRequest {
+        static ASKED_AGAIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let mut again = self.clone();
+        if mix == Mix::Distinct {
+            let n = ASKED_AGAIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            again.caller = format!("distinct-again-{n}");
+        }
+        again
+    }
+}
+
+/// `n` requests of the mix over the generated tasks, the same for every run. A run
+/// asks for several passes (one per figure); in the `distinct` mix each pass has
+/// callers of its own (`distinct-<pass>-<i>`), so no request repeats across them.
+pub fn requests(n: usize, mix: Mix, tasks: &[TaskRow], pass: usize) -> Vec<BenchRequest> {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let pick = |rng: &mut Rng, pool: &[usize]| pool[rng.below(pool.len())];
     let pools = |keep: &dyn Fn(TaskRow) -> bool| -> Vec<usize> {
@@ -145,7 +179,7 @@ pub fn requests(n: usize, mix: Mix, tasks: &[TaskRow]) -> Vec<(String, Target)> 
         .map(|_| {
             let id = match mix {
                 // One request in ten is for a work item the database does not have.
-                Mix::Bench => rng.below(TASKS + TASKS / 10),
+                Mix::Bench | Mix::Distinct => rng.below(TASKS + TASKS / 10),
                 Mix::InProgress => match rng.below(10) {
                     0 => pick(&mut rng, &done),
                     // Half of the rest unknown, half cancelled or out of scope.
@@ -156,11 +190,16 @@ pub fn requests(n: usize, mix: Mix, tasks: &[TaskRow]) -> Vec<(String, Target)> 
             };
             (format!("ORCH-{id}"), Target::ALL[rng.below(3)])
         })
+        .enumerate()
+        .map(|(i, (work_item, target))| BenchRequest {
+            work_item,
+            target,
+            caller: match mix {
+                Mix::Distinct => format!("distinct-{pass}-{i}"),
+                Mix::Bench | Mix::InProgress => "bench".to_owned(),
+            },
+        })
         .collect()
-}
-
-pub fn request(r: &(String, Target)) -> Request<'_> {
-    Request::decide(&r.0, r.1, Some("bench"))
 }
 
 /// `--export-workload DIR`: the generated database (`orchestrator.db`), the `serve`
@@ -177,7 +216,7 @@ pub fn export(dir: &Path, mix: Mix) -> anyhow::Result<ExitCode> {
     connection.execute_batch("PRAGMA journal_mode = DELETE;")?;
     write_atomically(
         &dir.join("requests.jsonl"),
-        serve_input(&requests(SERVE_REQUESTS, mix, &tasks)).as_bytes(),
+        serve_input(&requests(SERVE_REQUESTS, mix, &tasks, 0)).as_bytes(),
         Mode::Readable,
     )?;
     // The settings both sides run with (seed_loop.py and serve read the same names).
@@ -195,12 +234,12 @@ pub fn export(dir: &Path, mix: Mix) -> anyhow::Result<ExitCode> {
 }
 
 /// The requests as `serve` reads them, one JSON object per line.
-pub fn serve_input(reqs: &[(String, Target)]) -> String {
-    let mut input = String::with_capacity(reqs.len() * 64);
-    for (work_item, target) in reqs {
-        input.push_str(&format!(
-            "{{\"work_item\":\"{work_item}\",\"target\":\"{target}\",\"caller\":\"bench\"}}\n"
-        ));
+pub fn serve_input(reqs: &[BenchRequest]) -> String {
+    let mut input = String::with_capacity(reqs.len() * 80);
+    for request in reqs {
+        // A BenchRequest is strings and a Target: serialising it cannot fail.
+        input.push_str(&serde_json::to_string(request).unwrap_or_default());
+        input.push('\n');
     }
     input
 }
