@@ -11,9 +11,10 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 
 /// Bytes reserved in the module's initial memory. A decision of the reference policy
-/// allocates a few hundred bytes (its facts' strings); 32 KiB leaves ample room for
-/// long repo names and scope lists before the fallback is needed.
-const ARENA_BYTES: usize = 32 * 1024;
+/// allocates a few hundred bytes (its facts' strings); 16 KiB leaves ample room for
+/// long repo names and scope lists before the fallback is needed, and keeps the whole
+/// memory (stack, data, arena) in one 64 KiB page: one page to reset per decision.
+const ARENA_BYTES: usize = 16 * 1024;
 const PAGE: usize = 64 * 1024;
 
 /// The allocator; install it with `#[global_allocator]`.

@@ -82,27 +82,27 @@ fn info_answers_the_name_and_the_crate_version() {
 #[test]
 fn a_decision_never_grows_the_guest_memory() {
     // The arena allocator keeps a decision inside the initial memory: instantiate with a
-    // limit of exactly the initial size (2 pages: a 64 KiB stack, the data, the 32 KiB
-    // arena) and decide a case with long strings. One page fewer does not even
+    // limit of exactly the initial size (1 page: a 16 KiB stack, the data, the 16 KiB
+    // arena) and decide a case with long strings. No memory at all does not even
     // instantiate, so the limit is tight.
     let sandbox = deploy_guard::sandbox::engine::Sandbox::new().expect("sandbox");
     let limits = deploy_guard::Limits {
-        memory_bytes: 2 * 65536,
-        ..deploy_guard::Limits::DEFAULT
-    };
-    let too_small = deploy_guard::Limits {
         memory_bytes: 65536,
         ..deploy_guard::Limits::DEFAULT
     };
-    // Refused for its memory (the initial 2 pages past a 1-page limit), not any error.
+    let too_small = deploy_guard::Limits {
+        memory_bytes: 0,
+        ..deploy_guard::Limits::DEFAULT
+    };
+    // Refused for its memory (the initial page past a limit of none), not any error.
     match deploy_guard::sandbox::policy::LoadedPolicy::load(&sandbox, REFERENCE, too_small) {
         Err(deploy_guard::sandbox::policy::LoadError::Info(reason)) => {
             assert!(reason.starts_with("memory: ") && reason.contains("65536"), "{reason}");
         }
-        other => panic!("a 1-page limit did not refuse the 2-page policy for its memory: {other:?}"),
+        other => panic!("a limit of no memory did not refuse the 1-page policy for its memory: {other:?}"),
     }
     let policy =
-        deploy_guard::sandbox::policy::LoadedPolicy::load(&sandbox, REFERENCE, limits).expect("fits in 4 pages");
+        deploy_guard::sandbox::policy::LoadedPolicy::load(&sandbox, REFERENCE, limits).expect("fits in 1 page");
     let long = "r".repeat(4000);
     let facts = deploy_guard::sandbox::question::FactsRecord {
         work_item: "W".repeat(1000),
