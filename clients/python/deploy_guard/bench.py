@@ -7,10 +7,17 @@ on the same database and the same requests:
 * :class:`deploy_guard.sidecar.Client` (a ``deploy-guard serve`` child).
 
 Both in-process paths write their decision line through the same real handler (to
-/dev/null), as the original did in the orchestrator. Then the resident memory that
+/dev/null), as the original did in the orchestrator. The three alternate request by
+request (original, in-process, sidecar, then the next request), so that all three see
+the same moments of a machine whose speed drifts. Then the resident memory that
 ``import deploy_guard`` plus one ``Guard`` add to a fresh interpreter.
 
     python -m deploy_guard.bench [--orch DIR] [--binary PATH] [--rounds N] [--split]
+                                 [--mix bench|in-progress|distinct]
+
+``--mix``: the workload's requests (``deploy-guard bench --mix``); with ``distinct``,
+no request repeats in the run (each round, and the untimed warm-up, asks with callers
+of its own), so remembered answers cannot help.
 
 ``--orch``: the directory holding the stand-ins' package ``orch/`` (default: the
 first ``shared/bench`` found beside the working directory or one of its parents).
@@ -67,17 +74,32 @@ def find_binary(given: Optional[str]) -> str:
     raise SystemExit("bench: no deploy-guard binary: pass --binary PATH")
 
 
-def per_call(decide: Callable[[str, str, Optional[str]], str], requests: Sequence[Request], rounds: int) -> List[int]:
-    """Nanoseconds of every call, after one untimed pass."""
-    for w, t, c in requests:
-        decide(w, t, c)
-    clock = time.perf_counter_ns
-    times = []
-    for _ in range(rounds):
-        for w, t, c in requests:
-            t0 = clock()
+Decide = Callable[[str, str, Optional[str]], str]
+
+
+def rounds_of(requests: Sequence[Request], rounds: int, mix: str, tag: str) -> List[List[Request]]:
+    """The requests of each round: the same ones every round, or, in the distinct mix,
+    with callers of the round's own (`<caller>-<tag><round>`), so that none repeats."""
+    if mix != "distinct":
+        return [list(requests)] * rounds
+    return [[(w, t, "%s-%s%d" % (c, tag, r)) for w, t, c in requests] for r in range(rounds)]
+
+
+def per_call(paths: Sequence[Tuple[str, Decide]], warm: Sequence[Request],
+             rounds: Sequence[Sequence[Request]]) -> dict:
+    """Nanoseconds of every call of every path, after one untimed pass over `warm`; the
+    paths take turns request by request."""
+    for w, t, c in warm:
+        for _, decide in paths:
             decide(w, t, c)
-            times.append(clock() - t0)
+    clock = time.perf_counter_ns
+    times: dict = {name: [] for name, _ in paths}
+    for requests in rounds:
+        for w, t, c in requests:
+            for name, decide in paths:
+                t0 = clock()
+                decide(w, t, c)
+                times[name].append(clock() - t0)
     return times
 
 
@@ -110,6 +132,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--binary", help="the deploy-guard binary")
     parser.add_argument("--rounds", type=int, default=2, help="timed passes over the requests (default 2)")
     parser.add_argument("--requests", type=int, default=15000, help="requests per pass (default 15000)")
+    parser.add_argument("--mix", default="bench", choices=["bench", "in-progress", "distinct"],
+                        help="the workload's requests (default bench)")
     parser.add_argument("--split", action="store_true",
                         help="also time each path with its logger off: what deciding costs, and by "
                              "difference what the decision line costs")
@@ -119,7 +143,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     binary = find_binary(args.binary)
     work = Path(tempfile.mkdtemp(prefix="deploy-guard-bench-"))
     try:
-        subprocess.run([binary, "bench", "--export-workload", str(work)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([binary, "bench", "--export-workload", str(work), "--mix", args.mix], check=True,
+                       stdout=subprocess.DEVNULL)
+        # The scope of the mix, for all three sides.
+        scope = {}
+        with open(work / "workload.env") as fh:
+            for line in fh:
+                name, _, value = line.strip().partition("=")
+                if name:
+                    scope[name] = value
         subprocess.run([binary, "export-policies", "--out", str(work / "policies")], check=True,
                        stdout=subprocess.DEVNULL)
         db = work / "orchestrator.db"
@@ -138,6 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 del os.environ[name]
         os.environ["DEPLOY_GUARD_DB"] = str(db)
         os.environ["DEPLOY_GUARD_POLICY"] = str(policy)
+        os.environ.update(scope)
 
         sys.path.insert(0, str(orch_root))
         from orch import db as orch_db  # type: ignore[import-not-found]
@@ -159,18 +192,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         guard = deploy_guard.Guard(db, policy, watch=True)
         client = Client(binary=binary, env=dict(os.environ), stderr=subprocess.DEVNULL, timeout=10)
         try:
-            theirs = [original.decide(w, t, c) for w, t, c in requests]
-            ours = [guard.decide(w, t, c) for w, t, c in requests]
-            sidecar = [client.decide(w, t, c) for w, t, c in requests]
-            results = {}
+            # The verdicts compared once, asked by callers no timed round uses.
+            checked = rounds_of(requests, 1, args.mix, "check")[0]
+            theirs = [original.decide(w, t, c) for w, t, c in checked]
+            ours = [guard.decide(w, t, c) for w, t, c in checked]
+            sidecar = [client.decide(w, t, c) for w, t, c in checked]
             paths = (("original", original.decide), ("in-process", guard.decide), ("sidecar", client.decide))
-            for name, decide in paths:
-                results[name] = summary(per_call(decide, requests, args.rounds))
+            timed = per_call(paths, rounds_of(requests, 1, args.mix, "warm")[0],
+                             rounds_of(requests, args.rounds, args.mix, "round"))
+            results = {name: summary(times) for name, times in timed.items()}
             unlogged = {}
             if args.split:
                 log.setLevel(logging.CRITICAL)
-                for name, decide in paths:
-                    unlogged[name] = summary(per_call(decide, requests, args.rounds))
+                timed = per_call(paths, rounds_of(requests, 1, args.mix, "split-warm")[0],
+                                 rounds_of(requests, args.rounds, args.mix, "split"))
+                unlogged = {name: summary(times) for name, times in timed.items()}
                 log.setLevel(logging.INFO)
         finally:
             client.close()
@@ -180,8 +216,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shutil.rmtree(str(work), ignore_errors=True)
 
     n = len(requests)
-    print("deploy-guard bench (Python): %d requests x %d rounds, one call at a time, each with its log line" % (
-        n, args.rounds))
+    print("deploy-guard bench (Python): mix %s, %d requests x %d rounds, one call at a time, the three "
+          "alternating, each with its log line" % (args.mix, n, args.rounds))
     for name, label in (("original", "original deploy_status_guard.decide"),
                         ("in-process", "deploy_guard.Guard.decide (in-process)"),
                         ("sidecar", "deploy_guard.sidecar.Client.decide")):
