@@ -7,9 +7,10 @@ on the same database and the same requests:
 * :class:`deploy_guard.sidecar.Client` (a ``deploy-guard serve`` child).
 
 Both in-process paths write their decision line through the same real handler (to
-/dev/null), as the original did in the orchestrator. The three alternate request by
-request (original, in-process, sidecar, then the next request), so that all three see
-the same moments of a machine whose speed drifts. Then the resident memory that
+/dev/null), as the original did in the orchestrator. Each of ours alternates with the
+original request by request (in a run of its own: a sidecar call wakes another
+process), so that both sides of a ratio see the same moments of a machine whose speed
+drifts. Then the resident memory that
 ``import deploy_guard`` plus one ``Guard`` add to a fresh interpreter.
 
     python -m deploy_guard.bench [--orch DIR] [--binary PATH] [--rounds N] [--split]
@@ -197,16 +198,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             theirs = [original.decide(w, t, c) for w, t, c in checked]
             ours = [guard.decide(w, t, c) for w, t, c in checked]
             sidecar = [client.decide(w, t, c) for w, t, c in checked]
-            paths = (("original", original.decide), ("in-process", guard.decide), ("sidecar", client.decide))
-            timed = per_call(paths, rounds_of(requests, 1, args.mix, "warm")[0],
-                             rounds_of(requests, args.rounds, args.mix, "round"))
-            results = {name: summary(times) for name, times in timed.items()}
+            # The original alternates with each of ours in a run of its own: a sidecar
+            # call wakes another process, which would disturb the in-process calls
+            # around it. The in-process ratio is against the original of its own run.
+            in_process = (("original", original.decide), ("in-process", guard.decide))
+            sidecar_run = (("original", original.decide), ("sidecar", client.decide))
+
+            def timed(paths, tag):
+                times = per_call(paths, rounds_of(requests, 1, args.mix, tag + "-warm")[0],
+                                 rounds_of(requests, args.rounds, args.mix, tag))
+                return {name: summary(t) for name, t in times.items()}
+
+            results = timed(in_process, "round")
+            results["sidecar"] = timed(sidecar_run, "sidecar")["sidecar"]
             unlogged = {}
             if args.split:
                 log.setLevel(logging.CRITICAL)
-                timed = per_call(paths, rounds_of(requests, 1, args.mix, "split-warm")[0],
-                                 rounds_of(requests, args.rounds, args.mix, "split"))
-                unlogged = {name: summary(times) for name, times in timed.items()}
+                unlogged = timed(in_process, "split")
+                unlogged["sidecar"] = timed(sidecar_run, "split-sidecar")["sidecar"]
                 log.setLevel(logging.INFO)
         finally:
             client.close()
@@ -216,8 +225,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shutil.rmtree(str(work), ignore_errors=True)
 
     n = len(requests)
-    print("deploy-guard bench (Python): mix %s, %d requests x %d rounds, one call at a time, the three "
-          "alternating, each with its log line" % (args.mix, n, args.rounds))
+    print("deploy-guard bench (Python): mix %s, %d requests x %d rounds, one call at a time, alternating "
+          "with the original, each with its log line" % (args.mix, n, args.rounds))
     for name, label in (("original", "original deploy_status_guard.decide"),
                         ("in-process", "deploy_guard.Guard.decide (in-process)"),
                         ("sidecar", "deploy_guard.sidecar.Client.decide")):
