@@ -42,7 +42,7 @@ impl Config {
             .or_else(|| env(CONFIG_FILE.env).filter(|p| !p.trim().is_empty()).map(PathBuf::from));
         let (values, problem) = file_values(file.as_deref(), &overrides.settings);
         let mut config = Config {
-            cache: default_cache_dir(&env),
+            cache: default_cache_dir(env),
             file,
             problem,
             ..Config::default()

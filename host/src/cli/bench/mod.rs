@@ -323,7 +323,7 @@ fn floor(n: usize, batches: usize, alone: impl FnMut(usize)) -> anyhow::Result<(
     {
         let mut store = sandbox.store(lane, Limits::DEFAULT);
         let instance = pre.instantiate(&mut store).map_err(wasmtime_error)?;
-        let func = instance.get_func(&mut store, &nothing).context("`nothing`")?;
+        let func = instance.get_func(&mut store, nothing).context("`nothing`")?;
         func.typed::<(), ()>(&store)
             .and_then(|func| func.call(&mut store, ()))
             .map_err(wasmtime_error)?;
@@ -331,7 +331,7 @@ fn floor(n: usize, batches: usize, alone: impl FnMut(usize)) -> anyhow::Result<(
     Ok(measure_pair(n, batches, alone, |_| {
         let mut store = sandbox.store(lane, Limits::DEFAULT);
         let called = pre.instantiate(&mut store).ok().and_then(|instance| {
-            let func = instance.get_func(&mut store, &nothing)?;
+            let func = instance.get_func(&mut store, nothing)?;
             func.typed::<(), ()>(&store).ok()?.call(&mut store, ()).ok()
         });
         std::hint::black_box(called);
