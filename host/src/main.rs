@@ -54,6 +54,7 @@ enum Command {
     /// Decide one tick of the post-deploy monitor: prints one JSON decision (PROCEED,
     /// or NOOP for a task cancelled during its window) and exits 0, whatever failed
     /// inside.
+    #[command(after_long_help = settings())]
     Tick {
         /// The work item of the task the monitor watches (may be empty).
         #[arg(long, value_name = "ID", allow_hyphen_values = true)]

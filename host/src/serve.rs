@@ -1,5 +1,5 @@
 //! The `serve` loop: one JSON request per line in, one JSON answer per line out, in
-//! order, flushed per answer, until EOF. A request is a stamp,
+//! order, flushed at the end of each batch, until EOF. A request is a stamp,
 //! `{"work_item": "...", "target": "...", "caller": "..."}` (or with `"op": "decide"`),
 //! or a tick of the post-deploy monitor, `{"op": "tick", "work_item": "...",
 //! "caller": "..."}`. A malformed line (bad JSON, invalid UTF-8, an unknown target or

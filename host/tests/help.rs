@@ -17,7 +17,7 @@ fn long_help(args: &[&str]) -> String {
 #[test]
 fn help_lists_every_setting_with_its_key_default_and_meaning() {
     let settings = help();
-    for args in [&[][..], &["serve"], &["decide"], &["check"], &["rollback"]] {
+    for args in [&[][..], &["serve"], &["decide"], &["tick"], &["check"], &["rollback"]] {
         let shown = long_help(args);
         assert!(
             shown.contains(settings.trim_end()),

@@ -2,7 +2,7 @@
 ;; offset 512 of its memory, and answers rule `first` for its instance's first decision
 ;; and `again` for any later one. With a fresh instance per decision, as the host
 ;; promises, it says `first` every time: also in a batch, where the instances of
-;; several decisions share a Store (LoadedPolicy::decide_many). Always ALLOW, so it
+;; several decisions share a Store (LoadedPolicy::rule_many). Always ALLOW, so it
 ;; passes the gate. tests/tests/hostile.rs (`a_batch_gives_each_decision_a_fresh_instance`).
 (module
   (memory (export "memory") 1)

@@ -64,7 +64,7 @@ pub struct Limits {
 
 impl Limits {
     /// Defaults that the reference policy never comes near: it decides in a few
-    /// thousand instructions, in 3 pages (192 KiB) of memory, in microseconds.
+    /// thousand instructions, in one page (64 KiB) of memory, in microseconds.
     pub const DEFAULT: Limits = Limits {
         timeout: Duration::from_millis(100),
         fuel: 100_000_000,

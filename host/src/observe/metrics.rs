@@ -3,8 +3,8 @@
 //! refused or rolled back, whether the ledger drops records.
 //!
 //! One [`Metrics`] per [`crate::Guard`], fed from the places where things happen: every
-//! decision from the one loop where decisions pass their observers (`guard.rs`), swaps,
-//! refusals and roll backs from the policy slot (`rollout/swap.rs`), records and drops from the
+//! decision from the one loop where decisions pass their observers (`guard/judge.rs`), swaps,
+//! refusals and roll backs from the policy slot (`rollout/slot.rs`), records and drops from the
 //! ledger's queue and writer, disagreements from the shadow's thread. The live policy's
 //! identity is read from the slot when the text is made, so it is never stale.
 //!
@@ -174,7 +174,7 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
-/// The counters of the policy slot (`rollout/swap.rs`); clones share their values.
+/// The counters of the policy slot (`rollout/slot.rs`); clones share their values.
 #[derive(Clone, Debug, Default)]
 pub struct SwapCounters {
     /// A new policy went live in place of a live one.
@@ -304,7 +304,7 @@ impl Metrics {
         });
         registry.register(
             "deploy_guard_fail_safe",
-            "Decisions that failed safe (ALLOW), by the class of their cause",
+            "Decisions that failed safe (ALLOW, or PROCEED for a tick), by the class of their cause",
             fail_safe_family,
         );
         let duration = DurationHistogram::default();

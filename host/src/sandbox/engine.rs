@@ -36,7 +36,7 @@ pub const POOL_SLOTS: u32 = 32;
 /// The most lanes (engines) a sandbox runs, whatever the number of cores.
 pub const MAX_LANES: usize = 8;
 /// The most decisions of one batch whose fresh instances share a Store (see
-/// [`crate::sandbox::policy::LoadedPolicy::decide_many`]): making and dropping a Store is part
+/// [`crate::sandbox::policy::LoadedPolicy::rule_many`]): making and dropping a Store is part
 /// of what a decision costs, and a batch need not pay it each time. Each decision
 /// still has an instance of its own, its own fuel and its own deadline.
 pub const INSTANCES_PER_STORE: usize = 8;
