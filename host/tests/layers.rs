@@ -29,7 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["config", "config::settings", "config::load"]),
     (
         "what a policy is asked",
-        &["sandbox::question", "sandbox::wit", "sandbox::memo"],
+        &["sandbox::question", "sandbox::wit", "sandbox::world", "sandbox::memo"],
     ),
     ("engine", &["sandbox::engine", "sandbox::cache", "facts::source"]),
     ("policy", &["sandbox::policy"]),

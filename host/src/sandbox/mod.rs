@@ -11,3 +11,4 @@ pub mod memo;
 pub mod policy;
 pub mod question;
 pub mod wit;
+pub mod world;
