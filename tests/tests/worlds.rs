@@ -29,13 +29,13 @@
 use deploy_guard::admission::gate::{self, GateError};
 use deploy_guard::admission::grid::{DECIDE_CASES, TICK_CASES, fact_grid};
 use deploy_guard::decision::{Ask, TICK_FIELDS};
+use deploy_guard::guard::native_ruling;
 use deploy_guard::observe::ledger::read_ledger;
 use deploy_guard::sandbox::engine::Sandbox;
 use deploy_guard::sandbox::policy::{LoadError, LoadedPolicy, Ruling, RunError};
 use deploy_guard::sandbox::question::{FactsRecord, RecordTask};
 use deploy_guard::{Guard, Limits, Target, Verdict};
 use deploy_guard_e2e::{NEXT, REFERENCE, Row, Workspace, hostile, insert_sentinel, insert_task, sha256_digest};
-use deploy_status_guard::predicate;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -476,50 +476,7 @@ fn the_deployed_policies_pass_the_gate_with_their_own_vectors() {
 
 /// The native predicates' answer to `facts`.
 fn native(facts: &FactsRecord) -> Ruling {
-    let task = facts.task.as_ref().map(|t| predicate::Task {
-        repo: &t.repo,
-        stage: &t.stage,
-    });
-    match facts.ask {
-        Ask::Decide(target) => {
-            let ruling = predicate::decide(&predicate::Facts {
-                target: match target {
-                    Target::Awaiting => predicate::Target::Awaiting,
-                    Target::Deploying => predicate::Target::Deploying,
-                    Target::Monitoring => predicate::Target::Monitoring,
-                },
-                task,
-                window_active: facts.window_active,
-                scope_repos: &facts.scope_repos,
-                self_hosting_repos: &facts.self_hosting_repos,
-            });
-            Ruling {
-                verdict: match ruling.verdict {
-                    predicate::Verdict::Allow => Verdict::Allow,
-                    predicate::Verdict::ConvergeDone => Verdict::ConvergeDone,
-                    predicate::Verdict::Suppress => Verdict::Suppress,
-                },
-                rule: ruling.rule.as_str().to_owned(),
-                fuel: None,
-            }
-        }
-        Ask::Tick => {
-            let ruling = predicate::tick(&predicate::TickFacts {
-                task,
-                window_active: facts.window_active,
-                scope_repos: &facts.scope_repos,
-                self_hosting_repos: &facts.self_hosting_repos,
-            });
-            Ruling {
-                verdict: match ruling.verdict {
-                    predicate::TickVerdict::Proceed => Verdict::Proceed,
-                    predicate::TickVerdict::Noop => Verdict::Noop,
-                },
-                rule: ruling.rule.as_str().to_owned(),
-                fuel: None,
-            }
-        }
-    }
+    native_ruling(&facts.question())
 }
 
 // Checked by loading the deployed next in place of the deployed reference (the 18

@@ -155,7 +155,7 @@ impl Guard {
             .map(|(request, task)| question(config, *request, task.as_ref()))
             .collect();
         let mut rulings = match &policy {
-            None => questions.iter().map(|q| Ok(native(q))).collect::<Vec<_>>(),
+            None => questions.iter().map(|q| Ok(native_ruling(q))).collect::<Vec<_>>(),
             // Remembered answers first: a policy imports nothing, so the same question
             // under the same policy and limits has the same answer (sandbox::memo).
             Some(policy) if questions.len() == 1 => vec![policy.rule_remembered(&questions[0])],
@@ -295,8 +295,9 @@ impl<'a> Judged<'a> {
 /// Identity of the native reference in decisions it makes.
 pub const NATIVE_POLICY: &str = "native:deploy-status-guard";
 
-/// The reference predicates, natively: `decide` for a stamp, `tick` for a tick.
-fn native(question: &Question<'_>) -> Ruling {
+/// The reference predicates, natively: `decide` for a stamp, `tick` for a tick. What
+/// the native reference answers, and what the tests compare a policy's answers with.
+pub fn native_ruling(question: &Question<'_>) -> Ruling {
     let task = question.task.map(|t| predicate::Task {
         repo: t.repo,
         stage: t.stage,

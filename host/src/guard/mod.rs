@@ -15,7 +15,7 @@ use crate::rollout::watch::WatchState;
 use crate::sandbox::engine::{EngineError, Sandbox};
 use crate::sandbox::policy::LoadedPolicy;
 use arc_swap::{ArcSwap, ArcSwapOption};
-pub use judge::NATIVE_POLICY;
+pub use judge::{NATIVE_POLICY, native_ruling};
 pub use refresh::ConfigReload;
 use std::sync::{Arc, Mutex};
 
