@@ -163,6 +163,31 @@ impl Guard {
             })
         })
     }
+
+    /// The decision of a stamp (`target` given) or a tick (none) as a whole `Decision`,
+    /// its line logged.
+    fn full(
+        &self,
+        py: Python<'_>,
+        work_item: &Bound<'_, PyAny>,
+        target: Option<&Bound<'_, PyAny>>,
+        reason: Option<&Bound<'_, PyAny>>,
+    ) -> Decision {
+        let decision = self.run(py, work_item, target, reason);
+        log_decision(py, &decision, work_item, target, reason);
+        Decision {
+            work_item: work_item.clone().unbind(),
+            caller: reason.map_or_else(|| py.None(), |r| r.clone().unbind()),
+            target: target.map_or_else(|| py.None(), |t| t.clone().unbind()),
+            db_stage: decision.db_stage,
+            window_active: decision.window_active,
+            verdict: decision.verdict.as_str().to_owned(),
+            rule: decision.rule,
+            policy: decision.policy,
+            policy_digest: decision.policy_digest,
+            error: decision.error,
+        }
+    }
 }
 
 #[pymethods]
@@ -227,20 +252,19 @@ impl Guard {
         target_status: &Bound<'py, PyAny>,
         reason: Option<&Bound<'py, PyAny>>,
     ) -> Decision {
-        let decision = self.run(py, work_item_id, Some(target_status), reason);
-        log_decision(py, &decision, work_item_id, Some(target_status), reason);
-        Decision {
-            work_item: work_item_id.clone().unbind(),
-            caller: reason.map_or_else(|| py.None(), |r| r.clone().unbind()),
-            target: target_status.clone().unbind(),
-            db_stage: decision.db_stage,
-            window_active: decision.window_active,
-            verdict: decision.verdict.as_str().to_owned(),
-            rule: decision.rule,
-            policy: decision.policy,
-            policy_digest: decision.policy_digest,
-            error: decision.error,
-        }
+        self.full(py, work_item_id, Some(target_status), reason)
+    }
+
+    /// The whole decision object of a tick (`target` is None); never raises; one
+    /// decision line. The sidecar's `Client.monitor_tick_full`, in-process.
+    #[pyo3(signature = (work_item_id, reason=None))]
+    pub(crate) fn monitor_tick_full<'py>(
+        &self,
+        py: Python<'py>,
+        work_item_id: &Bound<'py, PyAny>,
+        reason: Option<&Bound<'py, PyAny>>,
+    ) -> Decision {
+        self.full(py, work_item_id, None, reason)
     }
 
     /// The live policy (name, version, digest), or None when none is live.

@@ -130,6 +130,21 @@ class TestMonitorTick(unittest.TestCase):
         self.assertEqual([r.getMessage() for r in ours], [r.getMessage() for r in theirs])
         self.assertIn("caller=zombie\\u{a}forged line", ours[0].getMessage())
 
+    def test_the_whole_tick_decision_is_the_same_through_both_transports(self) -> None:
+        in_process, ours = self.logged(self.guard().monitor_tick_full, "ORCH-CANCEL", "run_post_deploy_monitor")
+        sidecar, theirs = self.logged(self.client().monitor_tick_full, "ORCH-CANCEL", "run_post_deploy_monitor")
+        self.assertEqual(in_process.as_dict(), sidecar.as_dict())
+        self.assertEqual(
+            (in_process.work_item, in_process.caller, in_process.target, in_process.db_stage),
+            ("ORCH-CANCEL", "run_post_deploy_monitor", None, "cancelled"),
+        )
+        self.assertEqual((in_process.window_active, in_process.verdict, in_process.rule, in_process.error),
+                         (True, NOOP, "zombie-tick", None))
+        self.assertTrue(in_process.policy_digest.startswith("sha256:"), in_process.policy_digest)
+        # One decision line each, the tick's, the same.
+        self.assertEqual([r.getMessage() for r in ours], [r.getMessage() for r in theirs])
+        self.assertEqual(len(ours), 1)
+
     def test_a_policy_of_the_first_world_answers_proceed_as_before(self) -> None:
         # The next policy (1.1.0) is a component of the 1.0.0 world: no monitor.
         for transport, tick in (("in-process", self.guard(self.ws.next).monitor_tick),
