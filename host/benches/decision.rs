@@ -1,4 +1,4 @@
-//! The decision paths under criterion: `cargo bench -p deploy-guard --bench decision`.
+//! The decision paths under criterion: `cargo bench --workspace --bench decision`.
 //!
 //! The same paths as `deploy-guard bench` (native reference end to end, sandboxed end
 //! to end, the facts read alone, the sandbox alone), with criterion's statistics and its
@@ -58,6 +58,18 @@ fn decision_paths(c: &mut Criterion) {
     });
     group.bench_function("sandboxed, end to end", |b| {
         b.iter(|| black_box(guard.decide_unlogged(request)))
+    });
+    // The same request by a new caller each time, so that no answer is remembered:
+    // the memo holds a few thousand answers, and a caller comes back only after 65,536
+    // others (the `distinct` mix of `deploy-guard bench`).
+    let callers: Vec<String> = (0..1 << 16).map(|i| format!("bench-{i}")).collect();
+    let mut next_caller = 0;
+    group.bench_function("sandboxed, end to end, no request repeats", |b| {
+        b.iter(|| {
+            next_caller = (next_caller + 1) % callers.len();
+            let request = Request::decide("ORCH-4000", Target::Monitoring, Some(&callers[next_caller]));
+            black_box(guard.decide_unlogged(request))
+        })
     });
     let batch: Vec<Request<'_>> = (0..16)
         .map(|i| {
