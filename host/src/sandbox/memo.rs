@@ -15,8 +15,8 @@
 //! entry, it never stands for the question.
 //!
 //! Bounded: the memo is split into [`SHARDS`] shards, each with its own lock (two
-//! threads rarely meet on one), each holding at most [`MEMO_BYTES`] / [`SHARDS`] bytes
-//! of keys and answers. A shard that is full is emptied before it takes another entry:
+//! threads rarely meet on one), each holding at most [`MEMO_BYTES`] / [`SHARDS`] bytes:
+//! keys, answers and the table that holds them. A shard that is full is emptied before it takes another entry:
 //! no order is kept per entry, so a hit costs a lookup and nothing more.
 
 use crate::decision::{Ask, Target};
@@ -58,8 +58,30 @@ struct Entry<A> {
     /// The question, encoded by [`encode`].
     question: Box<[u8]>,
     answer: A,
-    /// What the entry costs: its key, what the answer holds elsewhere, its slot.
+    /// What the entry costs: its key, what the answer holds elsewhere, its share of
+    /// the table ([`entry_overhead`]).
     bytes: usize,
+}
+
+/// What an entry costs beyond its key's bytes and what its answer holds elsewhere: its
+/// share of the table and the allocator's due on its two allocations (the key, the
+/// answer's string). A table doubles when it is 7/8 full, so it has at most 16/7
+/// buckets (an entry and a control byte each) per entry it holds, or its smallest
+/// size, counted once per shard ([`table_floor`]); an emptied shard starts a new
+/// table. So a shard never holds more than it counts
+/// (`the_memo_stays_within_its_bytes`).
+const fn entry_overhead<A>() -> usize {
+    bucket::<A>() * 16 / 7 + 1 + 2 * 16
+}
+
+/// What a shard counts before it holds anything: the smallest table (4 buckets).
+const fn table_floor<A>() -> usize {
+    4 * bucket::<A>()
+}
+
+/// One bucket of a shard's table: an entry and its control byte.
+const fn bucket<A>() -> usize {
+    size_of::<(u64, Entry<A>)>() + 1
 }
 
 /// How often a memo answered, and how often it had to run the policy.
@@ -87,7 +109,7 @@ impl<A: Clone> Memo<A> {
                 .map(|_| {
                     Shard(parking_lot::Mutex::new(ShardState {
                         entries: HashMap::default(),
-                        bytes: 0,
+                        bytes: table_floor::<A>(),
                         hits: 0,
                         misses: 0,
                     }))
@@ -119,7 +141,11 @@ impl<A: Clone> Memo<A> {
     pub fn remember(&self, question: &Question<'_>, answer: A, heap_bytes: usize) {
         let mut encoded = Vec::with_capacity(64);
         encode(question, &mut |bytes| encoded.extend_from_slice(bytes));
-        let size = encoded.len() + heap_bytes + size_of::<(u64, Entry<A>)>() + 8;
+        let size = encoded.len() + heap_bytes + entry_overhead::<A>();
+        // A question larger than a shard is answered, never kept, and empties nothing.
+        if table_floor::<A>() + size > MEMO_BYTES / SHARDS {
+            return;
+        }
         let entry = Entry {
             question: encoded.into_boxed_slice(),
             answer,
@@ -128,11 +154,9 @@ impl<A: Clone> Memo<A> {
         let hash = self.hash(question);
         let mut shard = self.shard(hash).lock();
         if shard.bytes + size > MEMO_BYTES / SHARDS {
-            shard.entries.clear();
-            shard.bytes = 0;
-            if size > MEMO_BYTES / SHARDS {
-                return;
-            }
+            // Emptied, its table's memory too: what it holds is always what it counts.
+            shard.entries = HashMap::default();
+            shard.bytes = table_floor::<A>();
         }
         shard.bytes += size;
         if let Some(replaced) = shard.entries.insert(hash, entry) {
@@ -351,9 +375,31 @@ mod tests {
         // The newest are there.
         let last = question(work_items.last().expect("some"), &scope, &hosting);
         assert_eq!(memo.recall(&last), Some(ruling("converge-done")));
-        // A question larger than a shard is answered, never kept.
+        // What the shards hold, their tables at their capacity, is within what they
+        // count: every key and answer, and 8/7 of each table's capacity in buckets.
+        let bucket = bucket::<String>();
+        let held_for_real: usize = memo
+            .shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.0.lock();
+                let buckets = (shard.entries.capacity() * 8 / 7).next_power_of_two();
+                let keys_and_answers: usize = shard.entries.values().map(|e| e.question.len() + e.answer.len()).sum();
+                assert!(
+                    buckets * bucket + keys_and_answers <= shard.bytes,
+                    "{} buckets",
+                    buckets
+                );
+                shard.bytes
+            })
+            .sum();
+        assert!(held_for_real <= MEMO_BYTES);
+        // A question larger than a shard is answered, never kept, and empties nothing.
+        let entries = memo.stats().entries;
         let huge = "x".repeat(MEMO_BYTES / SHARDS);
         remember(&memo, &question(&huge, &scope, &hosting), ruling("converge-done"));
         assert_eq!(memo.recall(&question(&huge, &scope, &hosting)), None);
+        assert_eq!(memo.stats().entries, entries);
+        assert_eq!(memo.recall(&last), Some(ruling("converge-done")));
     }
 }
