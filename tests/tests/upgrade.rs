@@ -478,3 +478,58 @@ fn a_stalled_ledger_drops_records_beyond_its_byte_budget_and_never_blocks() {
         return;
     }
 }
+
+#[test]
+fn a_ledger_written_before_the_fuel_column_gains_it_and_keeps_its_rows() {
+    let ws = Workspace::story();
+    let path = ws.dir.path().join("ledger.db");
+    // A ledger of the first schema, without `fuel`, with a row of its own.
+    let old = rusqlite::Connection::open(&path).expect("open");
+    old.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE decisions (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,
+             work_item TEXT NOT NULL, caller TEXT, target TEXT NOT NULL, facts TEXT, db_stage TEXT,
+             window_active INTEGER, verdict TEXT NOT NULL, rule TEXT NOT NULL, policy TEXT,
+             policy_digest TEXT, error TEXT);
+         INSERT INTO decisions (time_ms, work_item, target, verdict, rule)
+             VALUES (1, 'OLD-1', 'awaiting', 'ALLOW', 'non-terminal');",
+    )
+    .expect("an old ledger");
+    let before = read_ledger(&path).expect("an old ledger reads");
+    assert_eq!(
+        before
+            .iter()
+            .map(|r| (r.decision.work_item.as_str(), r.fuel))
+            .collect::<Vec<_>>(),
+        [("OLD-1", None)]
+    );
+    // Two writers open it at once, as two processes starting together would: both
+    // open, and the column is there once.
+    let (first, second) = std::thread::scope(|s| {
+        let first = s.spawn(|| Ledger::open(&path, &ws.db(), 1000));
+        let second = s.spawn(|| Ledger::open(&path, &ws.db(), 1000));
+        (first.join().expect("first"), second.join().expect("second"))
+    });
+    drop((first.expect("the first opens"), second.expect("the second opens")));
+    let columns: i64 = old
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('decisions') WHERE name = 'fuel'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("columns");
+    assert_eq!(columns, 1);
+    // A guard records into it, with the fuel its policy used; the old row stays.
+    let guard = Guard::new(Config {
+        ledger: Some(path.clone()),
+        ..ws.config()
+    })
+    .expect("guard");
+    guard.decide("ORCH-072", Target::Awaiting, None);
+    guard.ledger().expect("ledger in use").flush();
+    let after = read_ledger(&path).expect("reads");
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!((after[0].decision.work_item.as_str(), after[0].fuel), ("OLD-1", None));
+    assert_eq!(after[1].decision.work_item, "ORCH-072");
+    assert!(after[1].fuel.is_some_and(|fuel| fuel > 0), "{:?}", after[1]);
+}

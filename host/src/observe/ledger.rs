@@ -127,6 +127,28 @@ CREATE TABLE IF NOT EXISTS decisions (
     fuel INTEGER
 );";
 
+/// A ledger written before the `fuel` column gets it. Two processes may open such a
+/// ledger at once: the check is made again under the write lock, so that the second
+/// finds the column the first added instead of failing to add it twice.
+fn add_fuel_column(connection: &Connection) -> rusqlite::Result<()> {
+    if has_fuel_column(connection)? {
+        return Ok(());
+    }
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let added = match has_fuel_column(connection) {
+        Ok(true) => Ok(()),
+        Ok(false) => connection.execute_batch("ALTER TABLE decisions ADD COLUMN fuel INTEGER"),
+        Err(e) => Err(e),
+    };
+    match added {
+        Ok(()) => connection.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = connection.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 /// Whether the ledger's table has the `fuel` column (ledgers made before it was added
 /// do not; [`Ledger::open`] adds it).
 fn has_fuel_column(connection: &Connection) -> rusqlite::Result<bool> {
@@ -245,10 +267,7 @@ impl Ledger {
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .and_then(|()| connection.execute_batch(SCHEMA))
-            .and_then(|()| match has_fuel_column(&connection)? {
-                true => Ok(()),
-                false => connection.execute_batch("ALTER TABLE decisions ADD COLUMN fuel INTEGER"),
-            })
+            .and_then(|()| add_fuel_column(&connection))
             .map_err(|e| open_error(path, e))?;
         let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
         let queued_bytes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
