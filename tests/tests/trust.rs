@@ -105,3 +105,92 @@ fn a_trusted_key_rewritten_in_place_applies_to_the_live_policy_file() {
     assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
     assert_eq!(guard.policy().expect("live").digest, sha256_digest(NEXT));
 }
+
+/// A configuration made in code was read by no load: a key file it names rewritten in
+/// place changes its keys, and nothing else of it (it must not become the defaults).
+#[test]
+fn a_key_rewritten_under_a_configuration_made_in_code_changes_its_keys_only() {
+    let ws = Workspace::story();
+    let (old_private, old_public) = keys(ws.dir.path(), "old");
+    let (_, new_public) = keys(ws.dir.path(), "new");
+    let trusted = ws.dir.path().join("trusted.pub");
+    std::fs::copy(&old_public, &trusted).expect("the trusted key");
+    sign_file(&ws.policy(), &old_private);
+    let made = deploy_guard::Config {
+        scope_repos: vec!["orchestrator".to_owned(), "svc-z".to_owned()],
+        busy_timeout: Duration::from_millis(1234),
+        ..ws.config()
+    }
+    .with_trusted_keys(vec![trusted.clone()]);
+    assert!(made.problem.is_none(), "{:?}", made.problem);
+    let guard = Guard::new(made.clone()).expect("guard");
+    assert!(guard.policy().is_some(), "signed by the old key, live");
+
+    std::fs::write(&trusted, std::fs::read(&new_public).expect("new key")).expect("rewrite in place");
+    assert_eq!(reload(&guard), ConfigReload::Reloaded);
+    let now = guard.config();
+    assert_eq!(
+        (
+            &now.db,
+            &now.policy,
+            &now.scope_repos,
+            now.busy_timeout,
+            now.enabled,
+            &now.trusted_keys
+        ),
+        (
+            &made.db,
+            &made.policy,
+            &made.scope_repos,
+            made.busy_timeout,
+            made.enabled,
+            &made.trusted_keys
+        )
+    );
+    assert!(now.trust.is_some() && now.trust != made.trust, "the new key is trusted");
+    // And it is required: the live policy, signed by the old key only, is withdrawn.
+    let outcome = refresh_until_outcome(&guard);
+    assert!(
+        matches!(outcome, Outcome::Refused(ref why) if why.contains("not signed by them")),
+        "{outcome:?}"
+    );
+}
+
+/// A key file named in the config file before it exists: the reload is refused, and
+/// the file is watched, so that the configuration goes into force when the key lands,
+/// without another change to the config file.
+#[test]
+fn a_key_file_named_before_it_exists_is_read_when_it_lands() {
+    let ws = Workspace::story();
+    let (old_private, old_public) = keys(ws.dir.path(), "old");
+    sign_file(&ws.policy(), &old_private);
+    let config_file = ws.dir.path().join("deploy-guard.toml");
+    let later = ws.dir.path().join("later.pub");
+    let listing = |keys: &[&Path]| {
+        let quoted: Vec<String> = keys.iter().map(|k| format!("\"{}\"", k.display())).collect();
+        format!("trusted_keys = [{}]\n", quoted.join(", "))
+    };
+    write_atomically(&config_file, listing(&[&old_public]).as_bytes());
+    let env = |name: &str| match name {
+        "DEPLOY_GUARD_DB" => Some(ws.db().display().to_string()),
+        "DEPLOY_GUARD_POLICY" => Some(ws.policy().display().to_string()),
+        "DEPLOY_GUARD_CONFIG" => Some(config_file.display().to_string()),
+        _ => None,
+    };
+    let config = deploy_guard::Config::load_from(env, &deploy_guard::Overrides::default());
+    assert_eq!(config.problem, None);
+    let guard = Guard::new(config).expect("guard");
+    assert!(guard.policy().is_some(), "signed by the old key, live");
+
+    write_atomically(&config_file, listing(&[&old_public, &later]).as_bytes());
+    let refused = reload(&guard);
+    assert!(
+        matches!(refused, ConfigReload::Refused(ref why) if why.contains("trusted_keys")),
+        "{refused:?}"
+    );
+    assert_eq!(guard.config().trusted_keys, [old_public.clone()]);
+
+    std::fs::copy(&old_public, &later).expect("the key lands");
+    assert_eq!(reload(&guard), ConfigReload::Reloaded);
+    assert_eq!(guard.config().trusted_keys, [old_public, later]);
+}

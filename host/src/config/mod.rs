@@ -197,6 +197,13 @@ impl Environment {
     pub fn var(&self, name: &str) -> Option<String> {
         self.0.get(name).cloned().flatten()
     }
+
+    /// Whether a load recorded this environment: false for a configuration made in code
+    /// ([`Config::default`] and its kind), which no load read and a reload cannot read
+    /// again.
+    pub fn is_recorded(&self) -> bool {
+        !self.0.is_empty()
+    }
 }
 
 /// Values given on the command line (or by an embedding program); they override

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::facts::source::FactsSource;
 use crate::guard::{Guard, GuardError, open_ledger};
 use crate::rollout::slot::Outcome;
-use crate::rollout::watch::Watcher;
+use crate::rollout::watch::{FileSet, Watcher};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,20 +22,28 @@ impl Guard {
     /// goes into force if it parses (with new keys, a new generation of trust). `None`
     /// when none of them changed (or there are none); else what the reload did.
     pub fn refresh_config(&self) -> Option<ConfigReload> {
-        let Ok(mut watched) = self.shared.config_watch.lock() else {
+        let Ok(mut watch) = self.shared.config_watch.lock() else {
             return None;
         };
         let config = self.shared.config.load_full();
         // The same files as the configuration in force names, unless something other
         // than a reload replaced it.
-        watched.rewatch(config_files(&config));
-        if !watched.poll() {
+        let files = watch.files_for(&config);
+        watch.files.rewatch(files);
+        if !watch.files.poll() {
             return None;
         }
-        let reload = self.reload_config(&config);
+        let (reload, named) = self.reload_config(&config);
+        // A refused configuration's files stay watched: a key file named before it was
+        // there is read when it lands, without another change to the config file.
+        watch.refused = match reload {
+            ConfigReload::Refused(_) => named,
+            ConfigReload::Reloaded | ConfigReload::Unchanged => Vec::new(),
+        };
         // A reload may name other key files: watched from now on, those kept keeping
         // what they saw (a config file rewritten again meanwhile is still a change).
-        watched.rewatch(config_files(&self.shared.config.load()));
+        let files = watch.files_for(&self.shared.config.load());
+        watch.files.rewatch(files);
         Some(reload)
     }
 
@@ -83,16 +91,29 @@ impl Guard {
         follower.refresh(&self.shared.slot, &self.shared.sandbox, config, now)
     }
 
-    fn reload_config(&self, running: &Config) -> ConfigReload {
-        // The files again, with the environment the running configuration was loaded
-        // from (an embedder's or a test's, not necessarily this process's).
-        let fresh = Config::load_from(|name| running.environment.var(name), &self.shared.overrides);
+    /// Read the configuration again and put it in force if it can be used; also the
+    /// files the configuration read names (watched while it is refused).
+    fn reload_config(&self, running: &Config) -> (ConfigReload, Vec<PathBuf>) {
+        let fresh = if running.environment.is_recorded() {
+            // The files again, with the environment the running configuration was
+            // loaded from (an embedder's or a test's, not necessarily this process's).
+            Config::load_from(|name| running.environment.var(name), &self.shared.overrides)
+        } else {
+            // Made in code, not loaded: nothing to read again but the key files it names.
+            Config {
+                problem: None,
+                trust: None,
+                ..running.clone()
+            }
+            .with_trusted_keys(running.trusted_keys.clone())
+        };
+        let named = config_files(&fresh);
         if let Some(problem) = &fresh.problem {
             tracing::error!(target: "deploy_guard::config", "{problem}; keeping the running configuration");
-            return ConfigReload::Refused(problem.clone());
+            return (ConfigReload::Refused(problem.clone()), named);
         }
         if fresh == *running {
-            return ConfigReload::Unchanged;
+            return (ConfigReload::Unchanged, named);
         }
         for warning in &fresh.warnings {
             tracing::warn!(target: "deploy_guard::config", "{warning}");
@@ -130,7 +151,7 @@ impl Guard {
             "configuration reloaded"
         );
         self.shared.config.store(Arc::new(fresh));
-        ConfigReload::Reloaded
+        (ConfigReload::Reloaded, named)
     }
 
     /// Before `fork()`: stop this guard's ledger writer (what waits is committed), so
@@ -200,6 +221,36 @@ pub enum ConfigReload {
 
 /// The files whose change reloads the configuration: its file, and the trusted key
 /// files (read once per configuration load).
-pub(super) fn config_files(config: &Config) -> Vec<PathBuf> {
+fn config_files(config: &Config) -> Vec<PathBuf> {
     config.file.iter().chain(&config.trusted_keys).cloned().collect()
+}
+
+/// The files watched for a reload of the configuration.
+#[derive(Debug)]
+pub(super) struct ConfigWatch {
+    files: FileSet,
+    /// The files a refused reload named: watched beside the running configuration's
+    /// until a reload is no longer refused.
+    refused: Vec<PathBuf>,
+}
+
+impl ConfigWatch {
+    /// The files of `config`, watched from their state now.
+    pub(super) fn new(config: &Config) -> ConfigWatch {
+        ConfigWatch {
+            files: FileSet::settled(config_files(config)),
+            refused: Vec::new(),
+        }
+    }
+
+    /// What to watch while `config` is in force.
+    fn files_for(&self, config: &Config) -> Vec<PathBuf> {
+        let mut files = config_files(config);
+        for path in &self.refused {
+            if !files.contains(path) {
+                files.push(path.clone());
+            }
+        }
+        files
+    }
 }
