@@ -308,3 +308,23 @@ fn the_config_file_is_reloaded_and_a_bad_one_keeps_the_running_configuration() {
 fn config_refresh(guard: &Guard) -> ConfigReload {
     wait_for("a change of the config file noticed", || guard.refresh_config())
 }
+
+/// A candidate admitted under the limits before a configuration reload (its gate ran
+/// while the configuration changed) goes live under the limits then in force.
+#[test]
+fn a_policy_admitted_across_a_reload_of_the_limits_runs_under_the_new_ones() {
+    use deploy_guard::Limits;
+    use deploy_guard::rollout::slot::PolicySlot;
+    use deploy_guard::sandbox::policy::LoadedPolicy;
+    let sandbox = deploy_guard::sandbox::engine::Sandbox::new().expect("sandbox");
+    let slot = PolicySlot::counted(deploy_guard::observe::metrics::Metrics::new().swap_counters());
+    let reloaded = Limits {
+        fuel: 1_234_567,
+        ..Limits::DEFAULT
+    };
+    let admitted = LoadedPolicy::load(&sandbox, REFERENCE, Limits::DEFAULT).expect("loads");
+    slot.relimit(reloaded);
+    let outcome = slot.activate(admitted, std::path::Path::new("policy.wasm"));
+    assert!(matches!(outcome, Outcome::Activated { .. }), "{outcome:?}");
+    assert_eq!(slot.current().expect("live").limits(), reloaded);
+}

@@ -58,6 +58,10 @@ struct SlotState {
     /// The verified detached signature of each policy that went live from a file, by
     /// digest: a roll back writes it back beside the file with the policy.
     signatures: Remembered<String, Vec<u8>>,
+    /// The limits of the last configuration reload, if one came: a candidate admitted
+    /// under the limits before it (its gate ran while the configuration was reloaded)
+    /// goes live under these.
+    limits: Option<crate::config::Limits>,
 }
 
 impl SlotState {
@@ -287,6 +291,10 @@ impl PolicySlot {
         let identity = policy.identity().to_owned();
         let digest = policy.digest.clone();
         let mut state = self.state.lock();
+        let policy = match state.limits {
+            Some(limits) if limits != policy.limits() => policy.with_limits(limits),
+            _ => policy,
+        };
         state.path = Some(path.to_owned());
         let previous = self.live.swap(Some(Arc::new(policy)));
         state.problem = None;
@@ -461,6 +469,7 @@ impl PolicySlot {
     /// Keep the same policy under new limits (a configuration reload).
     pub fn relimit(&self, limits: crate::config::Limits) {
         let mut state = self.state.lock();
+        state.limits = Some(limits);
         if let Some(policy) = self.live.load_full()
             && policy.limits() != limits
         {
