@@ -188,7 +188,7 @@ fn a_key_file_named_before_it_exists_is_read_when_it_lands() {
         matches!(refused, ConfigReload::Refused(ref why) if why.contains("trusted_keys")),
         "{refused:?}"
     );
-    assert_eq!(guard.config().trusted_keys, [old_public.clone()]);
+    assert_eq!(guard.config().trusted_keys, std::slice::from_ref(&old_public));
 
     std::fs::copy(&old_public, &later).expect("the key lands");
     assert_eq!(reload(&guard), ConfigReload::Reloaded);
